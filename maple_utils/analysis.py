@@ -1,0 +1,114 @@
+"""Tables, figures and the HTML report from the tidy result rows.
+
+Reads only results.parquet (or the runs' results.jsonl), so anything that writes the schema can be analysed.
+Rows from runs with a `limit` are smoke-sized and labelled as not comparable with the paper.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from maple_utils import results
+from maple_utils.paths import read_params
+from maple_utils.pipeline import resolve
+
+RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
+
+
+def primary_metrics() -> dict[str, str]:
+    """The metric each task reports in the study's Table 1 (its first metric in params/tasks.yaml)."""
+    return {name: spec["metrics"][0] for name, spec in read_params("tasks")["tasks"].items()}
+
+
+def load(out_dir: str):
+    """All result rows of a grid folder: results.parquet when present, else the runs' results.jsonl."""
+    import pandas as pd
+
+    out = resolve(out_dir)
+    path = out / "results.parquet"
+    frame = pd.read_parquet(path) if path.exists() else results.collect(out)
+    return frame
+
+
+def task_table(frame):
+    """Study Table 1 layout: one row per model x dataset x rank x quant, one column per task (mean over
+    languages of its primary metric), and the model average."""
+    import pandas as pd
+
+    primary = primary_metrics()
+    ev = frame[(frame["stage"] == "03_evaluate") & (frame["metric"] == frame["task"].map(primary))].copy()
+    if ev.empty:
+        return pd.DataFrame()
+    ev["dataset"] = ev["dataset"].fillna("(base)")
+    ev["rank"] = ev["rank"].fillna(0).astype(int)
+    table = ev.pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
+    table["average"] = table.mean(axis=1)
+    return table.reset_index()
+
+
+def training_table(frame):
+    train = frame[frame["stage"] == "02_train"]
+    if train.empty:
+        return train
+    return train.pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
+
+
+def rank_quant_figure(table, path_png: Path):
+    """Average score against LoRA rank, one line per quantisation, one panel per model; base models dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(table["model"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        part = table[table["model"] == model]
+        tuned = part[part["dataset"] != "(base)"]
+        for (dataset, quant), g in tuned.groupby(["dataset", "quant"]):
+            g = g.sort_values("rank")
+            ax.plot(g["rank"], g["average"], marker="o", label=f"{dataset}, {quant}-bit")
+        for _, row in part[part["dataset"] == "(base)"].iterrows():
+            ax.axhline(row["average"], linestyle="--", color="grey", label=f"base, {row['quant']}-bit")
+        ax.set_title(model)
+        ax.set_xlabel("LoRA rank")
+        if len(tuned):
+            ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("average score over tasks")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=120)
+    fig.savefig(path_png.with_suffix(".pdf"))
+    plt.close(fig)
+    return path_png
+
+
+def write_report(out_dir: str) -> dict[str, Path]:
+    """<out>/report/: the task table (md, tex, csv), the training table, the figure (png, pdf), analysis.html."""
+    frame = load(out_dir)
+    report = resolve(out_dir) / "report"
+    report.mkdir(parents=True, exist_ok=True)
+    table = task_table(frame)
+    if table.empty:
+        raise ValueError(f"no evaluation rows under {resolve(out_dir)}: run 03_evaluate first")
+    limited = frame["limit"].notna().any()
+    note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
+            "paper's numbers." if limited else "Full evaluation sets.")
+    rounded = table.round(3)
+    paths = {"table_md": results.atomic_write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
+             "table_tex": results.atomic_write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
+             "table_csv": results.atomic_write_text(report / "task_table.csv", table.to_csv(index=False))}
+    train = training_table(frame)
+    if len(train):
+        paths["training_md"] = results.atomic_write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
+    paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
+    body = (f"<h1>MAPLE report: {html.escape(resolve(out_dir).name)}</h1><p>{html.escape(note)}</p>"
+            f"<h2>Task-wise performance (Table 1 layout)</h2>{rounded.to_html(index=False)}"
+            f"<h2>Average score by rank and quantisation</h2><img src='rank_quant.png' alt='average score by rank'>")
+    if len(train):
+        body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
+    paths["html"] = results.atomic_write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"
+                                              f"<title>MAPLE report</title><body>{body}</body>\n")
+    return paths

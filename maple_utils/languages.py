@@ -1,0 +1,46 @@
+"""The language table of params/languages.yaml: codes, scripts, per-dataset config names, groups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from maple_utils.paths import read_params
+
+DATASET_COLUMNS = ("xnli", "xcopa", "xquad", "mlqa", "belebele", "xlsum", "bactrian_x", "multialpaca")
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    name: str
+    script: str
+    group: str
+    configs: dict  # dataset column -> that dataset's config name, or None
+
+    def config_for(self, column: str) -> str | None:
+        return self.configs.get(column)
+
+
+def table() -> dict[str, Language]:
+    """All languages by ISO code, in the table's order."""
+    rows = read_params("languages")["languages"]
+    return {
+        r["code"]: Language(
+            code=r["code"], name=r["name"], script=r["script"], group=r["group"],
+            configs={c: r.get(c) for c in DATASET_COLUMNS},
+        )
+        for r in rows
+    }
+
+
+def codes() -> list[str]:
+    return list(table())
+
+
+def supporting(column: str) -> list[str]:
+    """Codes of the languages for which the dataset column has a config."""
+    return [code for code, lang in table().items() if lang.config_for(column)]
+
+
+def group_of(code: str) -> str:
+    return table()[code].group

@@ -1,0 +1,107 @@
+"""Tokenizer and base model at the requested quantisation; LoRA attach; adapter load.
+
+4-bit = QLoRA NF4 with double quantisation, 8-bit = LLM.int8, 16-bit = bf16 on GPUs that have it, fp16 on
+those that do not (T4), fp32 on the CPU (mission_anchors.md 4.6; ecosystem_reliability_anchors.md B4).
+bitsandbytes runs the 4- and 8-bit layers on the CPU too, so every path is exercised here.
+"""
+
+from __future__ import annotations
+
+from maple_utils.tiny import resolve_model
+
+
+def compute_dtype():
+    """bf16 where the GPU supports it, fp16 on older GPUs, fp32 on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_tokenizer(model: str):
+    """The model's tokenizer, with a pad token distinct from EOS so EOS stays in the training labels."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(model))
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
+            tok.pad_token = tok.unk_token  # Llama-2 and Mistral: <unk> pads without resizing embeddings
+        else:
+            raise ValueError(f"tokenizer of {model} has no pad or unk token distinct from EOS; "
+                             "add one and resize the embeddings before finetuning")
+    tok.padding_side = "right"  # training; generation switches to left
+    return tok
+
+
+def quantization_config(quant: int):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quant == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype())
+    if quant == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quant == 16:
+        return None
+    raise ValueError(f"quant must be one of 4, 8, 16, got {quant!r}")
+
+
+def load_base(model: str, quant: int):
+    """The base causal LM, quantised as asked, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": compute_dtype()}
+    qconfig = quantization_config(quant)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
+    try:
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(model), **kwargs)
+    except OSError as err:
+        raise OSError(f"could not load model {model!r}: {err}. Offline? Set HF_HUB_OFFLINE=1 only with the "
+                      "model in the cache (HF_HOME), or pass a local folder.") from err
+    base.eval()
+    return base
+
+
+def attach_lora(base, rank: int, alpha: int, dropout: float, target_modules: list[str], quant: int,
+                gradient_checkpointing: bool = False):
+    """A PEFT model with fresh LoRA weights; the base's quantised layers stay frozen."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quant < 16:
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)
+    present = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
+    missing = [m for m in target_modules if m not in present]
+    if missing:
+        raise ValueError(f"target_modules {missing} are not modules of this model "
+                         f"(linear layers present include: {', '.join(sorted(p for p in present if p.endswith('proj')))})")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(base, config)
+
+
+def load_adapted(model: str, quant: int, adapter_dir: str | None):
+    """Base model with a trained adapter loaded the plain PEFT way, or the base alone when no adapter."""
+    base = load_base(model, quant)
+    if not adapter_dir:
+        return base
+    from peft import PeftModel
+
+    adapted = PeftModel.from_pretrained(base, adapter_dir)
+    adapted.eval()
+    return adapted
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; 4-bit weights count as stored elements x 2."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = 0
+    for p in model.parameters():
+        n = p.numel()
+        total += n * 2 if p.__class__.__name__ == "Params4bit" else n  # two 4-bit values per stored byte
+    return trainable, total
