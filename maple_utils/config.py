@@ -29,6 +29,13 @@ class ConfigError(ValueError):
     """Invalid user input; the message is meant to be shown as is, without a traceback."""
 
 
+def _resolve(path: str) -> Path:
+    from maple_utils.paths import REPO_ROOT
+
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 def known_models() -> dict:
     return read_params("models")["models"]
 
@@ -139,8 +146,9 @@ class RunConfig(BaseModel):
             missing = [c for c in self.train_languages if c not in offered]
             if missing:
                 raise ValueError(f"train_languages {missing} are not in {self.dataset} (allowed: {', '.join(offered)})")
-        if self.data_source == "local" and not self.data_root:
-            raise ValueError("data_root is required when data_source is 'local' (a folder of release files)")
+        if self.data_source == "local" and not (self.data_root and _resolve(self.data_root).is_dir()):
+            raise ValueError(f"data_source 'local' needs data_root to be a folder of release files "
+                             f"(got {self.data_root!r}), e.g. '../shared/data'")
         for task in self.tasks:
             column = known_tasks()[task]["language_column"]
             if not set(self.languages) & set(lang_table.supporting(column)):

@@ -5,11 +5,15 @@ record validation; language subsets; size matching; prompt templates.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from pathlib import Path
 
 from maple_utils.paths import read_params
+
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -58,15 +62,19 @@ def _hub_records(name: str, code: str) -> list[dict]:
 
 
 def validate_records(records: list[dict], origin: str) -> list[str]:
-    """Every problem in the records, as 'origin row N: ...' lines (empty when all are valid)."""
+    """Every structural problem in the records, as 'origin row N: ...' lines (empty when all are valid).
+
+    An empty instruction or output is not an error: real releases have them (Alpaca has empty outputs), and
+    `usable` drops those rows.
+    """
     problems = []
     for i, rec in enumerate(records, start=1):
         if not isinstance(rec, dict):
             problems.append(f"{origin} row {i}: not an object")
             continue
         for key in ("instruction", "output"):
-            if not isinstance(rec.get(key), str) or not rec[key].strip():
-                problems.append(f"{origin} row {i}: field {key!r} must be a non-empty string, got {rec.get(key)!r:.60}")
+            if not isinstance(rec.get(key), str):
+                problems.append(f"{origin} row {i}: field {key!r} must be a string, got {rec.get(key)!r:.60}")
         if rec.get("input") is not None and not isinstance(rec["input"], str):
             problems.append(f"{origin} row {i}: field 'input' must be a string or null, got {rec['input']!r:.60}")
     return problems
@@ -86,9 +94,15 @@ def load_records(name: str, languages: list[str] | None = None, source: str = "e
             raw, origin = _read_records(path), str(path)
         if not raw:
             problems.append(f"{origin}: no records for language {code}")
-        problems += validate_records(raw, origin)
+        found = validate_records(raw, origin)
+        problems += found
+        if found:
+            continue
+        kept = [r for r in raw if r["instruction"].strip() and r["output"].strip()]
+        if len(kept) < len(raw):
+            log.warning("%s: dropped %d record(s) with an empty instruction or output", origin, len(raw) - len(kept))
         records += [{"language": code, "instruction": r["instruction"], "input": r.get("input") or "",
-                     "output": r["output"]} for r in raw if isinstance(r, dict)]
+                     "output": r["output"]} for r in kept]
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise DataError(f"dataset {name}: {len(problems)} invalid records\n  - " + "\n  - ".join(shown))

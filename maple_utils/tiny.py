@@ -97,9 +97,9 @@ def model_dir(kind: str, seed: int | None = None) -> Path:
 
     Each architecture gets its own default seed, so the tiny Llama and Mistral differ in their weights too.
     """
-    seed = list(TINY_ARCHITECTURES).index(kind) if seed is None else seed
     if kind not in TINY_ARCHITECTURES:
         raise ValueError(f"unknown tiny architecture {kind!r} (allowed: {', '.join(TINY_ARCHITECTURES)})")
+    seed = list(TINY_ARCHITECTURES).index(kind) if seed is None else seed
 
     def build(out: Path) -> None:
         import torch

@@ -1,0 +1,87 @@
+"""Set up .venv for MAPLE: create it, choose torch right for this machine, install the project.
+
+    python3 scripts/bootstrap.py [.venv]
+
+torch: a torch that is already importable (a GPU machine's, Colab's, a conda env's) is kept: the venv
+sees it through --system-site-packages. Without one, a machine with an NVIDIA driver gets PyPI's default
+(CUDA) build, and a machine without gets the CPU build of torch 2.13.0, from PyTorch's CPU index when it
+is reachable, so a CPU machine never downloads a multi-GB CUDA build. Reruns are quick: a stamp records
+the pyproject.toml that was installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_TORCH = "torch==2.13.0"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _has_torch(python: str) -> bool:
+    return subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+def _resolves(host: str, seconds: float = 3.0) -> bool:
+    """Whether DNS answers for host within the time (offline and closed networks fail fast or hang)."""
+    answer: list[bool] = []
+
+    def look() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    t = threading.Thread(target=look, daemon=True)
+    t.start()
+    t.join(seconds)
+    return bool(answer and answer[0])
+
+
+def _pip(python: str, *args: str) -> None:
+    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def install_torch(python: str) -> str:
+    if _has_torch(python):
+        version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                                 text=True).stdout.strip()
+        return f"kept the torch that is there ({version})"
+    if shutil.which("nvidia-smi"):
+        _pip(python, "torch")
+        return "installed PyPI's torch (CUDA build) for this GPU machine"
+    extra = ["--extra-index-url", CPU_INDEX] if _resolves("download.pytorch.org") else []
+    _pip(python, CPU_TORCH, *extra)
+    return f"installed the CPU build ({CPU_TORCH}) on this machine without CUDA"
+
+
+def main() -> int:
+    env = ROOT / (sys.argv[1] if len(sys.argv) > 1 else ".venv")
+    python = str(env / "bin" / "python")
+    if not Path(python).exists():
+        shared = _has_torch(sys.executable)  # keep a torch the base interpreter already has
+        print(f"creating {env}" + (" (sees the base interpreter's torch)" if shared else ""), flush=True)
+        venv.create(env, with_pip=True, system_site_packages=shared)
+    stamp = env / ".maple-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == want and _has_torch(python):
+        print(f"{env} is up to date", flush=True)
+        return 0
+    print(install_torch(python), flush=True)
+    _pip(python, "-e", f"{ROOT}[dev]")
+    stamp.write_text(want + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

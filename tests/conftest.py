@@ -1,0 +1,30 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MAPLE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real release-format files beside the repo (../shared/data); read in place, never copied."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set MAPLE_SHARED_DATA to its location)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_built():
+    """Every embedded artefact, built once (or found in the cache)."""
+    from maple_utils import tiny
+
+    return tiny.build_all()
+
+
+def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
