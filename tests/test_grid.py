@@ -1,0 +1,97 @@
+"""End to end: the smoke grid through papermill, as `make demo` runs it."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from maple_utils import config, grid
+from maple_utils.paths import PARAMS_DIR
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
+    out, proc = smoke
+    plan = grid.plan(PARAMS_DIR / "smoke.yaml", out)
+    frame = pd.read_parquet(out / "results.parquet")
+    expected = {(j.key, j.stage) for j in plan.jobs if j.stage != "05_analysis"}
+    assert set(zip(frame["run_id"], frame["stage"])) == expected
+    ev = frame[frame["stage"] == "03_evaluate"]
+    assert set(ev["task"]) == {"xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"}
+    assert set(ev["language"]) == {"en", "zh"}
+    assert ev["value"].between(0, 1).all() and (ev["n"] == 4).all() and (ev["limit"] == 4).all()
+    assert set(frame[frame["stage"] == "02_train"]["quant"]) == {4, 8, 16}
+    assert not frame.duplicated(["run_id", "stage", "task", "language", "metric"]).any()
+    assert "results: " in proc.stdout and "report: " in proc.stdout
+
+
+def test_run_folders_hold_notebooks_adapters_records_and_predictions(smoke):
+    out, _ = smoke
+    plan = grid.plan(PARAMS_DIR / "smoke.yaml", out)
+    for cfg in plan.adapters:
+        folder = out / "runs" / config.run_id(cfg)
+        for name in ("02_train.ipynb", "03_evaluate.ipynb", "04_alpaca_eval.ipynb", "COMPLETED", "config.json",
+                     "train_record.json", "run_record.json", "adapter/adapter_config.json",
+                     "predictions/xquad-zh.jsonl", "alpaca_eval/model_outputs.json"):
+            assert (folder / name).exists(), (folder, name)
+        assert json.loads((folder / "config.json").read_text()) == cfg.model_dump()
+        record = json.loads((folder / "run_record.json").read_text())
+        assert {"02_train", "03_evaluate", "04_alpaca_eval"} <= set(record["stages"])
+        assert "git_sha" in record["stages"]["02_train"] and "versions" in record["stages"]["02_train"]
+    outputs = json.loads((out / "runs" / config.run_id(plan.bases[0]) / "alpaca_eval/model_outputs.json").read_text())
+    assert len(outputs) == 4 and set(outputs[0]) == {"instruction", "output", "generator", "dataset"}
+
+
+def test_report_has_a_table_and_a_figure(smoke):
+    out, _ = smoke
+    report = out / "report"
+    table = (report / "task_table.md").read_text()
+    assert "xquad" in table and "(base)" in table and "tiny-mistral" in table
+    assert (report / "rank_quant.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report / "rank_quant.pdf").exists() and (report / "task_table.tex").exists()
+    assert "not comparable" in (report / "analysis.html").read_text()
+
+
+def test_rerun_skips_completed_runs(smoke):
+    out, _ = smoke
+    before = (out / "results.parquet").stat().st_mtime_ns
+    proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
+    assert proc.returncode == 0
+    assert proc.stdout.count("already complete") == 30
+    assert pd.read_parquet(out / "results.parquet").shape[0] > 0
+    assert (out / "results.parquet").stat().st_mtime_ns >= before
+
+
+def test_a_failing_run_is_isolated_and_kept(tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "isolation",
+        "fixed": {"max_steps": 2, "tasks": ["xnli"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
+                  "max_new_tokens": 4, "max_train_examples": 8},
+        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4],
+                 "target_modules": [["q_proj"], ["no_such_proj"]], "quant": [16]},
+        "evaluate_base_models": False}))
+    proc = run_cli("run", str(grid_file), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert "failed" in proc.stdout and "blocked" in proc.stdout
+    manifest = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    failed = [m for m in manifest if m["status"] == "failed"]
+    assert len(failed) == 1 and "no_such_proj" in failed[0]["error"]
+    kept = tmp_path / "out" / "runs" / failed[0]["key"] / "02_train.ipynb"
+    assert kept.exists()  # the executed notebook, with papermill's error banner
+    frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
+                                                                       if m["stage"] == "03_evaluate" and m["status"] == "done"}
+    assert not (tmp_path / "out" / "runs" / failed[0]["key"] / "COMPLETED").exists()
