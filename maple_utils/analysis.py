@@ -40,18 +40,25 @@ def task_table(frame):
     ev = frame[(frame["stage"] == "03_evaluate") & (frame["metric"] == frame["task"].map(primary))].copy()
     if ev.empty:
         return pd.DataFrame()
-    ev["dataset"] = ev["dataset"].fillna("(base)")
-    ev["rank"] = ev["rank"].fillna(0).astype(int)
-    table = ev.pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
+    table = _with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
     table["average"] = table.mean(axis=1)
     return table.reset_index()
+
+
+def _with_run_columns(rows):
+    """Run columns fit for display: base models as dataset "(base)" and rank 0, ranks and bits as integers."""
+    rows = rows.copy()
+    rows["dataset"] = rows["dataset"].fillna("(base)")
+    rows["rank"] = rows["rank"].fillna(0).astype(int)
+    rows["quant"] = rows["quant"].astype(int)
+    return rows
 
 
 def training_table(frame):
     train = frame[frame["stage"] == "02_train"]
     if train.empty:
         return train
-    return train.pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
+    return _with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
 
 
 def rank_quant_figure(table, path_png: Path):
@@ -74,7 +81,10 @@ def rank_quant_figure(table, path_png: Path):
         ax.set_title(model)
         ax.set_xlabel("LoRA rank")
         if len(tuned):
+            ranks = sorted(tuned["rank"].unique())
             ax.set_xscale("log", base=2)
+            ax.set_xticks(ranks, [str(r) for r in ranks])
+            ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("average score over tasks")
     axes[0][-1].legend(fontsize=7, loc="best")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,14 +150,20 @@ def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    job.folder.mkdir(parents=True, exist_ok=True)
+    from traitlets.config import Config
+
+    job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
     output = job.folder / f"{job.stage}.ipynb"
     started = time.time()
     entry = {"job": job.id, "stage": job.stage, "key": job.key, "notebook": str(output), "started": started}
+    # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
+    # together, and none of ipykernel's warnings about unencrypted TCP.
+    sockets = tempfile.mkdtemp(prefix="maple-kernel-")
+    kernel_config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
     try:
         papermill.execute_notebook(str(NOTEBOOKS_DIR / f"{job.stage}.ipynb"), str(output), parameters=job.params,
                                    kernel_name="python3", cwd=str(NOTEBOOKS_DIR), progress_bar=False,
-                                   execution_timeout=timeout)
+                                   execution_timeout=timeout, config=kernel_config)
     except PapermillExecutionError as err:
         entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index)
     except Exception as err:  # dead kernel (OOM, segfault), timeout, kernel start failure
@@ -162,6 +171,8 @@ def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
     else:
         entry["status"] = "done"
         results.atomic_write_text(job.marker, job.fingerprint() + "\n")
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     entry["wall_s"] = round(time.time() - started, 1)
     _append_manifest(out, entry)
     return entry
@@ -173,8 +184,13 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
     if dry_run:
         echo(f"grid {p.grid.name}: {len(p.adapters)} training runs, {len(p.adapters) + len(p.bases)} evaluation runs "
              f"({len(p.adapters)} adapters + {len(p.bases)} base models), {p.count('01_data')} datasets to prepare")
-        for job in p.jobs:
-            echo(f"  {job.stage:15s} {job.key}")
+        titles = {"01_data": "datasets to prepare", "02_train": "training runs (adapters)",
+                  "03_evaluate": "evaluation runs (03_evaluate, then 04_alpaca_eval)", "05_analysis": "analysis"}
+        for stage, title in titles.items():
+            keys = [j.key for j in p.jobs if j.stage == stage]
+            echo(f"\n{title}: {len(keys)}")
+            for key in keys:
+                echo(f"  {key}")
         return 0
     check_notebooks(p.jobs)
     p.out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--dry-run", action="store_true", help="list the runs and their ids; load nothing")
     run_p.add_argument("--timeout", type=int, default=None, help="seconds a notebook cell may run")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     try:
         failed = run(args.grid, args.out, dry_run=args.dry_run, timeout=args.timeout)
     except ConfigError as err:

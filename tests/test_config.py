@@ -120,12 +120,15 @@ def test_paper_grid_dry_run_lists_120_training_and_122_evaluation_runs_loading_n
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "120 training runs, 122 evaluation runs (120 adapters + 2 base models)" in out
-    lines = out.splitlines()
-    assert sum(line.strip().startswith("02_train") for line in lines) == 120
-    assert sum(line.strip().startswith("03_evaluate") for line in lines) == 122
+    sections = {}
+    for block in out.split("\n\n")[1:]:
+        head, *ids = block.strip().splitlines()
+        sections[head.split(":")[0]] = [i.strip() for i in ids if not i.startswith("HEAVY")]
+    train, evaluate = sections["training runs (adapters)"], sections["evaluation runs (03_evaluate, then 04_alpaca_eval)"]
+    assert len(train) == len(set(train)) == 120 and len(evaluate) == len(set(evaluate)) == 122
+    assert set(train) < set(evaluate) and sum("_base_q16-" in i for i in evaluate) == 2
+    assert len(sections["datasets to prepare"]) == 4
     assert "HEAVY []" in out
-    ids = [line.split()[1] for line in lines if line.strip().startswith("02_train")]
-    assert len(set(ids)) == 120
     assert not (REPO / "runs" / "paper").exists()
 
 

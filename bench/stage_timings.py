@@ -1,0 +1,44 @@
+"""Wall time per stage of a grid run, from its manifest.jsonl.
+
+    python bench/stage_timings.py runs/smoke
+
+Prints, per stage, how many notebooks ran and their total, mean and max wall time (kernel start and
+imports included), plus the training throughput rows of 02_train. Use it on a fresh run: skipped stages
+are not in the manifest's latest attempts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+
+def stage_timings(out: Path) -> pd.DataFrame:
+    latest: dict[str, dict] = {}
+    for line in (out / "manifest.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("status") == "done":
+            latest[entry["job"]] = entry
+    by_stage = defaultdict(list)
+    for entry in latest.values():
+        by_stage[entry["stage"]].append(entry["wall_s"])
+    return pd.DataFrame([{"stage": s, "notebooks": len(w), "total_s": round(sum(w), 1),
+                          "mean_s": round(sum(w) / len(w), 1), "max_s": max(w)} for s, w in sorted(by_stage.items())])
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/smoke")
+    table = stage_timings(out)
+    print(table.to_markdown(index=False))
+    print(f"\nall notebooks: {table['total_s'].sum():.1f} s")
+    frame = pd.read_parquet(out / "results.parquet")
+    train = frame[(frame["stage"] == "02_train") & frame["metric"].isin(["tokens_per_s", "wall_s"])]
+    print("\n" + train.pivot_table(index=["model", "quant"], columns="metric", values="value").round(2).to_markdown())
+
+
+if __name__ == "__main__":
+    main()
