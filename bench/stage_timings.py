@@ -36,7 +36,7 @@ def main() -> None:
     print(table.to_markdown(index=False))
     print(f"\nall notebooks: {table['total_s'].sum():.1f} s")
     frame = pd.read_parquet(out / "results.parquet")
-    train = frame[(frame["stage"] == "02_train") & frame["metric"].isin(["tokens_per_s", "wall_s"])]
+    train = frame[(frame["stage"] == "02_train") & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype({"quant": int})
     print("\n" + train.pivot_table(index=["model", "quant"], columns="metric", values="value").round(2).to_markdown())
 
 
