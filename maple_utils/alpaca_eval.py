@@ -29,9 +29,9 @@ def load_eval_set(source: str = "embedded", root: str | None = None, limit: int 
             raise FileNotFoundError(f"alpaca_eval: missing local reference outputs {path}")
         records = json.loads(path.read_text(encoding="utf-8"))
     elif source == "hub":
-        import datasets
+        from maple_utils import hub
 
-        records = list(datasets.load_dataset("tatsu-lab/alpaca_eval", "alpaca_eval", split="eval", trust_remote_code=True))
+        records = hub.load_rows("tatsu-lab/alpaca_eval", "alpaca_eval", split="eval", trust_remote_code=True)
     else:
         raise ValueError(f"unknown data_source {source!r} (allowed: embedded, local, hub)")
     for i, rec in enumerate(records, start=1):

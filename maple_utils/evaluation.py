@@ -53,13 +53,15 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     config = spec.config_for(code)
     eval_split, fewshot_split = spec.splits_for(config)
     docs = load_docs(spec, code, eval_split, cfg.data_source, cfg.data_root)
+    k = cfg.k_shot.get(task, spec.k_shot)
+    if fewshot_split == eval_split:
+        # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
+        shots = pick_fewshot(docs, k, cfg.seed)
+        docs = [d for d in docs if d not in shots]
+    else:
+        shots = pick_fewshot(load_docs(spec, code, fewshot_split, cfg.data_source, cfg.data_root) if k else [], k, cfg.seed)
     if cfg.limit:
         docs = docs[:cfg.limit]
-    k = cfg.k_shot.get(task, spec.k_shot)
-    pool = load_docs(spec, code, fewshot_split, cfg.data_source, cfg.data_root) if k else []
-    if fewshot_split == eval_split:  # never show an item as its own exemplar
-        pool = [d for d in pool if d not in docs]
-    shots = pick_fewshot(pool, k, cfg.seed)
     prefix = spec.fewshot_prefix(shots)
     prompts = [prefix + spec.render(d) for d in docs]
     if spec.scoring == "loglikelihood":

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_utils import config, results
+from maple_utils import config, hub, results
 from maple_utils.config import ConfigError
 from maple_utils.paths import NOTEBOOKS_DIR
 from maple_utils.pipeline import resolve
@@ -193,6 +193,8 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
                 echo(f"  {key}")
         return 0
     check_notebooks(p.jobs)
+    if any(c.data_source == "hub" for c in p.adapters + p.bases) and not hub.available():
+        raise ConfigError(f"{grid_path}: data_source 'hub' needs the `datasets` package: {hub.INSTALL_HINT}")
     p.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(grid_path, p.out / "grid.yaml")
     results.atomic_write_json(p.out / "grid.json", {"adapters": [c.model_dump() for c in p.adapters],

@@ -51,14 +51,14 @@ def _source_files(name: str, code: str, source: str, root: str | None) -> Path:
 
 
 def _hub_records(name: str, code: str) -> list[dict]:
-    import datasets  # optional: only the hub path needs it
+    from maple_utils import hub
 
     spec = dataset_spec(name)
     if name == "alpaca":
-        return list(datasets.load_dataset(spec["hub_id"], split="train"))
+        return hub.load_rows(spec["hub_id"], split="train")
     if name == "multialpaca":  # per-language files keep the language (mission_anchors.md 8.9)
-        return list(datasets.load_dataset(spec["hub_id"], data_files=f"{code}.jsonl", split="train"))
-    return list(datasets.load_dataset(spec["hub_id"], code, split="train"))
+        return hub.load_rows(spec["hub_id"], data_files=f"{code}.jsonl", split="train")
+    return hub.load_rows(spec["hub_id"], code, split="train")
 
 
 def validate_records(records: list[dict], origin: str) -> list[str]:

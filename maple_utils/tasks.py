@@ -149,10 +149,10 @@ def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded", r
             raise FileNotFoundError(f"task {spec.name}, language {code}: missing local file {path}")
         return LOCAL_READERS[spec.local["format"]](path)
     if source == "hub":
-        import datasets  # optional: only the hub path needs it
+        from maple_utils import hub
 
         hub_id, name = ("aps/super_glue", "copa") if config == "copa" else (spec.hub_id, config)
-        return list(datasets.load_dataset(hub_id, name, split=split))
+        return hub.load_rows(hub_id, name, split=split)
     raise ValueError(f"unknown data_source {source!r} (allowed: embedded, local, hub)")
 
 

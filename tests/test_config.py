@@ -141,3 +141,14 @@ def test_paper_grid_declares_every_choice_the_study_leaves_unstated():
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
         assert "#" in line, f"{key} has no comment giving its evidence"
     assert len(fixed["languages"]) == 41
+
+
+def test_hub_data_without_the_datasets_package_stops_before_anything_runs(tmp_path):
+    from maple_utils import hub
+
+    if hub.available():
+        pytest.skip("the `datasets` package is installed here; the paper grid would start for real")
+    proc = run_cli("run", "params/paper.yaml", "--out", str(tmp_path / "paper"))
+    assert proc.returncode == 2
+    assert "needs the `datasets` package: pip install -e '.[hub]'" in proc.stderr
+    assert not (tmp_path / "paper").exists()

@@ -76,3 +76,16 @@ def test_prompt_templates():
     assert "### Input:\nHola" in with_input and with_input.endswith("### Response:\n")
     assert "### Input" not in instruct_data.format_prompt("alpaca", "Say hi.", "")
     assert instruct_data.format_prompt("bactrian", "Q", None) == "### Input:\nQ\n\n### Output:\n"
+
+
+
+def test_exemplars_from_the_evaluated_split_are_not_scored(tiny_built):
+    from maple_utils import config, evaluation, modeling
+
+    cfg = config.validate_run({"tasks": ["mlqa"], "languages": ["de"], "k_shot": {"mlqa": 3}, "max_new_tokens": 2})
+    docs = load_docs(load_task("mlqa"), "de", "validation")
+    shots = evaluation.pick_fewshot(docs, 3, cfg.seed)
+    model, tok = modeling.load_base("tiny-llama", 16), modeling.load_tokenizer("tiny-llama")
+    items, used = evaluation.evaluate_pair(model, tok, cfg, "mlqa", "de")
+    assert used["k_shot"] == 3 and len(items) == len(docs) - 3
+    assert not {s["id"] for s in shots} & {it["id"] for it in items}
