@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -139,10 +140,22 @@ def check_notebooks(jobs: list[Job]) -> None:
 
 
 def _append_manifest(out: Path, entry: dict) -> None:
-    import json
-
+    """One JSON line per attempt; a line is written whole or (after a crash mid-write) ignored by readers."""
     with open(out / "manifest.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(entry, default=str) + "\n")
+
+
+def read_manifest(out: Path) -> list[dict]:
+    path = out / "manifest.jsonl"
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return entries
 
 
 def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
@@ -155,7 +168,9 @@ def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
     job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
     output = job.folder / f"{job.stage}.ipynb"
     started = time.time()
-    entry = {"job": job.id, "stage": job.stage, "key": job.key, "notebook": str(output), "started": started}
+    attempt = 1 + sum(e.get("job") == job.id and e.get("status") != "blocked" for e in read_manifest(out))
+    entry = {"job": job.id, "stage": job.stage, "key": job.key, "attempt": attempt, "notebook": str(output),
+             "started": started}
     # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
     # together, and none of ipykernel's warnings about unencrypted TCP.
     sockets = tempfile.mkdtemp(prefix="maple-kernel-")

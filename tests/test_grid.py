@@ -95,3 +95,8 @@ def test_a_failing_run_is_isolated_and_kept(tmp_path):
     assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
                                                                        if m["stage"] == "03_evaluate" and m["status"] == "done"}
     assert not (tmp_path / "out" / "runs" / failed[0]["key"] / "COMPLETED").exists()
+
+
+def test_manifest_counts_attempts_and_tolerates_a_cut_line(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text('{"job": "02_train:a", "status": "failed"}\n{"job": "02_tr')
+    assert grid.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"}]

@@ -1,0 +1,23 @@
+import importlib.util
+import sys
+
+from conftest import REPO
+
+
+def _bootstrap():
+    spec = importlib.util.spec_from_file_location("bootstrap", REPO / "scripts" / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_importable_torch_is_kept_without_installing_anything():
+    bootstrap = _bootstrap()
+    import torch
+
+    assert bootstrap._has_torch(sys.executable)
+    assert bootstrap.install_torch(sys.executable) == f"kept the torch that is there ({torch.__version__})"
+
+
+def test_unresolvable_hosts_are_detected_quickly():
+    assert _bootstrap()._resolves("no-such-host.invalid", seconds=3.0) is False
