@@ -207,31 +207,23 @@ def run_id(cfg: RunConfig) -> str:
     return f"{slug}-{stable_hash(cfg.subset(TRAIN_FIELDS))}"
 
 
-def _format_errors(err: ValidationError, where: str, origin: dict[str, str] | None = None) -> str:
-    lines = []
+def _describe(error: dict, origin: dict[str, str]) -> str:
+    """One pydantic error as a line naming the field (as the user wrote it), the value and what is allowed."""
+    loc = [str(p) for p in error["loc"]]
     fields = list(RunConfig.model_fields)
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        field = loc[0] if loc else ""
-        place = (origin or {}).get(field, field)
-        shown = place + "".join(f"[{p}]" for p in loc[1:])
-        value = e.get("input")
-        if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key {field!r}{suggest(field, fields)} (allowed keys: {', '.join(fields)})")
-            continue
-        msg = e["msg"].removeprefix("Value error, ")
-        annotation = RunConfig.model_fields[field].annotation if field in RunConfig.model_fields else None
-        allowed = f" (expected {_type_name(annotation)})" if annotation is not None and e["type"].endswith("_type") else ""
-        if shown:
-            lines.append(f"field {shown!r}: {msg}{allowed}; got {value!r}" if e["type"] != "value_error" else f"field {shown!r}: {msg}")
-        else:
-            lines.append(msg)
-    unique = list(dict.fromkeys(lines))
-    return f"{where}: invalid configuration\n  - " + "\n  - ".join(unique)
-
-
-def _type_name(annotation: Any) -> str:
-    return str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {loc[0]!r}{suggest(loc[0], fields)} (allowed keys: {', '.join(fields)})"
+    msg = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across fields
+        return msg
+    where = origin.get(loc[0], loc[0]) + "".join(f"[{p}]" for p in loc[1:])
+    if error["type"] == "value_error":  # our own validators already say what is allowed
+        return f"field {where!r}: {msg}"
+    expected = ""
+    if error["type"].endswith("_type") and loc[0] in RunConfig.model_fields:
+        annotation = str(RunConfig.model_fields[loc[0]].annotation)
+        expected = " (expected " + re.sub(r"typing\.|<class '|'>", "", annotation) + ")"
+    return f"field {where!r}: {msg}{expected}; got {error.get('input')!r}"
 
 
 def validate_run(values: dict, where: str = "config", origin: dict[str, str] | None = None) -> RunConfig:
@@ -239,7 +231,8 @@ def validate_run(values: dict, where: str = "config", origin: dict[str, str] | N
     try:
         return RunConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, where, origin)) from None
+        lines = list(dict.fromkeys(_describe(e, origin or {}) for e in err.errors()))
+        raise ConfigError(f"{where}: invalid configuration\n  - " + "\n  - ".join(lines)) from None
 
 
 def from_namespace(namespace: dict, where: str = "notebook parameters") -> RunConfig:

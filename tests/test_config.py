@@ -110,7 +110,7 @@ def test_missing_grid_file_and_bad_yaml(tmp_path):
 
 
 def test_paper_grid_dry_run_lists_120_training_and_122_evaluation_runs_loading_nothing():
-    code = ("import sys; from maple_utils import grid; "
+    code = ("import sys; from maple_utils import grid, analysis, languages; "
             "grid.main(['run', 'params/paper.yaml', '--out', 'runs/paper', '--dry-run']); "
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]; "
             "print('HEAVY', heavy)")
