@@ -28,3 +28,12 @@ def tiny_built():
 def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """nbval runs the notebooks at their defaults, which write to runs/notebooks: start that scratch
+    folder afresh so that 05_analysis reads only what this session's 01-04 wrote."""
+    if any(str(item.fspath).endswith(".ipynb") for item in items):
+        import shutil
+
+        shutil.rmtree(REPO / "runs" / "notebooks", ignore_errors=True)
