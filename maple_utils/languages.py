@@ -40,7 +40,3 @@ def codes() -> list[str]:
 def supporting(column: str) -> list[str]:
     """Codes of the languages for which the dataset column has a config."""
     return [code for code, lang in table().items() if lang.config_for(column)]
-
-
-def group_of(code: str) -> str:
-    return table()[code].group

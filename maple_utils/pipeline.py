@@ -6,7 +6,6 @@ under papermill or on a cluster node.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +92,3 @@ def write_data_rows(cfg: config.RunConfig, out_dir: str, stats: list[dict]) -> P
     folder = data_dir(cfg, out_dir)
     results.atomic_write_json(folder / "stats.json", stats)
     return results.write_rows(folder, "01_data", rows)
-
-
-def read_json(path: str | Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
