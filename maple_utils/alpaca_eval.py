@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from maple_utils import instruct_data, metrics, scoring
+from maple_utils import instruct_data, metrics, results, scoring
+from maple_utils.paths import resolve
 
 LOCAL_REFERENCE = "alpaca_eval/results/text_davinci_003/model_outputs.json"  # AlpacaEval 1 reference outputs
 
@@ -21,10 +22,9 @@ def load_eval_set(source: str = "embedded", root: str | None = None, limit: int 
     if source == "embedded":
         from maple_utils import tiny
 
-        path = tiny.sample_path("alpaca_eval", "alpaca_eval", "eval")
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = results.read_jsonl(tiny.sample_path("alpaca_eval", "alpaca_eval", "eval"))
     elif source == "local":
-        path = Path(root) / LOCAL_REFERENCE
+        path = resolve(root) / LOCAL_REFERENCE
         if not path.is_file():
             raise FileNotFoundError(f"alpaca_eval: missing local reference outputs {path}")
         records = json.loads(path.read_text(encoding="utf-8"))
@@ -68,8 +68,6 @@ def default_max_new_tokens() -> int:
 
 def write_outputs(run_dir: str | Path, outputs: list[dict], references: list[dict]) -> Path:
     """<run_dir>/alpaca_eval/model_outputs.json and reference_outputs.json, as alpaca_eval reads them."""
-    from maple_utils import results
-
     folder = Path(run_dir) / "alpaca_eval"
     results.atomic_write_json(folder / "reference_outputs.json", references)
     return results.atomic_write_json(folder / "model_outputs.json", outputs)
@@ -77,8 +75,6 @@ def write_outputs(run_dir: str | Path, outputs: list[dict], references: list[dic
 
 def output_rows(identity: dict, outputs: list[dict], cfg) -> list[dict]:
     """Rows describing the outputs (count, mean length, empty share) until a judge scores them."""
-    from maple_utils import results
-
     lengths = [len(o["output"]) for o in outputs]
     mean_len, se_len = metrics.mean_stderr([float(n) for n in lengths])
     empty, se_empty = metrics.mean_stderr([float(n == 0) for n in lengths])

@@ -1,6 +1,7 @@
 """Tables, figures and the HTML report from the tidy result rows.
 
-Reads only results.parquet (or the runs' results.jsonl), so anything that writes the schema can be analysed.
+Reads only the result rows (the runs' results.jsonl, gathered into results.parquet), so anything that
+writes the schema can be analysed.
 Rows from runs with a `limit` are smoke-sized and labelled as not comparable with the paper.
 """
 
@@ -10,8 +11,7 @@ import html
 from pathlib import Path
 
 from maple_utils import results
-from maple_utils.paths import read_params
-from maple_utils.pipeline import resolve
+from maple_utils.paths import read_params, resolve
 
 RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
 
@@ -22,13 +22,9 @@ def primary_metrics() -> dict[str, str]:
 
 
 def load(out_dir: str):
-    """All result rows of a grid folder: results.parquet when present, else the runs' results.jsonl."""
-    import pandas as pd
-
-    out = resolve(out_dir)
-    path = out / "results.parquet"
-    frame = pd.read_parquet(path) if path.exists() else results.collect(out)
-    return frame
+    """All result rows of a grid folder, gathered afresh from its runs (and rewritten to results.parquet),
+    so the analysis never reads a stale copy."""
+    return results.aggregate(resolve(out_dir))
 
 
 def task_table(frame):
@@ -95,14 +91,14 @@ def rank_quant_figure(table, path_png: Path):
     return path_png
 
 
-def write_report(out_dir: str) -> dict[str, Path]:
+def write_report(out_dir: str, frame) -> dict[str, Path]:
     """<out>/report/: the task table (md, tex, csv), the training table, the figure (png, pdf), analysis.html."""
-    frame = load(out_dir)
-    report = resolve(out_dir) / "report"
+    out = resolve(out_dir)
+    report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     table = task_table(frame)
     if table.empty:
-        raise ValueError(f"no evaluation rows under {resolve(out_dir)}: run 03_evaluate first")
+        raise ValueError(f"no evaluation rows under {out}: run 03_evaluate first")
     limited = frame["limit"].notna().any()
     note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
             "paper's numbers." if limited else "Full evaluation sets.")
@@ -114,7 +110,7 @@ def write_report(out_dir: str) -> dict[str, Path]:
     if len(train):
         paths["training_md"] = results.atomic_write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
     paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
-    body = (f"<h1>MAPLE report: {html.escape(resolve(out_dir).name)}</h1><p>{html.escape(note)}</p>"
+    body = (f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
             f"<h2>Task-wise performance (Table 1 layout)</h2>{rounded.to_html(index=False)}"
             f"<h2>Average score by rank and quantisation</h2><img src='rank_quant.png' alt='average score by rank'>")
     if len(train):

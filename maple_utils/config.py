@@ -19,21 +19,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maple_utils import languages as lang_table
-from maple_utils.paths import read_params
+from maple_utils.paths import read_params, resolve
 
-QUANTS = (4, 8, 16)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class ConfigError(ValueError):
     """Invalid user input; the message is meant to be shown as is, without a traceback."""
-
-
-def _resolve(path: str) -> Path:
-    from maple_utils.paths import REPO_ROOT
-
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
 
 
 def known_models() -> dict:
@@ -146,7 +138,7 @@ class RunConfig(BaseModel):
             missing = [c for c in self.train_languages if c not in offered]
             if missing:
                 raise ValueError(f"train_languages {missing} are not in {self.dataset} (allowed: {', '.join(offered)})")
-        if self.data_source == "local" and not (self.data_root and _resolve(self.data_root).is_dir()):
+        if self.data_source == "local" and not (self.data_root and resolve(self.data_root).is_dir()):
             raise ValueError(f"data_source 'local' needs data_root to be a folder of release files "
                              f"(got {self.data_root!r}), e.g. '../shared/data'")
         for task in self.tasks:
@@ -207,10 +199,10 @@ def run_id(cfg: RunConfig) -> str:
     return f"{slug}-{stable_hash(cfg.subset(TRAIN_FIELDS))}"
 
 
-def _describe(error: dict, origin: dict[str, str]) -> str:
+def _describe(error: dict, origin: dict[str, str], model: type[BaseModel]) -> str:
     """One pydantic error as a line naming the field (as the user wrote it), the value and what is allowed."""
     loc = [str(p) for p in error["loc"]]
-    fields = list(RunConfig.model_fields)
+    fields = list(model.model_fields)
     if error["type"] == "extra_forbidden":
         return f"unknown key {loc[0]!r}{suggest(loc[0], fields)} (allowed keys: {', '.join(fields)})"
     msg = error["msg"].removeprefix("Value error, ")
@@ -220,8 +212,8 @@ def _describe(error: dict, origin: dict[str, str]) -> str:
     if error["type"] == "value_error":  # our own validators already say what is allowed
         return f"field {where!r}: {msg}"
     expected = ""
-    if error["type"].endswith("_type") and loc[0] in RunConfig.model_fields:
-        annotation = str(RunConfig.model_fields[loc[0]].annotation)
+    if error["type"].endswith("_type") and loc[0] in model.model_fields:
+        annotation = str(model.model_fields[loc[0]].annotation)
         expected = " (expected " + re.sub(r"typing\.|<class '|'>", "", annotation) + ")"
     return f"field {where!r}: {msg}{expected}; got {error.get('input')!r}"
 
@@ -231,8 +223,12 @@ def validate_run(values: dict, where: str = "config", origin: dict[str, str] | N
     try:
         return RunConfig.model_validate(values)
     except ValidationError as err:
-        lines = list(dict.fromkeys(_describe(e, origin or {}) for e in err.errors()))
-        raise ConfigError(f"{where}: invalid configuration\n  - " + "\n  - ".join(lines)) from None
+        raise ConfigError(_report(err, where, origin or {}, RunConfig)) from None
+
+
+def _report(err: ValidationError, where: str, origin: dict[str, str], model: type[BaseModel]) -> str:
+    lines = list(dict.fromkeys(_describe(e, origin, model) for e in err.errors()))
+    return f"{where}: invalid configuration\n  - " + "\n  - ".join(lines)
 
 
 def from_namespace(namespace: dict, where: str = "notebook parameters") -> RunConfig:
@@ -271,15 +267,7 @@ def load_grid(path: str | Path) -> GridConfig:
     try:
         grid = GridConfig.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                lines.append(f"unknown key {key!r}{suggest(key, list(GridConfig.model_fields))} "
-                             f"(allowed keys: {', '.join(GridConfig.model_fields)})")
-            else:
-                lines.append(f"field {key!r}: {e['msg']}; got {e.get('input')!r}")
-        raise ConfigError(f"{path}: invalid grid\n  - " + "\n  - ".join(lines)) from None
+        raise ConfigError(_report(err, str(path), {}, GridConfig)) from None
     fields = list(RunConfig.model_fields)
     for section in ("fixed", "axes"):
         for key in getattr(grid, section):

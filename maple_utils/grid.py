@@ -18,13 +18,14 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maple_utils import config, hub, results
 from maple_utils.config import ConfigError
-from maple_utils.paths import NOTEBOOKS_DIR
-from maple_utils.pipeline import resolve
+from maple_utils.paths import NOTEBOOKS_DIR, resolve
+from maple_utils.pipeline import data_dir, run_folder
 
 STAGES = ("01_data", "02_train", "03_evaluate", "04_alpaca_eval", "05_analysis")
 STAGE_FIELDS = {"01_data": config.DATA_FIELDS, "02_train": config.TRAIN_FIELDS,
@@ -38,6 +39,7 @@ class Job:
     folder: Path  # where the executed notebook and the completion marker go
     params: dict
     needs: list[str] = field(default_factory=list)
+    inputs: str = ""  # a digest of what the stage reads beyond its parameters (the analysis: all rows)
 
     @property
     def id(self) -> str:
@@ -48,7 +50,7 @@ class Job:
         return self.folder / ".completed" / self.stage
 
     def fingerprint(self) -> str:
-        return config.stable_hash(self.params, n=16)
+        return config.stable_hash({"params": self.params, "inputs": self.inputs}, n=16)
 
     def is_done(self) -> bool:
         return self.marker.exists() and self.marker.read_text().strip() == self.fingerprint()
@@ -101,24 +103,24 @@ def plan(grid_path: str | Path, out: str | Path) -> Plan:
     for cfg in adapters:
         did = config.data_id(cfg)
         if did not in data_jobs:
-            data_jobs[did] = Job("01_data", did, out / "data" / did, _params("01_data", cfg, out_dir=str(out)))
+            data_jobs[did] = Job("01_data", did, data_dir(cfg, out), _params("01_data", cfg, out_dir=str(out)))
     jobs += data_jobs.values()
     eval_needs: dict[str, list[str]] = {}
     for cfg in adapters:
-        rid, folder = config.run_id(cfg), out / "runs" / config.run_id(cfg)
+        rid, folder = config.run_id(cfg), run_folder(cfg, out)
         job = Job("02_train", rid, folder, _params("02_train", cfg, out_dir=str(out), run_dir=str(folder)),
                   needs=[f"01_data:{config.data_id(cfg)}"])
         jobs.append(job)
         eval_needs[rid] = [job.id]
     for cfg in adapters + bases:
-        rid, folder = config.run_id(cfg), out / "runs" / config.run_id(cfg)
+        rid, folder = config.run_id(cfg), run_folder(cfg, out)
         adapter = str(folder / "adapter") if cfg.dataset else ""
         for stage in ("03_evaluate", "04_alpaca_eval"):
             jobs.append(Job(stage, rid, folder, _params(stage, cfg, out_dir=str(out), run_dir=str(folder),
                                                         adapter_dir=adapter),
                             needs=eval_needs.get(rid, [])))
-    all_eval = [j.id for j in jobs if j.stage in ("03_evaluate", "04_alpaca_eval")]
-    jobs.append(Job("05_analysis", grid.name, out, {"out_dir": str(out)}, needs=all_eval))
+    # The analysis runs last and on whatever rows exist: one failed run must not cost the whole report.
+    jobs.append(Job("05_analysis", grid.name, out, {"out_dir": str(out)}))
     return Plan(grid, out, adapters, bases, jobs)
 
 
@@ -158,7 +160,7 @@ def read_manifest(out: Path) -> list[dict]:
     return entries
 
 
-def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
+def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -> dict:
     """Run one notebook with papermill; returns the manifest entry (status done, failed or crashed)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -168,7 +170,6 @@ def execute(job: Job, out: Path, timeout: int | None = None) -> dict:
     job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
     output = job.folder / f"{job.stage}.ipynb"
     started = time.time()
-    attempt = 1 + sum(e.get("job") == job.id and e.get("status") != "blocked" for e in read_manifest(out))
     entry = {"job": job.id, "stage": job.stage, "key": job.key, "attempt": attempt, "notebook": str(output),
              "started": started}
     # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
@@ -215,14 +216,13 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
     results.atomic_write_json(p.out / "grid.json", {"adapters": [c.model_dump() for c in p.adapters],
                                                     "bases": [c.model_dump() for c in p.bases]})
     for cfg in p.adapters + p.bases:  # the full effective config; papermill records only what it passed
-        folder = p.out / "runs" / config.run_id(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        results.atomic_write_json(folder / "config.json", cfg.model_dump())
+        results.atomic_write_json(run_folder(cfg, p.out) / "config.json", cfg.model_dump())
+    attempts = Counter(e.get("job") for e in read_manifest(p.out) if e.get("status") != "blocked")
     status: dict[str, str] = {}
     for n, job in enumerate(p.jobs, start=1):
         head = f"[{n:3d}/{len(p.jobs)}] {job.stage:15s} {job.key}"
-        if job.stage == "05_analysis":
-            results.aggregate(p.out)
+        if job.stage == "05_analysis":  # results.parquet is rebuilt here; the report is redone when rows change
+            job.inputs = results.digest(results.aggregate(p.out))
         blocked = [d for d in job.needs if status.get(d) not in ("done", "skipped")]
         if blocked:
             status[job.id] = "blocked"
@@ -234,14 +234,14 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
             status[job.id] = "skipped"
             echo(f"{head}  already complete")
             continue
-        entry = execute(job, p.out, timeout)
+        attempts[job.id] += 1
+        entry = execute(job, p.out, attempts[job.id], timeout)
         status[job.id] = entry["status"]
         echo(f"{head}  {entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""))
     for cfg in p.adapters + p.bases:
         rid = config.run_id(cfg)
         if all(status.get(f"{s}:{rid}") in ("done", "skipped") for s in ("03_evaluate", "04_alpaca_eval")):
-            results.atomic_write_text(p.out / "runs" / rid / "COMPLETED", "\n")
-    results.aggregate(p.out)
+            results.atomic_write_text(run_folder(cfg, p.out) / "COMPLETED", "\n")
     failed = [j for j, s in status.items() if s not in ("done", "skipped")]
     echo(f"\nresults: {p.out / 'results.parquet'}\nreport:  {p.out / 'report'}/analysis.html")
     if failed:

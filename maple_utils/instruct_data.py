@@ -10,7 +10,8 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from maple_utils.paths import read_params
+from maple_utils.paths import read_params, resolve
+from maple_utils.results import read_jsonl
 
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,10 @@ def format_prompt(template: str, instruction: str, input_text: str | None) -> st
 
 
 def _read_records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+    """A release file: one JSON array (.json) or one record per line (.jsonl)."""
     if path.suffix == ".json":
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return json.loads(path.read_text(encoding="utf-8"))
+    return read_jsonl(path)
 
 
 def _source_files(name: str, code: str, source: str, root: str | None) -> Path:
@@ -44,7 +45,7 @@ def _source_files(name: str, code: str, source: str, root: str | None) -> Path:
         from maple_utils import tiny
 
         return tiny.sample_path(name, code, "train")
-    path = Path(root) / spec["local_path"].format(lang=code)
+    path = resolve(root) / spec["local_path"].format(lang=code)
     if not path.is_file():
         raise FileNotFoundError(f"dataset {name}, language {code}: missing local file {path}")
     return path

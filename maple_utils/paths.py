@@ -14,6 +14,12 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
+def resolve(path: str | Path) -> Path:
+    """Relative paths are taken from the repo root, whatever the working folder (notebooks run in notebooks/)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 def cache_dir() -> Path:
     """Cache for built artefacts (tiny models, tokenizer, bundled samples); MAPLE_CACHE overrides it."""
     return Path(os.environ.get("MAPLE_CACHE", REPO_ROOT / ".cache" / "maple"))

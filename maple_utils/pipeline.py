@@ -10,13 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maple_utils import config, instruct_data, results
-from maple_utils.paths import REPO_ROOT
-
-
-def resolve(path: str | Path) -> Path:
-    """Relative paths are taken from the repo root, whatever the notebook's working folder."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+from maple_utils.paths import resolve
 
 
 @dataclass(frozen=True)
@@ -47,7 +41,7 @@ def open_run(cfg: config.RunConfig, stage: str, out_dir: str, run_dir: str = "",
     elif adapter_dir:
         folder = resolve(adapter_dir).parent
     else:
-        folder = resolve(out_dir) / "runs" / config.run_id(cfg)
+        folder = run_folder(cfg, out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "config.json").exists():
         results.atomic_write_json(folder / "config.json", cfg.model_dump())
@@ -67,7 +61,13 @@ def check_adapter(cfg: config.RunConfig, adapter_dir: str) -> str | None:
     return str(path)
 
 
-def data_dir(cfg: config.RunConfig, out_dir: str) -> Path:
+def run_folder(cfg: config.RunConfig, out_dir: str | Path) -> Path:
+    """<out>/runs/<run_id>: an adapter's (or a base model's) folder in a grid."""
+    return resolve(out_dir) / "runs" / config.run_id(cfg)
+
+
+def data_dir(cfg: config.RunConfig, out_dir: str | Path) -> Path:
+    """<out>/data/<data_id>: a prepared instruction set, shared by every run that trains on it."""
     return resolve(out_dir) / "data" / config.data_id(cfg)
 
 

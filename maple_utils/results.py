@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from maple_utils.paths import REPO_ROOT
 
@@ -21,20 +22,26 @@ ROW_FIELDS = ("run_id", "stage", "model", "dataset", "rank", "quant", "task", "l
               "n", "stderr", "split", "k_shot", "scoring", "limit", "seed")
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """write(tmp) into a temporary file beside path, flush it to disk, then rename it over path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: str | Path, data) -> Path:
@@ -88,19 +95,18 @@ def collect(out_dir: str | Path):
     return frame
 
 
-def aggregate(out_dir: str | Path) -> Path:
-    """Rebuild <out>/results.parquet from every run's rows (atomically)."""
+def aggregate(out_dir: str | Path):
+    """Rebuild <out>/results.parquet from every run's rows (atomically); returns the rows."""
     frame = collect(out_dir)
-    path = Path(out_dir) / "results.parquet"
-    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".parquet", dir=out_dir)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    atomic_write(Path(out_dir) / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
+
+
+def digest(frame) -> str:
+    """A short hash of a set of rows: it changes whenever any row does."""
+    import hashlib
+
+    return hashlib.sha256(frame.to_json(orient="records").encode()).hexdigest()[:16]
 
 
 def _git(*args: str) -> str | None:

@@ -45,11 +45,12 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
                 inputs[row, :len(ids) - 1] = torch.tensor(ids[:-1])
                 mask[row, :len(ids) - 1] = 1
             logits = model(input_ids=inputs.to(device), attention_mask=mask.to(device)).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for row, (i, ids, n_cont) in enumerate(batch):
                 n = len(ids) - 1
-                target = torch.tensor(ids[-n_cont:])
-                window = logprobs[row, n - n_cont:n]
+                target = torch.tensor(ids[-n_cont:], device=logits.device)
+                # Only the continuation's positions are normalised: batch x length x vocab in fp32 would be
+                # gigabytes for a 7B vocabulary and a long few-shot prompt.
+                window = torch.log_softmax(logits[row, n - n_cont:n].float(), dim=-1)
                 total = window.gather(1, target[:, None]).sum().item()
                 greedy = bool((window.argmax(-1) == target).all())
                 results[i] = (total, greedy)

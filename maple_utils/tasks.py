@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maple_utils import languages as lang_table
-from maple_utils.paths import read_params
+from maple_utils.results import read_jsonl
+from maple_utils.paths import read_params, resolve
 
 XNLI_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
@@ -91,11 +92,6 @@ def all_tasks() -> list[str]:
 
 # ---------------------------------------------------------------- documents
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _read_squad_json(path: Path) -> list[dict]:
     """SQuAD-format release files (XQuAD, MLQA) flattened into the hub schema."""
     with open(path, encoding="utf-8") as f:
@@ -123,7 +119,7 @@ def _read_xnli_tsv(path: Path) -> list[dict]:
     return docs
 
 
-LOCAL_READERS = {"jsonl": _read_jsonl, "squad_json": _read_squad_json, "xnli_tsv": _read_xnli_tsv}
+LOCAL_READERS = {"jsonl": read_jsonl, "squad_json": _read_squad_json, "xnli_tsv": _read_xnli_tsv}
 
 
 def local_path(spec: TaskSpec, code: str, split: str, root: str | Path) -> Path:
@@ -133,7 +129,7 @@ def local_path(spec: TaskSpec, code: str, split: str, root: str | Path) -> Path:
     if split not in layout:
         raise FileNotFoundError(f"task {spec.name}: no local release layout for split {split!r} "
                                 f"(local files have: {', '.join(layout) or 'none'})")
-    return Path(root) / layout[split].format(code=code, config=config)
+    return resolve(root) / layout[split].format(code=code, config=config)
 
 
 def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded", root: str | None = None) -> list[dict]:
@@ -142,7 +138,7 @@ def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded", r
     if source == "embedded":
         from maple_utils import tiny
 
-        return _read_jsonl(tiny.sample_path(spec.name, config, split))
+        return read_jsonl(tiny.sample_path(spec.name, config, split))
     if source == "local":
         path = local_path(spec, code, split, root)
         if not path.is_file():

@@ -13,7 +13,6 @@ into place, so a crash never leaves a half-built one, and a missing one is rebui
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -24,6 +23,7 @@ import yaml
 
 from maple_utils import languages as lang_table
 from maple_utils.paths import PACKAGE_DATA, cache_dir, read_params
+from maple_utils.results import write_jsonl
 
 BUILD_VERSION = "v1"  # bump when anything below changes what is built
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
@@ -177,13 +177,6 @@ def _instruction(dataset: str, code: str, i: int, rng: random.Random) -> dict:
     return rec
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def samples_dir() -> Path:
     """Folder of bundled samples: <name>/<config>/<split>.jsonl for every task and dataset."""
 
@@ -199,16 +192,16 @@ def samples_dir() -> Path:
                     if (out / task / config / f"{split}.jsonl").exists():  # zero-shot tasks share the split
                         continue
                     rng = _rng(task, config, split)
-                    _write_jsonl(out / task / config / f"{split}.jsonl", [_record(task, code, i, rng) for i in range(size)])
+                    write_jsonl(out / task / config / f"{split}.jsonl", [_record(task, code, i, rng) for i in range(size)])
         for dataset, spec in read_params("datasets")["datasets"].items():
             for code in spec["languages"]:
                 rng = _rng(dataset, code)
                 rows = [_instruction(dataset, code, i, rng) for i in range(SAMPLE_SIZES["instruct"])]
-                _write_jsonl(out / dataset / code / "train.jsonl", rows)
+                write_jsonl(out / dataset / code / "train.jsonl", rows)
         rng = _rng("alpaca_eval")
         rows = [{"instruction": rng.choice(_sentences("en")), "output": " ".join(_passage(rng, _sentences("en"), 2)),
                  "generator": "text_davinci_003", "dataset": "helpful_base"} for _ in range(SAMPLE_SIZES["alpaca_eval"])]
-        _write_jsonl(out / "alpaca_eval" / "alpaca_eval" / "eval.jsonl", rows)
+        write_jsonl(out / "alpaca_eval" / "alpaca_eval" / "eval.jsonl", rows)
 
     return _build_atomically(cache_dir() / f"samples-{BUILD_VERSION}", build)
 

@@ -159,5 +159,5 @@ def report(run, record: dict, trainable: int, total: int) -> dict:
     rows = [results.make_row(run.identity(), task="train", language="all", metric=m, value=float(summary[m]),
                              n=record["examples"], seed=run.cfg.seed) for m in SUMMARY_METRICS]
     run.write_rows(rows)
-    run.record(**{k: v for k, v in summary.items() if k != "curve"})
+    run.record(train_record="train_record.json")  # provenance here; the facts live in train_record.json once
     return {k: v for k, v in summary.items() if k != "curve"}

@@ -89,3 +89,19 @@ def test_exemplars_from_the_evaluated_split_are_not_scored(tiny_built):
     items, used = evaluation.evaluate_pair(model, tok, cfg, "mlqa", "de")
     assert used["k_shot"] == 3 and len(items) == len(docs) - 3
     assert not {s["id"] for s in shots} & {it["id"] for it in items}
+
+
+def test_a_relative_data_root_means_the_same_folder_from_any_working_directory(shared_data, tmp_path, monkeypatch):
+    # Notebooks run with notebooks/ as their working folder; config validation and every loader must
+    # read a relative data_root from the repo root alike.
+    import os
+
+    from maple_utils import config
+    from maple_utils.paths import REPO_ROOT
+
+    relative = os.path.relpath(shared_data, REPO_ROOT)
+    monkeypatch.chdir(tmp_path)
+    cfg = config.validate_run({"data_source": "local", "data_root": relative, "dataset": "alpaca"})
+    assert len(load_docs(load_task("xquad"), "ro", "validation", "local", cfg.data_root)) == 1190
+    assert len(instruct_data.load_records("alpaca", None, "local", cfg.data_root)) == 4998
+    assert len(alpaca_eval.load_eval_set("local", cfg.data_root)) == 805
