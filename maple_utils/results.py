@@ -1,60 +1,29 @@
-"""The results store: tidy rows, run records with provenance, atomic writes.
+"""The results store: tidy rows, and run records with honest provenance.
 
-A row is one run x stage x task x language x metric. Every write goes to a temporary file in the
-destination folder and is renamed into place, so a crash leaves either the old file or the new one.
+A row is one run x stage x task x language x metric. A run record holds one section per stage, written by
+that stage alone (under a lock, so stages running side by side never lose each other's sections): the
+config fields the stage read, where its code and data came from, and its facts.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
 import platform
 import subprocess
-import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-from maple_utils.paths import REPO_ROOT
+from maple_utils import io, layout
+from maple_utils.paths import PACKAGE_DIR, project_root
 
 ROW_FIELDS = ("run_id", "stage", "model", "dataset", "rank", "quant", "task", "language", "metric", "value",
-              "n", "stderr", "split", "k_shot", "scoring", "limit", "seed")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """write(tmp) into a temporary file beside path, flush it to disk, then rename it over path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def atomic_write_json(path: str | Path, data) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+              "n", "stderr", "split", "k_shot", "scoring", "limit", "seed", "task_version", "registry_hash")
+ROW_KEY = ["run_id", "stage", "task", "language", "metric"]
 
 
 def make_row(identity: dict, **values) -> dict:
@@ -71,81 +40,129 @@ def make_row(identity: dict, **values) -> dict:
 
 def write_rows(run_dir: str | Path, stage: str, rows: list[dict]) -> Path:
     """Replace this stage's rows in the run's results.jsonl, keeping the other stages' rows."""
-    path = Path(run_dir) / "results.jsonl"
-    kept = [r for r in read_jsonl(path) if r.get("stage") != stage] if path.exists() else []
-    for r in rows:
-        if r.get("stage") != stage:
-            raise ValueError(f"row of stage {r.get('stage')!r} written as stage {stage!r}")
-    return write_jsonl(path, kept + rows)
+    path = Path(run_dir) / layout.ROWS
+    with _locked(path):
+        kept = [r for r in io.read_jsonl(path) if r.get("stage") != stage] if path.exists() else []
+        for r in rows:
+            if r.get("stage") != stage:
+                raise ValueError(f"row of stage {r.get('stage')!r} written as stage {stage!r}")
+        return io.write_jsonl(path, kept + rows)
 
 
 def collect(out_dir: str | Path):
-    """All rows under <out>/runs/*/results.jsonl and <out>/data/*/results.jsonl, as a DataFrame."""
+    """All rows of a grid folder (its runs' and prepared data sets'), as a DataFrame."""
     import pandas as pd
 
-    out_dir = Path(out_dir)
-    rows = []
-    for path in sorted(out_dir.glob("runs/*/results.jsonl")) + sorted(out_dir.glob("data/*/results.jsonl")):
-        rows += read_jsonl(path)
+    rows = [r for path in layout.row_files(out_dir) for r in io.read_jsonl(path)]
     frame = pd.DataFrame(rows, columns=list(ROW_FIELDS))
-    keys = ["run_id", "stage", "task", "language", "metric"]
-    duplicated = frame[frame.duplicated(keys, keep=False)]
+    duplicated = frame[frame.duplicated(ROW_KEY, keep=False)]
     if len(duplicated):
-        raise ValueError(f"duplicate result rows for keys {keys}:\n{duplicated.head()}")
+        raise ValueError(f"duplicate result rows for keys {ROW_KEY}:\n{duplicated.head()}")
     return frame
 
 
 def aggregate(out_dir: str | Path):
     """Rebuild <out>/results.parquet from every run's rows (atomically); returns the rows."""
     frame = collect(out_dir)
-    atomic_write(Path(out_dir) / "results.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    io.atomic_write(Path(out_dir) / layout.RESULTS_TABLE, lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 
 
 def digest(frame) -> str:
     """A short hash of a set of rows: it changes whenever any row does."""
-    import hashlib
-
     return hashlib.sha256(frame.to_json(orient="records").encode()).hexdigest()[:16]
 
 
+# ---------------------------------------------------------------- provenance
+
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+        return subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
 
+def code_provenance() -> dict:
+    """The code that ran: where maple_utils was imported from, and that checkout's git state."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"maple_utils": str(PACKAGE_DIR), "project_root": str(project_root()),
+            "git_sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
 def provenance() -> dict:
-    """Where and with what a run was made: git state, package versions, hardware, time."""
+    """Where and with what a stage ran: code, package versions, hardware, time."""
     from importlib import metadata
 
     versions = {}
-    for pkg in ("maple", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "papermill", "pandas"):
+    for pkg in ("maple", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "papermill",
+                "pandas"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
                 "python": platform.python_version()}
-    try:
-        import torch
+    import sys
 
+    if "torch" in sys.modules:  # never imported here just to look: analysis runs without torch
+        torch = sys.modules["torch"]
         if torch.cuda.is_available():
             hardware["gpu"] = torch.cuda.get_device_name(0)
             hardware["gpu_count"] = torch.cuda.device_count()
-    except ImportError:
-        pass
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None,
-            "versions": versions, "hardware": hardware, "created_at": datetime.now(timezone.utc).isoformat()}
+    return {**code_provenance(), "versions": versions, "hardware": hardware,
+            "created_at": datetime.now(timezone.utc).isoformat()}
 
 
-def write_run_record(run_dir: str | Path, stage: str, config: dict, **facts) -> Path:
-    """<run_dir>/run_record.json: the effective config plus, per stage, provenance and facts."""
-    path = Path(run_dir) / "run_record.json"
-    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"stages": {}}
-    record["config"] = config
-    record["stages"][stage] = {**provenance(), **facts}
-    return atomic_write_json(path, record)
+def folder_revision(folder: str | Path, whole_file_limit: int = 64 << 20) -> str:
+    """A content hash of a local model folder: every file's name and bytes; files over the limit (weight
+    shards of a 7B model) by their size and first and last 16 MiB, which any re-save changes."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(str(path.relative_to(folder)).encode() + b"\0")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size <= whole_file_limit:
+                h.update(f.read())
+            else:
+                h.update(str(size).encode() + f.read(16 << 20))
+                f.seek(-(16 << 20), os.SEEK_END)
+                h.update(f.read())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def model_revision(model, loaded_from: str) -> dict:
+    """The model's revision: the hub commit it was loaded at, or a content hash of its local folder."""
+    if Path(loaded_from).is_dir():
+        return {"location": loaded_from, "revision": folder_revision(loaded_from)}
+    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
+    return {"location": loaded_from, "revision": commit}
+
+
+# ---------------------------------------------------------------- run records
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_stage_record(run_dir: str | Path, stage: str, config: dict, **facts) -> Path:
+    """This stage's section of <run_dir>/run_record.json: the config fields it read, provenance and facts.
+    Other stages' sections are kept as they are."""
+    path = Path(run_dir) / layout.RUN_RECORD
+    with _locked(path):
+        record = io.read_json(path) if path.exists() else {}
+        record.setdefault("stages", {})[stage] = {"config": config, **provenance(), **facts}
+        return io.write_json(path, record)
+
+
+def read_run_record(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / layout.RUN_RECORD
+    return io.read_json(path) if path.exists() else {"stages": {}}

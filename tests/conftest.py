@@ -20,9 +20,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_built():
     """Every embedded artefact, built once (or found in the cache)."""
-    from maple_utils import tiny
+    from maple_utils import embedded
 
-    return tiny.build_all()
+    return embedded.build_all()
 
 
 def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:

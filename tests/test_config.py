@@ -30,7 +30,17 @@ def test_defaults_are_valid_and_strict():
     ({"tasks": ["xquad"], "languages": ["sw"]}, ["task xquad has none of languages ['sw']"]),
     ({"train_languages": ["en"]}, ["train_languages ['en'] are not in multialpaca"]),
     ({"data_source": "local", "data_root": "/nonexistent"}, ["data_root", "/nonexistent"]),
-    ({"k_shot": {"xnli": -1}}, ["k_shot for xnli must be >= 0"]),
+    ({"k_shot": {"xnli": -1}}, ["k_shot for xnli must be between 0 and 32, got -1"]),
+    ({"k_shot": {"xnli": 1000}}, ["k_shot for xnli must be between 0 and 32, got 1000"]),
+    ({"tasks": []}, ["field 'tasks'", "at least 1"]),
+    ({"tasks": ["xnli", "xnli"]}, ["name a task twice"]),
+    ({"languages": []}, ["field 'languages'", "at least 1"]),
+    ({"train_languages": []}, ["empty list selects nothing"]),
+    ({"target_modules": []}, ["field 'target_modules'", "at least 1"]),
+    ({"target_modules": [""]}, ["empty name"]),
+    ({"max_steps": -5}, ["field 'max_steps'", "greater than or equal to 1"]),
+    ({"max_steps": 0}, ["field 'max_steps'"]),
+    ({"learning_rate": 5.0}, ["field 'learning_rate'", "less than or equal to 1"]),
 ])
 def test_bad_values_name_the_field_and_what_is_allowed(values, needles):
     with pytest.raises(ConfigError) as err:
@@ -46,31 +56,58 @@ def test_hub_ids_and_local_folders_are_accepted_as_models(tmp_path):
     assert validate_run({"model": str(tmp_path)}).model == str(tmp_path)
 
 
-def test_run_id_is_stable_short_and_tracks_only_what_the_stage_depends_on():
-    cfg = RunConfig()
-    rid = config.run_id(cfg)
-    # A golden value: the id must not change across machines, sessions or Python versions.
-    assert rid == "tiny-llama_multialpaca_r8_q4-" + config.stable_hash(cfg.subset(config.TRAIN_FIELDS))
-    assert rid == config.run_id(validate_run({}))
+def test_run_ids_are_pinned():
+    # Literal ids: a change to the id scheme, to the fields it hashes or to their values renames every adapter,
+    # so it must show here, never silently.
+    assert config.run_id(RunConfig()) == "tiny-llama_multialpaca_r8_q4-54de7ab8"
+    assert config.run_id(validate_run({"model": "tiny-mistral", "dataset": "alpaca", "rank": 64, "quant": 16,
+                                       "epochs": 3.0})) == "tiny-mistral_alpaca_r64_q16-e4635ae5"
+    assert config.run_id(validate_run({"dataset": None, "rank": None, "quant": 16})) == "tiny-llama_base_q16-fe0a6e5a"
+
+
+def test_run_id_tracks_only_what_training_depends_on():
+    rid = config.run_id(RunConfig())
     assert len(rid.rsplit("-", 1)[1]) == 8
     assert config.run_id(validate_run({"rank": 16})) != rid
     assert config.run_id(validate_run({"learning_rate": 1e-4})) != rid
+    assert config.run_id(validate_run({"data_seed": 1})) != rid and config.run_id(validate_run({"seed": 1})) != rid
     # evaluation settings do not change the adapter's identity
-    assert config.run_id(validate_run({"limit": 2, "languages": ["en"]})) == rid
-    base = validate_run({"dataset": None, "rank": None, "quant": 16})
-    assert config.run_id(base).startswith("tiny-llama_base_q16-")
+    assert config.run_id(validate_run({"limit": 2, "languages": ["en"], "fewshot_seed": 3,
+                                       "alpaca_eval_max_new_tokens": 9})) == rid
 
 
 def test_stable_hash_ignores_key_order():
-    assert config.stable_hash({"a": 1, "b": [1, 2]}) == config.stable_hash({"b": [1, 2], "a": 1})
-    assert config.stable_hash({"a": 1}) == "015abd7f"  # sha256 of the canonical JSON, first 8 hex digits
+    from maple_utils.registry import stable_hash
+
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) == "015abd7f"  # sha256 of the canonical JSON, first 8 hex digits
+
+
+def test_a_relative_model_folder_is_read_from_the_project_root(tmp_path, monkeypatch):
+    from maple_utils.embedded.models import resolve_model
+    from maple_utils.paths import project_root
+
+    folder = project_root() / ".cache" / "test-local-model"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        monkeypatch.chdir(tmp_path)  # notebooks run in notebooks/; the grid anywhere
+        cfg = validate_run({"model": ".cache/test-local-model"})
+        assert resolve_model(cfg.model) == str(folder)  # a folder, not a hub id to wait for
+        with pytest.raises(ConfigError, match="read from the project root"):
+            validate_run({"model": "no-such-folder"})
+    finally:
+        folder.rmdir()
 
 
 def _grid(tmp_path, **changes):
     grid = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
     for key, value in changes.items():
         section, _, field = key.partition("__")
-        grid.setdefault(section, {})[field] = value
+        if section == "exclude":
+            grid["exclude"] = grid["exclude"] if int(field) else []
+            grid["exclude"].append(value)
+        else:
+            grid.setdefault(section, {})[field] = value
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     return path
@@ -81,6 +118,11 @@ def _grid(tmp_path, **changes):
     ({"axes__rank": ["eight"]}, ["field 'axes.rank'", "'eight'"]),
     ({"fixed__languages": ["en", "xx"]}, ["field 'fixed.languages'", "unknown language 'xx'"]),
     ({"fixed__tasks": ["xnli", "summarise"]}, ["unknown task 'summarise'", "allowed:"]),
+    ({"fixed__tasks": []}, ["field 'fixed.tasks'", "at least 1"]),
+    ({"fixed__rank": 8}, ["rank is both in 'fixed' and in 'axes'"]),
+    ({"exclude__0": {"rank": 32}}, ["exclude[0].rank is 32, which is not a value of axes.rank", "matches nothing"]),
+    ({"exclude__0": {"quant": 4}, "exclude__1": {"quant": 8}, "exclude__2": {"quant": 16}},
+     ["the exclude rules remove every point"]),
 ])
 def test_bad_grid_files_exit_nonzero_with_a_short_message(tmp_path, changes, needles):
     path = _grid(tmp_path, **changes)
@@ -109,27 +151,34 @@ def test_missing_grid_file_and_bad_yaml(tmp_path):
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_paper_grid_dry_run_lists_120_training_and_122_evaluation_runs_loading_nothing():
-    code = ("import sys; from maple_utils import grid, analysis, languages; "
-            "grid.main(['run', 'params/paper.yaml', '--out', 'runs/paper', '--dry-run']); "
-            "heavy = [m for m in ('torch', 'transformers', 'peft', 'bitsandbytes') if m in sys.modules]; "
-            "print('HEAVY', heavy)")
+def test_paper_grid_plan_has_120_adapters_and_122_evaluated_models_loading_nothing():
+    code = ("import sys, json; from maple_utils.grid import planner, cli; "
+            "p = planner.plan_grid('params/paper.yaml', 'runs/paper'); cli.describe(p); "
+            "print(json.dumps({s: [j.key for j in p.jobs if j.stage.name == s] for s in "
+            "('01_data', '02_train', '03_evaluate', '04_alpaca_eval', '05_analysis')})); "
+            "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]))")
+    import json
     import subprocess
 
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "120 training runs, 122 evaluation runs (120 adapters + 2 base models)" in out
-    sections = {}
-    for block in out.split("\n\n")[1:]:
-        head, *ids = block.strip().splitlines()
-        sections[head.split(":")[0]] = [i.strip() for i in ids if not i.startswith("HEAVY")]
-    train, evaluate = sections["training runs (adapters)"], sections["evaluation runs (03_evaluate, then 04_alpaca_eval)"]
+    jobs, heavy = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    assert heavy == []  # planning imports no torch, transformers, peft, bitsandbytes or datasets
+    train, evaluate = jobs["02_train"], jobs["03_evaluate"]
     assert len(train) == len(set(train)) == 120 and len(evaluate) == len(set(evaluate)) == 122
     assert set(train) < set(evaluate) and sum("_base_q16-" in i for i in evaluate) == 2
-    assert len(sections["datasets to prepare"]) == 4
-    assert "HEAVY []" in out
+    assert jobs["04_alpaca_eval"] == evaluate and len(jobs["01_data"]) == 4 and jobs["05_analysis"] == ["paper"]
     assert not (REPO / "runs" / "paper").exists()
+
+
+def test_languages_a_task_lacks_are_listed_by_the_dry_run(tmp_path):
+    path = _grid(tmp_path, fixed__languages=["en", "ja"], fixed__tasks=["xnli", "xquad"])
+    from maple_utils.grid import cli, planner
+
+    plan = planner.plan_grid(path, tmp_path / "out")
+    assert set(plan.not_evaluated.values().__iter__().__next__()) == {("xnli", "ja"), ("xquad", "ja")}
+    lines = cli.describe(plan)
+    assert "  xnli: ja" in lines and "  xquad: ja" in lines
 
 
 def test_paper_grid_declares_every_choice_the_study_leaves_unstated():
@@ -141,14 +190,3 @@ def test_paper_grid_declares_every_choice_the_study_leaves_unstated():
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
         assert "#" in line, f"{key} has no comment giving its evidence"
     assert len(fixed["languages"]) == 41
-
-
-def test_hub_data_without_the_datasets_package_stops_before_anything_runs(tmp_path):
-    from maple_utils import hub
-
-    if hub.available():
-        pytest.skip("the `datasets` package is installed here; the paper grid would start for real")
-    proc = run_cli("run", "params/paper.yaml", "--out", str(tmp_path / "paper"))
-    assert proc.returncode == 2
-    assert "needs the `datasets` package: pip install -e '.[hub]'" in proc.stderr
-    assert not (tmp_path / "paper").exists()

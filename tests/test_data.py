@@ -1,9 +1,16 @@
+"""Loaders on the real release files of ../shared/data, file formats and their errors, instruction data."""
+
+import gzip
 import json
 
 import pytest
 
-from maple_utils import alpaca_eval, instruct_data
-from maple_utils.tasks import load_docs, load_task, local_path
+from maple_utils import config
+from maple_utils.data import formats, sources
+from maple_utils.data import instruct as instruct_data
+from maple_utils.eval import alpaca
+from maple_utils.eval.tasks import load_docs, load_task
+from maple_utils.io import DataFileError
 
 
 @pytest.mark.parametrize("task, code, split, count", [
@@ -17,8 +24,9 @@ from maple_utils.tasks import load_docs, load_task, local_path
 ])
 def test_release_files_load_in_hub_schema(shared_data, task, code, split, count):
     spec = load_task(task)
-    docs = load_docs(spec, code, split, source="local", root=str(shared_data))
+    docs, origin = load_docs(spec, code, split, source="local", root=str(shared_data))
     assert len(docs) == count
+    assert origin.source == "local" and origin.revision.startswith("sha256:") and origin.location.startswith(str(shared_data))
     assert spec.render(docs[0])
     if spec.scoring == "loglikelihood":
         assert {spec.label(d) for d in docs} == set(range(len(spec.choices)))
@@ -27,22 +35,68 @@ def test_release_files_load_in_hub_schema(shared_data, task, code, split, count)
 
 
 def test_xnli_tsv_labels_map_to_hub_ids(shared_data):
-    docs = load_docs(load_task("xnli"), "en", "validation", "local", str(shared_data))
+    docs, _ = load_docs(load_task("xnli"), "en", "validation", "local", str(shared_data))
     first = (shared_data / "xnli/xtreme_format/dev-en.tsv").read_text(encoding="utf-8").splitlines()[0]
     assert first.endswith("neutral") and docs[0]["label"] == 1
 
 
-def test_missing_local_split_is_named(shared_data):
-    with pytest.raises(FileNotFoundError, match="no local release layout for split 'test'.*validation"):
-        local_path(load_task("xnli"), "en", "test", shared_data)
+def test_missing_local_split_and_file_are_named(shared_data):
+    with pytest.raises(sources.MissingDataError, match="no local release layout for split 'test'.*validation"):
+        load_docs(load_task("xnli"), "en", "test", "local", str(shared_data))
+    with pytest.raises(sources.MissingDataError, match=r"xquad, xquad\.hi: missing local file .*xquad\.hi\.json"):
+        load_docs(load_task("xquad"), "hi", "validation", "local", str(shared_data / "xcopa"))
+
+
+def test_evaluation_inputs_are_checked_before_any_model_loads(shared_data, tmp_path):
+    cfg = config.validate_run({"data_source": "local", "data_root": str(shared_data), "tasks": ["xquad", "belebele"],
+                               "languages": ["th", "en"]})
+    from maple_utils.eval import evaluate
+
+    with pytest.raises(sources.MissingDataError, match=r"belebele, eng_Latn: missing local file .*eng_Latn\.jsonl"):
+        evaluate.check_inputs(cfg)
+    ok = config.validate_run({"data_source": "local", "data_root": str(shared_data), "tasks": ["xquad", "belebele"],
+                              "languages": ["th"]})
+    assert set(evaluate.check_inputs(ok)) == {"xquad-th", "belebele-th"}
+
+
+@pytest.mark.parametrize("content, fmt, needle", [
+    (b"", "jsonl", None),  # an empty JSONL file holds no rows
+    (b'{"a": 1}\n{"a": 2\n{"a": 3}\n', "jsonl", "line 2: not valid JSON"),
+    (b'[{"a": 1}, {"a":', "json", "line 1, column"),
+    (b"", "json", "the file is empty"),
+    ('{"a": "caf\xe9"}\n'.encode("latin-1"), "jsonl", "line 1: not UTF-8 text"),
+    (b'{"a": 1}\n[1, 2]\n', "jsonl", "line 2: expected a JSON object"),
+    (b'{"version": "1.1"}', "squad_json", "expected SQuAD layout"),
+    (b"a\tb\tmaybe\r\n", "xnli_tsv", "row 1: expected premise<TAB>hypothesis<TAB>label"),
+])
+def test_damaged_files_are_named_with_their_row(tmp_path, content, fmt, needle):
+    path = tmp_path / f"file.{fmt}"
+    path.write_bytes(content)
+    if needle is None:
+        assert formats.read(path, fmt) == []
+        return
+    with pytest.raises(DataFileError) as err:
+        formats.read(path, fmt)
+    assert str(path) in str(err.value) and needle in str(err.value), str(err.value)
+
+
+def test_gzipped_json_arrays_read_like_the_bactrian_x_release(tmp_path):
+    path = tmp_path / "de.json.gz"
+    path.write_bytes(gzip.compress(json.dumps([{"instruction": "Hallo", "input": "", "id": "alpaca-1",
+                                                 "output": "Welt"}]).encode()))
+    assert formats.read(path, "json")[0]["id"] == "alpaca-1"
+    (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataFileError, match="bad.json.gz: not a readable gzip file"):
+        formats.read(tmp_path / "bad.json.gz", "json")
 
 
 def test_instruction_releases_load_and_validate(shared_data, caplog):
-    alpaca = instruct_data.load_records("alpaca", None, "local", str(shared_data))
+    alpaca_records, origins = instruct_data.load_records("alpaca", None, "local", str(shared_data))
     # the sample has two records with an empty output (rows 2336 and 4659): dropped, and said so
-    assert len(alpaca) == 4998 and alpaca[0]["language"] == "en"
+    assert len(alpaca_records) == 4998 and alpaca_records[0]["language"] == "en"
+    assert origins[0]["location"].endswith("alpaca/alpaca_5000.json") and origins[0]["revision"]
     assert "dropped 2 record(s)" in caplog.text
-    multi = instruct_data.load_records("multialpaca", ["es", "ja", "pt"], "local", str(shared_data))
+    multi, _ = instruct_data.load_records("multialpaca", ["es", "ja", "pt"], "local", str(shared_data))
     assert len(multi) == 9958 + 10191 + 10825 - 1  # one ja record has an empty field
     assert "ja.jsonl: dropped 1 record(s)" in caplog.text
     assert all(isinstance(r["input"], str) for r in multi)  # null inputs become ""
@@ -66,9 +120,12 @@ def test_bad_records_are_all_reported_with_file_and_row(tmp_path):
 
 
 def test_alpaca_eval_reference_outputs(shared_data):
-    records = alpaca_eval.load_eval_set("local", str(shared_data))
+    cfg = config.validate_run({"data_source": "local", "data_root": str(shared_data)})
+    records, origin = alpaca.load_eval_set(cfg)
     assert len(records) == 805 and records[0]["generator"] == "text_davinci_003"
-    assert len(alpaca_eval.load_eval_set("local", str(shared_data), limit=5)) == 5
+    assert origin.location.endswith("text_davinci_003/model_outputs.json")
+    limited, _ = alpaca.load_eval_set(cfg.model_copy(update={"alpaca_eval_limit": 5}))
+    assert len(limited) == 5
 
 
 def test_prompt_templates():
@@ -78,30 +135,31 @@ def test_prompt_templates():
     assert instruct_data.format_prompt("bactrian", "Q", None) == "### Input:\nQ\n\n### Output:\n"
 
 
-
 def test_exemplars_from_the_evaluated_split_are_not_scored(tiny_built):
-    from maple_utils import config, evaluation, modeling
+    from maple_utils.eval import evaluate
+    from maple_utils.eval.tasks import pick_fewshot
+    from maple_utils.train import modeling
 
-    cfg = config.validate_run({"tasks": ["mlqa"], "languages": ["de"], "k_shot": {"mlqa": 3}, "max_new_tokens": 2})
-    docs = load_docs(load_task("mlqa"), "de", "validation")
-    shots = evaluation.pick_fewshot(docs, 3, cfg.seed)
+    cfg = config.validate_run({"tasks": ["mlqa"], "languages": ["de"], "k_shot": {"mlqa": 3}, "max_new_tokens": 2,
+                               "fewshot_seed": 7})
+    docs, _ = load_docs(load_task("mlqa"), "de", "validation")
+    shots = pick_fewshot(docs, 3, cfg.fewshot_seed)
     model, tok = modeling.load_base("tiny-llama", 16), modeling.load_tokenizer("tiny-llama")
-    items, used = evaluation.evaluate_pair(model, tok, cfg, "mlqa", "de")
+    items, used = evaluate.evaluate_pair(model, tok, cfg, "mlqa", "de")
     assert used["k_shot"] == 3 and len(items) == len(docs) - 3
     assert not {s["id"] for s in shots} & {it["id"] for it in items}
 
 
 def test_a_relative_data_root_means_the_same_folder_from_any_working_directory(shared_data, tmp_path, monkeypatch):
     # Notebooks run with notebooks/ as their working folder; config validation and every loader must
-    # read a relative data_root from the repo root alike.
+    # read a relative data_root from the project root alike.
     import os
 
-    from maple_utils import config
-    from maple_utils.paths import REPO_ROOT
+    from maple_utils.paths import project_root
 
-    relative = os.path.relpath(shared_data, REPO_ROOT)
+    relative = os.path.relpath(shared_data, project_root())
     monkeypatch.chdir(tmp_path)
     cfg = config.validate_run({"data_source": "local", "data_root": relative, "dataset": "alpaca"})
-    assert len(load_docs(load_task("xquad"), "ro", "validation", "local", cfg.data_root)) == 1190
-    assert len(instruct_data.load_records("alpaca", None, "local", cfg.data_root)) == 4998
-    assert len(alpaca_eval.load_eval_set("local", cfg.data_root)) == 805
+    assert len(load_docs(load_task("xquad"), "ro", "validation", "local", cfg.data_root)[0]) == 1190
+    assert len(instruct_data.load_records("alpaca", None, "local", cfg.data_root)[0]) == 4998
+    assert len(alpaca.load_eval_set(cfg)[0]) == 805

@@ -1,8 +1,9 @@
 import unicodedata
 
-from maple_utils import languages, tiny
-from maple_utils.paths import read_params
-from maple_utils.tasks import all_tasks, load_task
+from maple_utils import registry
+from maple_utils.data import languages
+from maple_utils.embedded.tokenizer import corpus
+from maple_utils.eval.tasks import all_tasks, load_task
 
 SCRIPT_SAMPLES = {  # a Unicode name fragment each script's letters carry
     "Latn": "LATIN", "Arab": "ARABIC", "Cyrl": "CYRILLIC", "Grek": "GREEK", "Deva": "DEVANAGARI", "Thai": "THAI",
@@ -18,7 +19,7 @@ def test_table_has_the_41_languages_with_unique_codes():
 
 
 def test_groups_follow_the_dataset_definitions():
-    datasets = read_params("datasets")["datasets"]
+    datasets = registry.read("datasets")["datasets"]
     g1 = set(datasets["multialpaca"]["languages"])
     g2 = set(datasets["bactrian-x-22"]["languages"]) - g1
     assert len(g1) == 11 and len(g2) == 11
@@ -29,7 +30,7 @@ def test_groups_follow_the_dataset_definitions():
 
 
 def test_dataset_columns_agree_with_dataset_language_lists():
-    datasets = read_params("datasets")["datasets"]
+    datasets = registry.read("datasets")["datasets"]
     assert set(languages.supporting("multialpaca")) == set(datasets["multialpaca"]["languages"])
     assert set(datasets["bactrian-x-22"]["languages"]) <= set(languages.supporting("bactrian_x"))
 
@@ -43,8 +44,8 @@ def test_task_language_counts_match_megaverse_lists():
 
 
 def test_bundled_corpus_is_written_in_each_languages_script():
-    corpus = tiny.corpus()
+    sentences = corpus()
     for code, lang in languages.table().items():
-        text = "".join(corpus[code])
+        text = "".join(sentences[code])
         names = [unicodedata.name(ch, "") for ch in text if ch.isalpha()]
         assert any(SCRIPT_SAMPLES[lang.script] in n for n in names), (code, lang.script)

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from maple_utils import metrics
-from maple_utils.alpaca_eval import win_rate
+from maple_utils.eval import metrics
+from maple_utils.eval.alpaca import win_rate
 
 
 def test_squad_normalisation_and_scores():

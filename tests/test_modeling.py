@@ -2,7 +2,10 @@
 
 import pytest
 
-from maple_utils import config, modeling, scoring, training
+from maple_utils import config
+from maple_utils.eval import scoring
+from maple_utils.train import loop as training
+from maple_utils.train import modeling
 
 
 @pytest.fixture(scope="module")

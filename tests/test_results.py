@@ -3,21 +3,23 @@ import os
 
 import pytest
 
-from maple_utils import results
+from conftest import REPO
+
+from maple_utils import io, results
 
 
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     path = tmp_path / "results.jsonl"
-    results.write_jsonl(path, [{"a": 1}])
+    io.write_jsonl(path, [{"a": 1}])
 
     def fail(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        results.write_jsonl(path, [{"a": 2}])
+        io.write_jsonl(path, [{"a": 2}])
     monkeypatch.undo()
-    assert results.read_jsonl(path) == [{"a": 1}]
+    assert io.read_jsonl(path) == [{"a": 1}]
     assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]  # no temporary file left
 
 
@@ -38,7 +40,7 @@ def test_stage_rows_are_replaced_not_duplicated(tmp_path):
     results.write_rows(tmp_path, "02_train", [train])
     results.write_rows(tmp_path, "03_evaluate", [ev])
     results.write_rows(tmp_path, "03_evaluate", [{**ev, "value": 0.75}])
-    rows = results.read_jsonl(tmp_path / "results.jsonl")
+    rows = io.read_jsonl(tmp_path / "results.jsonl")
     assert [(r["stage"], r["value"]) for r in rows] == [("02_train", 1.0), ("03_evaluate", 0.75)]
     with pytest.raises(ValueError, match="written as stage"):
         results.write_rows(tmp_path, "02_train", [ev])
@@ -46,6 +48,7 @@ def test_stage_rows_are_replaced_not_duplicated(tmp_path):
 
 def test_provenance_names_the_commit_versions_and_hardware():
     record = results.provenance()
-    assert set(record) == {"git_sha", "dirty", "versions", "hardware", "created_at"}
+    assert set(record) == {"maple_utils", "project_root", "git_sha", "dirty", "versions", "hardware", "created_at"}
+    assert record["maple_utils"] == str(REPO / "maple_utils")  # the code that ran, not another clone's
     assert record["versions"]["torch"] and record["versions"]["peft"] and record["hardware"]["cpus"]
     json.dumps(record)

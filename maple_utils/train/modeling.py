@@ -7,7 +7,7 @@ bitsandbytes runs the 4- and 8-bit layers on the CPU too, so every path is exerc
 
 from __future__ import annotations
 
-from maple_utils.tiny import resolve_model
+from maple_utils.embedded.models import resolve_model
 
 
 def compute_dtype():
@@ -95,6 +95,13 @@ def load_adapted(model: str, quant: int, adapter_dir: str | None):
     adapted = PeftModel.from_pretrained(base, adapter_dir)
     adapted.eval()
     return adapted
+
+
+def revision(model_name: str, model) -> dict:
+    """Where the weights came from and their revision (hub commit, or a content hash of the folder)."""
+    from maple_utils.results import model_revision
+
+    return model_revision(getattr(model, "base_model", model), resolve_model(model_name))
 
 
 def trainable_parameters(model) -> tuple[int, int]:

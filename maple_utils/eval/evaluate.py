@@ -9,17 +9,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from maple_utils import metrics, results, scoring
-from maple_utils.tasks import TaskSpec, load_docs, load_task, pick_fewshot
+from maple_utils import io, results
+from maple_utils.eval import metrics, scoring
+from maple_utils.eval.tasks import TaskSpec, check_data, load_docs, load_task, pick_fewshot
 
 
-def plan(cfg) -> list[tuple[str, str]]:
-    """(task, language) pairs to evaluate: each task on the requested languages it has."""
-    pairs = []
+def task_languages(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(task, language) pairs to evaluate, and the requested pairs a task has no data for (listed by the
+    dry run and recorded in the run record, never silently dropped)."""
+    pairs, lacking = [], []
     for task in cfg.tasks:
+        offered = load_task(task).languages()
+        for code in cfg.languages:
+            (pairs if code in offered else lacking).append((task, code))
+    return pairs, lacking
+
+
+def k_for(cfg, spec: TaskSpec) -> int:
+    return cfg.k_shot.get(spec.name, spec.k_shot)
+
+
+def check_inputs(cfg) -> dict[str, list[str]]:
+    """Every file or hub id the evaluation will read, checked before any model loads (a MissingDataError
+    names the task, the language and the path expected)."""
+    found = {}
+    for task, code in task_languages(cfg)[0]:
         spec = load_task(task)
-        pairs += [(task, code) for code in cfg.languages if code in spec.languages()]
-    return pairs
+        found[f"{task}-{code}"] = check_data(spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec))
+    return found
 
 
 def _score_loglikelihood(model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict], batch_size: int):
@@ -52,14 +69,19 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     spec = load_task(task)
     config = spec.config_for(code)
     eval_split, fewshot_split = spec.splits_for(config)
-    docs = load_docs(spec, code, eval_split, cfg.data_source, cfg.data_root)
-    k = cfg.k_shot.get(task, spec.k_shot)
+    docs, origin = load_docs(spec, code, eval_split, cfg.data_source, cfg.data_root)
+    origins = [origin.as_dict()]
+    k = k_for(cfg, spec)
     if fewshot_split == eval_split:
         # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
-        shots = pick_fewshot(docs, k, cfg.seed)
+        shots = pick_fewshot(docs, k, cfg.fewshot_seed)
         docs = [d for d in docs if d not in shots]
+    elif k:
+        pool, origin = load_docs(spec, code, fewshot_split, cfg.data_source, cfg.data_root)
+        origins.append(origin.as_dict())
+        shots = pick_fewshot(pool, k, cfg.fewshot_seed)
     else:
-        shots = pick_fewshot(load_docs(spec, code, fewshot_split, cfg.data_source, cfg.data_root) if k else [], k, cfg.seed)
+        shots = []
     if cfg.limit:
         docs = docs[:cfg.limit]
     prefix = spec.fewshot_prefix(shots)
@@ -71,21 +93,30 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
         items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new)
     for i, (item, doc) in enumerate(zip(items, docs)):
         item["id"] = doc.get("id", doc.get("idx", i))
-    return items, {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics}
+    return items, {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics,
+                   "origins": origins}
 
 
-def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True) -> list[dict]:
-    """Result rows for every (task, language) of the config; per-item predictions go to run_dir/predictions/."""
+def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True) -> tuple[list[dict], dict]:
+    """Result rows for every (task, language) of the config, and facts for the run record (the data read,
+    the pairs a task lacks); per-item predictions go to run_dir/predictions/."""
     from tqdm import tqdm
 
-    rows = []
-    pairs = plan(cfg)
+    from maple_utils import layout
+
+    rows, data = [], {}
+    pairs, lacking = task_languages(cfg)
     for task, code in tqdm(pairs, desc="evaluate", disable=not progress, file=sys.stdout, mininterval=1.0):
+        spec = load_task(task)
         items, used = evaluate_pair(model, tokenizer, cfg, task, code)
-        results.write_jsonl(Path(run_dir) / "predictions" / f"{task}-{code}.jsonl", items)
+        io.write_jsonl(layout.predictions(run_dir, task, code), items)
+        data[f"{task}-{code}"] = used["origins"]
         for metric in used["metrics"]:
             value, stderr = metrics.mean_stderr([it["scores"][metric] for it in items])
             rows.append(results.make_row(identity, task=task, language=code, metric=metric, value=value,
                                          stderr=stderr, n=len(items), split=used["split"], k_shot=used["k_shot"],
-                                         scoring=used["scoring"], limit=cfg.limit, seed=cfg.seed))
-    return rows
+                                         scoring=used["scoring"], limit=cfg.limit, seed=cfg.fewshot_seed,
+                                         task_version=spec.version, registry_hash=spec.registry_hash))
+    facts = {"data": data, "not_evaluated": [{"task": t, "language": c, "why": "the task has no data in this language"}
+                                             for t, c in lacking]}
+    return rows, facts

@@ -1,18 +1,15 @@
-"""Instruction data: Alpaca, Bactrian-X and MultiAlpaca from bundled samples, local release files or the hub;
-record validation; language subsets; size matching; prompt templates.
+"""Instruction data: Alpaca, Bactrian-X and MultiAlpaca from any source; record validation; language
+subsets; size matching; prompt templates.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import Counter
-from pathlib import Path
 
-from maple_utils.paths import read_params, resolve
-from maple_utils.results import read_jsonl
-
+from maple_utils import registry
+from maple_utils.data import sources
 
 log = logging.getLogger(__name__)
 
@@ -22,51 +19,25 @@ class DataError(ValueError):
 
 
 def dataset_spec(name: str) -> dict:
-    return read_params("datasets")["datasets"][name]
+    return registry.read("datasets")["datasets"][name]
 
 
-def format_prompt(template: str, instruction: str, input_text: str | None) -> str:
-    t = read_params("templates")["templates"][template]
+def template(name: str) -> dict:
+    return registry.read("templates")["templates"][name]
+
+
+def format_prompt(template_name: str, instruction: str, input_text: str | None) -> str:
+    t = template(template_name)
     if input_text:
         return t["with_input"].format(instruction=instruction, input=input_text)
     return t["no_input"].format(instruction=instruction)
-
-
-def _read_records(path: Path) -> list[dict]:
-    """A release file: one JSON array (.json) or one record per line (.jsonl)."""
-    if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    return read_jsonl(path)
-
-
-def _source_files(name: str, code: str, source: str, root: str | None) -> Path:
-    spec = dataset_spec(name)
-    if source == "embedded":
-        from maple_utils import tiny
-
-        return tiny.sample_path(name, code, "train")
-    path = resolve(root) / spec["local_path"].format(lang=code)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset {name}, language {code}: missing local file {path}")
-    return path
-
-
-def _hub_records(name: str, code: str) -> list[dict]:
-    from maple_utils import hub
-
-    spec = dataset_spec(name)
-    if name == "alpaca":
-        return hub.load_rows(spec["hub_id"], split="train")
-    if name == "multialpaca":  # per-language files keep the language (mission_anchors.md 8.9)
-        return hub.load_rows(spec["hub_id"], data_files=f"{code}.jsonl", split="train")
-    return hub.load_rows(spec["hub_id"], code, split="train")
 
 
 def validate_records(records: list[dict], origin: str) -> list[str]:
     """Every structural problem in the records, as 'origin row N: ...' lines (empty when all are valid).
 
     An empty instruction or output is not an error: real releases have them (Alpaca has empty outputs), and
-    `usable` drops those rows.
+    `load_records` drops those rows.
     """
     problems = []
     for i, rec in enumerate(records, start=1):
@@ -82,32 +53,29 @@ def validate_records(records: list[dict], origin: str) -> list[str]:
 
 
 def load_records(name: str, languages: list[str] | None = None, source: str = "embedded",
-                 root: str | None = None) -> list[dict]:
-    """Validated records {language, instruction, input, output} of a dataset's languages."""
+                 root: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Validated records {language, instruction, input, output} of a dataset's languages, and their origins."""
     spec = dataset_spec(name)
-    codes = languages or spec["languages"]
-    records, problems = [], []
-    for code in codes:
-        if source == "hub":
-            raw, origin = _hub_records(name, code), f"{spec['hub_id']}[{code}]"
-        else:
-            path = _source_files(name, code, source, root)
-            raw, origin = _read_records(path), str(path)
+    records, problems, origins = [], [], []
+    for code in languages or spec["languages"]:
+        raw, origin = sources.load(name, spec, source, root, "train", config=code, lang=code)
+        origins.append({"language": code, **origin.as_dict()})
         if not raw:
-            problems.append(f"{origin}: no records for language {code}")
-        found = validate_records(raw, origin)
+            problems.append(f"{origin.location}: no records for language {code}")
+        found = validate_records(raw, origin.location)
         problems += found
         if found:
             continue
         kept = [r for r in raw if r["instruction"].strip() and r["output"].strip()]
         if len(kept) < len(raw):
-            log.warning("%s: dropped %d record(s) with an empty instruction or output", origin, len(raw) - len(kept))
+            log.warning("%s: dropped %d record(s) with an empty instruction or output", origin.location,
+                        len(raw) - len(kept))
         records += [{"language": code, "instruction": r["instruction"], "input": r.get("input") or "",
                      "output": r["output"]} for r in kept]
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise DataError(f"dataset {name}: {len(problems)} invalid records\n  - " + "\n  - ".join(shown))
-    return records
+    return records, origins
 
 
 def size_match(records: list[dict], max_examples: int | None, seed: int) -> list[dict]:
@@ -125,12 +93,13 @@ def size_match(records: list[dict], max_examples: int | None, seed: int) -> list
     return chosen
 
 
-def prepare(name: str, languages: list[str] | None, source: str, root: str | None,
-            max_examples: int | None, seed: int, template: str) -> list[dict]:
-    """Records with their rendered prompt and response, ready for tokenisation."""
-    records = size_match(load_records(name, languages, source, root), max_examples, seed)
-    return [{"language": r["language"], "prompt": format_prompt(template, r["instruction"], r["input"]),
-             "response": r["output"]} for r in records]
+def prepare(cfg) -> tuple[list[dict], list[dict]]:
+    """Records with their rendered prompt and response, ready for tokenisation; and where they came from."""
+    records, origins = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
+    records = size_match(records, cfg.max_train_examples, cfg.data_seed)
+    prepared = [{"language": r["language"], "prompt": format_prompt(cfg.prompt_template, r["instruction"], r["input"]),
+                 "response": r["output"]} for r in records]
+    return prepared, origins
 
 
 def language_stats(records: list[dict]) -> list[dict]:

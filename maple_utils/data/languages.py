@@ -1,10 +1,10 @@
-"""The language table of params/languages.yaml: codes, scripts, per-dataset config names, groups."""
+"""The language table (registry/languages.yaml): codes, scripts, per-dataset config names, groups."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maple_utils.paths import read_params
+from maple_utils import registry
 
 DATASET_COLUMNS = ("xnli", "xcopa", "xquad", "mlqa", "belebele", "xlsum", "bactrian_x", "multialpaca")
 
@@ -23,7 +23,7 @@ class Language:
 
 def table() -> dict[str, Language]:
     """All languages by ISO code, in the table's order."""
-    rows = read_params("languages")["languages"]
+    rows = registry.read("languages")["languages"]
     return {
         r["code"]: Language(
             code=r["code"], name=r["name"], script=r["script"], group=r["group"],

@@ -10,8 +10,19 @@ from __future__ import annotations
 from typing import Iterable
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context tokens (with BOS where the tokenizer adds it) and the continuation's tokens, split from the
+    joint encoding, as lm-eval does: trailing spaces of the context move to the continuation, so a
+    tokenizer that merges a space into the next word sees the same text either way."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    if not context:
+        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        return [prefix], tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation)["input_ids"]
+    ctx = tokenizer(context)["input_ids"]
+    return ctx, whole[len(ctx):]
 
 
 def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_size: int = 8,
@@ -23,11 +34,9 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
     max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
     encoded = []
     for i, (context, continuation) in enumerate(requests):
-        ctx, cont = _encode(tokenizer, context), _encode(tokenizer, continuation)
+        ctx, cont = encode_pair(tokenizer, context, continuation)
         if not cont:
             raise ValueError(f"request {i}: empty continuation {continuation!r}")
-        if tokenizer.bos_token_id is not None and not ctx:
-            ctx = [tokenizer.bos_token_id]
         ids = (ctx + cont)[-(max_length + 1):]  # keep the continuation; drop the context's start if too long
         encoded.append((i, ids, len(cont)))
     # Longest first: batches of similar length waste little padding, and an OOM shows at the first batch.
@@ -71,7 +80,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)  # BOS as the model expects
                 out = model.generate(**{k: v.to(device) for k, v in enc.items()}, max_new_tokens=max_new_tokens,
                                      do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id)

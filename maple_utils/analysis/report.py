@@ -10,15 +10,15 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from maple_utils import results
-from maple_utils.paths import read_params, resolve
+from maple_utils import io, layout, registry, results
+from maple_utils.paths import resolve
 
 RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
 
 
 def primary_metrics() -> dict[str, str]:
-    """The metric each task reports in the study's Table 1 (its first metric in params/tasks.yaml)."""
-    return {name: spec["metrics"][0] for name, spec in read_params("tasks")["tasks"].items()}
+    """The metric each task reports in the study's Table 1 (its first metric in the tasks registry)."""
+    return {name: spec["metrics"][0] for name, spec in registry.read("tasks")["tasks"].items()}
 
 
 def load(out_dir: str):
@@ -94,7 +94,7 @@ def rank_quant_figure(table, path_png: Path):
 def write_report(out_dir: str, frame) -> dict[str, Path]:
     """<out>/report/: the task table (md, tex, csv), the training table, the figure (png, pdf), analysis.html."""
     out = resolve(out_dir)
-    report = out / "report"
+    report = out / layout.REPORT_DIR
     report.mkdir(parents=True, exist_ok=True)
     table = task_table(frame)
     if table.empty:
@@ -103,18 +103,18 @@ def write_report(out_dir: str, frame) -> dict[str, Path]:
     note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
             "paper's numbers." if limited else "Full evaluation sets.")
     rounded = table.round(3)
-    paths = {"table_md": results.atomic_write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
-             "table_tex": results.atomic_write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
-             "table_csv": results.atomic_write_text(report / "task_table.csv", table.to_csv(index=False))}
+    paths = {"table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
+             "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
+             "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False))}
     train = training_table(frame)
     if len(train):
-        paths["training_md"] = results.atomic_write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
+        paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
     paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
     body = (f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
             f"<h2>Task-wise performance (Table 1 layout)</h2>{rounded.to_html(index=False)}"
             f"<h2>Average score by rank and quantisation</h2><img src='rank_quant.png' alt='average score by rank'>")
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
-    paths["html"] = results.atomic_write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"
+    paths["html"] = io.write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"
                                               f"<title>MAPLE report</title><body>{body}</body>\n")
     return paths

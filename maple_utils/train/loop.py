@@ -63,8 +63,8 @@ def collate(batch: list[dict], pad_id: int):
     return ids, mask, labels
 
 
-def total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:
-    if max_steps > 0:
+def total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None) -> int:
+    if max_steps:
         return max_steps
     return max(1, math.ceil(epochs * math.ceil(n_examples / (batch_size * grad_accum))))
 
@@ -149,15 +149,16 @@ def save_adapter(model, tokenizer, adapter_dir: str | Path) -> Path:
 SUMMARY_METRICS = ("final_loss", "tokens_per_s", "trainable_pct", "peak_memory_mb", "wall_s", "steps")
 
 
-def report(run, record: dict, trainable: int, total: int) -> dict:
-    """Write train_record.json and the stage's result rows; returns the summary shown in the notebook."""
-    from maple_utils import results
+def report(run, record: dict, trainable: int, total: int, model_revision: dict) -> dict:
+    """Write train_record.json, the stage's result rows and its run-record section; returns the summary."""
+    from maple_utils import io, layout, results
 
     summary = {"trainable_params": trainable, "total_params": total,
                "trainable_pct": round(100 * trainable / total, 4), **record}
-    results.atomic_write_json(run.run_dir / "train_record.json", summary)
+    io.write_json(run.folder / layout.TRAIN_RECORD, summary)
     rows = [results.make_row(run.identity(), task="train", language="all", metric=m, value=float(summary[m]),
                              n=record["examples"], seed=run.cfg.seed) for m in SUMMARY_METRICS]
     run.write_rows(rows)
-    run.record(train_record="train_record.json")  # provenance here; the facts live in train_record.json once
+    # provenance here; the training facts live once, in train_record.json
+    run.record(model=model_revision, train_record=layout.TRAIN_RECORD)
     return {k: v for k, v in summary.items() if k != "curve"}

@@ -1,0 +1,204 @@
+"""Every config field, declared once: type, default, allowed values, a one-line description, its group.
+
+Fields are grouped by what they configure; each stage of `registry/stages.yaml` reads whole groups, so a
+stage's field list, its notebook's `parameters` cell (scripts/write_notebook_parameters.py) and the part
+of the config its fingerprint covers all derive from here. Field names are the notebooks' parameter names
+and the grid's YAML keys: there is no mapping layer. Defaults are the embedded smoke values. Descriptions
+become the notebooks' parameter comments, so they contain no "=" (papermill's parser stops at one).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from maple_utils import registry
+from maple_utils.config.errors import one_of
+from maple_utils.data import languages as lang_table
+from maple_utils.paths import resolve
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MAX_K_SHOT = 32  # the study's largest k is 8 (MEGAVERSE); 32 XQuAD exemplars already exceed a 4k context
+
+
+def declare(default: Any, group: str, doc: str, **constraints) -> Any:
+    """A field of `group` with its one-line description (shown as the notebook parameter's comment)."""
+    return Field(default, description=doc, json_schema_extra={"group": group}, **constraints)
+
+
+def known_models() -> dict:
+    return registry.read("models")["models"]
+
+
+def known_datasets() -> dict:
+    return registry.read("datasets")["datasets"]
+
+
+def known_tasks() -> dict:
+    return registry.read("tasks")["tasks"]
+
+
+class RunConfig(BaseModel):
+    """Everything one run of the grid depends on, grouped by what it configures."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # --- model: which base model, and how it is loaded (training and evaluation alike)
+    model: str = declare("tiny-llama", "model", "base model: tiny-llama, tiny-mistral, a hub id or a local folder")
+    quant: Literal[4, 8, 16] = declare(4, "model", "base model quantisation: 4 (NF4), 8 (LLM.int8) or 16 (bf16/fp16/fp32)")
+    # --- data: the instruction set an adapter is trained on
+    dataset: Optional[str] = declare("multialpaca", "data", "instruction dataset: multialpaca, bactrian-x-11, bactrian-x-22, alpaca")
+    train_languages: Optional[list[str]] = declare(None, "data", "a subset of the dataset's languages; None: all of them")
+    max_train_examples: Optional[int] = declare(None, "data", "size matching: at most this many examples, spread evenly over languages", ge=1)
+    data_seed: int = declare(42, "data", "seed of the size-matching sample")
+    prompt_template: Literal["alpaca", "bactrian"] = declare("alpaca", "data", "finetuning prompt template of the templates registry: alpaca or bactrian")
+    # --- sources: where every dataset and task is read from
+    data_source: Literal["embedded", "local", "hub"] = declare("embedded", "sources", "embedded (built samples), local (release files under data_root) or hub")
+    data_root: Optional[str] = declare(None, "sources", "folder of release files when data_source is local, e.g. ../shared/data")
+    # --- lora: the adapter
+    rank: Optional[int] = declare(8, "lora", "LoRA rank (None only for a base model evaluated alone)", ge=1, le=1024)
+    lora_alpha: int = declare(16, "lora", "LoRA scaling numerator", ge=1)
+    lora_dropout: float = declare(0.05, "lora", "dropout on the LoRA input", ge=0.0, lt=1.0)
+    target_modules: list[str] = declare(["q_proj", "k_proj", "v_proj", "o_proj"], "lora", "linear layers that get adapters", min_length=1)
+    # --- training
+    learning_rate: float = declare(3e-4, "training", "peak learning rate (linear warmup, then linear decay)", gt=0, le=1.0)
+    epochs: float = declare(1.0, "training", "passes over the data; ignored when max_steps is set", gt=0, le=100)
+    max_steps: Optional[int] = declare(None, "training", "optimiser steps; None: as many as epochs make", ge=1)
+    batch_size: int = declare(4, "training", "examples per micro-batch", ge=1)
+    grad_accum: int = declare(1, "training", "micro-batches per optimiser step", ge=1)
+    max_length: int = declare(256, "training", "tokens per example (prompt, response and EOS), truncated beyond", ge=16)
+    warmup_ratio: float = declare(0.03, "training", "share of steps spent warming up", ge=0.0, le=1.0)
+    max_grad_norm: float = declare(1.0, "training", "gradient clipping norm", gt=0)
+    seed: int = declare(42, "training", "seed of the LoRA initialisation and the batch order")
+    # --- evaluation: the six benchmarks (03_evaluate)
+    tasks: list[str] = declare(["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"], "evaluation", "tasks of the tasks registry", min_length=1)
+    languages: list[str] = declare(["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1)
+    limit: Optional[int] = declare(None, "evaluation", "items per task and language (None: all); limited rows are not comparable with the paper", ge=1)
+    k_shot: dict[str, int] = declare({}, "evaluation", "per-task few-shot overrides of the tasks registry, 0 to 32")
+    max_new_tokens: Optional[int] = declare(None, "evaluation", "generation budget of the QA and summary tasks; None: each task's own", ge=1)
+    eval_batch_size: int = declare(8, "evaluation", "sequences per forward pass", ge=1)
+    fewshot_seed: int = declare(42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)")
+    # --- alpaca_eval: instruction following (04_alpaca_eval)
+    alpaca_eval_limit: Optional[int] = declare(None, "alpaca_eval", "instructions to answer (None: all 805)", ge=1)
+    alpaca_eval_max_new_tokens: Optional[int] = declare(None, "alpaca_eval", "answer budget in tokens; None: the registry's alpaca_eval default", ge=1)
+    alpaca_eval_batch_size: int = declare(8, "alpaca_eval", "answers generated per batch", ge=1)
+
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, v: str) -> str:
+        if v in known_models() or HUB_ID.match(v) or resolve(v).is_dir():
+            return v
+        raise ValueError(one_of("model", v, list(known_models())) + ", a hub id 'org/name' or a local folder "
+                         "(a relative folder is read from the project root)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str | None) -> str | None:
+        if v is not None and v not in known_datasets():
+            raise ValueError(one_of("dataset", v, list(known_datasets())))
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_known(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if t not in known_tasks():
+                raise ValueError(one_of("task", t, list(known_tasks())))
+        if len(set(v)) < len(v):
+            raise ValueError(f"tasks {v} name a task twice")
+        return v
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules_named(cls, v: list[str]) -> list[str]:
+        if any(not m.strip() for m in v):
+            raise ValueError(f"target_modules {v} has an empty name (allowed: module names such as q_proj, v_proj)")
+        return v
+
+    @field_validator("languages", "train_languages")
+    @classmethod
+    def _languages_known(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list selects nothing (allowed: None for all, or ISO codes of the language table)")
+        for code in v or []:
+            if code not in lang_table.table():
+                raise ValueError(one_of("language", code, lang_table.codes()))
+        return v
+
+    @field_validator("k_shot")
+    @classmethod
+    def _k_shot_tasks(cls, v: dict[str, int]) -> dict[str, int]:
+        for task, k in v.items():
+            if task not in known_tasks():
+                raise ValueError(one_of("task", task, list(known_tasks())))
+            if not 0 <= k <= MAX_K_SHOT:
+                raise ValueError(f"k_shot for {task} must be between 0 and {MAX_K_SHOT}, got {k}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        if self.dataset is not None and self.rank is None:
+            raise ValueError("rank is required when a dataset is finetuned (allowed: an integer 1..1024)")
+        if self.dataset is not None and self.train_languages:
+            offered = known_datasets()[self.dataset]["languages"]
+            missing = [c for c in self.train_languages if c not in offered]
+            if missing:
+                raise ValueError(f"train_languages {missing} are not in {self.dataset} (allowed: {', '.join(offered)})")
+        if self.data_source == "local" and not (self.data_root and resolve(self.data_root).is_dir()):
+            raise ValueError(f"data_source 'local' needs data_root to be a folder of release files "
+                             f"(got {self.data_root!r}, read as {resolve(self.data_root or '.')}), e.g. '../shared/data'")
+        for task in self.tasks:
+            column = known_tasks()[task]["language_column"]
+            if not set(self.languages) & set(lang_table.supporting(column)):
+                raise ValueError(f"task {task} has none of languages {self.languages} "
+                                 f"(it has: {', '.join(lang_table.supporting(column))})")
+        return self
+
+    def subset(self, fields) -> dict:
+        return {f: getattr(self, f) for f in fields}
+
+
+def group_of(name: str) -> str:
+    return RunConfig.model_fields[name].json_schema_extra["group"]
+
+
+def groups() -> dict[str, list[str]]:
+    """Field names by group, in declaration order."""
+    out: dict[str, list[str]] = {}
+    for name in RunConfig.model_fields:
+        out.setdefault(group_of(name), []).append(name)
+    return out
+
+
+def fields_of(group_names) -> list[str]:
+    """The fields of the given groups, in declaration order."""
+    wanted = set(group_names)
+    unknown = wanted - set(groups())
+    if unknown:
+        raise KeyError(f"unknown field group(s) {sorted(unknown)} (groups: {', '.join(groups())})")
+    return [name for name in RunConfig.model_fields if group_of(name) in wanted]
+
+
+def annotation_text(name: str) -> str:
+    """The field's type as a notebook parameter annotation papermill understands (no PEP 604 unions)."""
+    text = str(RunConfig.model_fields[name].annotation)
+    text = re.sub(r"typing\.|<class '|'>", "", text)
+    literal = re.fullmatch(r"Literal\[(.+)\]", text)
+    if literal:
+        first = literal.group(1).split(",")[0].strip()
+        return "str" if first.startswith(("'", '"')) else "int"
+    optional = re.fullmatch(r"Optional\[(.+)\]", text)
+    inner = optional.group(1) if optional else text
+    inner = re.sub(r"\[.*\]$", "", inner)  # list[str] -> list, dict[str, int] -> dict
+    return f"Optional[{inner}]" if optional else inner
+
+
+def describe(name: str) -> str:
+    return RunConfig.model_fields[name].description
+
+
+def default_path(value: str | None) -> Path | None:
+    return resolve(value) if value else None

@@ -1,0 +1,136 @@
+"""One data-source dispatch for every dataset, task and the AlpacaEval set: embedded, local or hub.
+
+A registry entry says where its data lives under each source:
+  local: {format, path}                  or {format, splits: {split: path}, overrides: {config: {split: path}}}
+  hub:   {path, name?, data_files?, split?, overrides: {config: {path, name}}}
+Paths and hub arguments are templates over {lang}, {code}, {config}, {split}. Embedded data are the
+samples built by maple_utils.embedded under <samples>/<entry name>/<config>/<split>.jsonl.
+Every load returns the records and where they came from (with a revision: a content hash of the file
+read, or the hub commit), which the run record keeps.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from maple_utils.data import formats
+from maple_utils.paths import resolve
+
+SOURCES = ("embedded", "local", "hub")
+HUB_INSTALL_HINT = "pip install datasets"
+
+
+class MissingDataError(FileNotFoundError):
+    """A task, language or dataset with no data where the config says to read it."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    source: str
+    location: str  # a file path or a hub id
+    revision: str | None  # sha256 of the file read, or the hub dataset's commit
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "location": self.location, "revision": self.revision}
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def file_revision(path: Path) -> str:
+    st = path.stat()
+    return _file_sha(str(path), st.st_size, st.st_mtime)
+
+
+def local_path(name: str, entry: dict, root: str | None, split: str, **keys) -> Path:
+    """Where a local release file should be, from the entry's layout."""
+    local = entry.get("local") or {}
+    if "path" in local:
+        template = local["path"]
+    else:
+        layout = dict(local.get("splits", {}))
+        layout.update(local.get("overrides", {}).get(keys.get("config"), {}))
+        if split not in layout:
+            raise MissingDataError(f"{name}: no local release layout for split {split!r} "
+                                   f"(local files have: {', '.join(layout) or 'none'})")
+        template = layout[split]
+    return resolve(root or ".") / template.format(split=split, **keys)
+
+
+def hub_available() -> bool:
+    return importlib.util.find_spec("datasets") is not None
+
+
+def hub_arguments(entry: dict, split: str, **keys) -> dict:
+    hub = dict(entry.get("hub") or {})
+    hub.update(hub.pop("overrides", {}).get(keys.get("config"), {}))
+    args = {k: str(v).format(split=split, **keys) for k, v in hub.items()}
+    args.setdefault("split", split)
+    return args
+
+
+def _hub_revision(path: str) -> str | None:
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(path, timeout=10).sha
+    except Exception:  # offline, gated or renamed: the rows still carry the hub id
+        return None
+
+
+def load(name: str, entry: dict, source: str, root: str | None, split: str, config: str,
+         **keys) -> tuple[list[dict], Origin]:
+    """Records of one entry (a task, a dataset, the AlpacaEval set) for one config and split."""
+    keys = {"config": config, **keys}
+    if source == "embedded":
+        from maple_utils.embedded import samples
+
+        path = samples.sample_path(name, config, split)
+        if not path.is_file():
+            raise MissingDataError(f"{name}: no embedded sample for {config!r}, split {split!r} ({path})")
+        return formats.read(path, "jsonl"), Origin("embedded", str(path), file_revision(path))
+    if source == "local":
+        path = local_path(name, entry, root, split, **keys)
+        if not path.is_file():
+            raise MissingDataError(f"{name}, {config}: missing local file {path}")
+        return formats.read(path, entry["local"]["format"]), Origin("local", str(path), file_revision(path))
+    if source == "hub":
+        if not hub_available():
+            raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT} "
+                                   "(or use data_source 'local' with release files under data_root)")
+        import datasets
+
+        args = hub_arguments(entry, split, **keys)
+        path = args.pop("path")
+        rows = [dict(r) for r in datasets.load_dataset(path, **args)]
+        return rows, Origin("hub", f"{path}:{args.get('name') or args.get('data_files') or ''}", _hub_revision(path))
+    raise ValueError(f"unknown data_source {source!r} (allowed: {', '.join(SOURCES)})")
+
+
+def check_available(name: str, entry: dict, source: str, root: str | None, split: str, config: str,
+                    **keys) -> str:
+    """Where the data will be read from, or a MissingDataError naming it, without reading it."""
+    keys = {"config": config, **keys}
+    if source == "local":
+        path = local_path(name, entry, root, split, **keys)
+        if not path.is_file():
+            raise MissingDataError(f"{name}, {config}: missing local file {path}")
+        return str(path)
+    if source == "hub":
+        if not hub_available():
+            raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT}")
+        return hub_arguments(entry, split, **keys)["path"]
+    return "embedded"

@@ -1,0 +1,51 @@
+"""Cached, atomic builds of the embedded artefacts, keyed by the content of what they are built from.
+
+Each artefact lives in `<cache>/<name>-<hash>/`, where the hash covers the code that builds it and the
+data it is built from; a change to either builds a new artefact, with no version to bump by hand. A build
+runs in a temporary folder that is renamed into place, so a crash never leaves a half-built artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from maple_utils.paths import cache_dir
+
+HERE = Path(__file__).resolve().parent
+
+
+def content_hash(*parts: str | Path, n: int = 12) -> str:
+    """Hash of files' bytes (by path) and of strings, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(Path(part).read_bytes() if isinstance(part, Path) else part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:n]
+
+
+def build_atomically(name: str, key: str, build: Callable[[Path], None]) -> Path:
+    """Run build(tmp) and rename tmp to <cache>/<name>-<key>; skip when that folder is complete already."""
+    target = cache_dir() / f"{name}-{key}"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text(key + "\n")
+        if target.exists():  # an incomplete leftover from a crash
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not marker.exists():  # lost a race only if someone else finished it
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,120 @@
+"""Evaluation tasks as data: the tasks registry's entries, their documents, and their prompts.
+
+A task's behaviour is its registry entry (prompt, choices, label field, splits, metrics); nothing here
+branches on a task's name. Documents come through the one data-source dispatch (maple_utils.data.sources).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from maple_utils import registry
+from maple_utils.data import languages as lang_table
+from maple_utils.data import sources
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    version: int
+    language_column: str
+    eval_split: str
+    fewshot_split: str
+    k_shot: int
+    scoring: str  # "loglikelihood" | "generate"
+    prompt: str
+    metrics: list
+    choices: list | None = None
+    label_field: str | None = None
+    label_offset: int = 0
+    answer_field: str | None = None
+    max_new_tokens: int | None = None
+    maps: dict = field(default_factory=dict)
+    split_overrides: dict = field(default_factory=dict)
+    hub: dict = field(default_factory=dict)
+    local: dict = field(default_factory=dict)
+    embedded_sample: dict = field(default_factory=dict)
+
+    def languages(self) -> list[str]:
+        return lang_table.supporting(self.language_column)
+
+    def config_for(self, code: str) -> str:
+        config = lang_table.table()[code].config_for(self.language_column)
+        if not config:
+            raise ValueError(f"task {self.name} has no data for language {code!r} (it has: {', '.join(self.languages())})")
+        return config
+
+    def splits_for(self, config: str) -> tuple[str, str]:
+        over = self.split_overrides.get(config, {})
+        return over.get("eval_split", self.eval_split), over.get("fewshot_split", self.fewshot_split)
+
+    # ---- prompts
+    def render(self, doc: dict) -> str:
+        """The prompt for one document, without its answer."""
+        values = dict(doc)
+        for name, rule in self.maps.items():
+            values[name] = rule["values"][doc[rule["field"]]]
+        return self.prompt.format(**values)
+
+    def label(self, doc: dict) -> int:
+        return int(doc[self.label_field]) - self.label_offset
+
+    def answers(self, doc: dict) -> list[str]:
+        value = doc
+        for part in self.answer_field.split("."):
+            value = value[part]
+        return value if isinstance(value, list) else [value]
+
+    def target(self, doc: dict) -> str:
+        """The gold continuation, as a few-shot exemplar shows it."""
+        if self.scoring == "loglikelihood":
+            return self.choices[self.label(doc)]
+        return " " + self.answers(doc)[0]
+
+    def fewshot_prefix(self, exemplars: list[dict]) -> str:
+        return "".join(self.render(d) + self.target(d) + "\n\n" for d in exemplars)
+
+
+    @property
+    def entry(self) -> dict:
+        """The task's registry entry as written (its hash identifies the task's definition in result rows)."""
+        return registry.read("tasks")["tasks"][self.name]
+
+    @property
+    def registry_hash(self) -> str:
+        return registry.entry_hash(self.entry)
+
+
+def load_task(name: str) -> TaskSpec:
+    tasks = registry.read("tasks")["tasks"]
+    if name not in tasks:
+        raise KeyError(f"unknown task {name!r} (tasks: {', '.join(tasks)})")
+    return TaskSpec(name=name, **tasks[name])
+
+
+def all_tasks() -> list[str]:
+    return list(registry.read("tasks")["tasks"])
+
+
+# ---------------------------------------------------------------- documents
+
+def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded",
+              root: str | None = None) -> tuple[list[dict], sources.Origin]:
+    """A task's documents for one language and split, in the hub schema, and where they came from."""
+    return sources.load(spec.name, spec.entry, source, root, split, config=spec.config_for(code), code=code)
+
+
+def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int) -> list[str]:
+    """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
+    config = spec.config_for(code)
+    eval_split, fewshot_split = spec.splits_for(config)
+    splits = [eval_split] + ([fewshot_split] if k and fewshot_split != eval_split else [])
+    return [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code) for s in splits]
+
+
+def pick_fewshot(docs: list[dict], k: int, seed: int) -> list[dict]:
+    """The same k exemplars for every test item, drawn with a fixed seed (MEGAVERSE protocol)."""
+    if k <= 0 or not docs:
+        return []
+    return random.Random(seed).sample(docs, min(k, len(docs)))

@@ -1,0 +1,5 @@
+import sys
+
+from maple_utils.grid.cli import main
+
+sys.exit(main())

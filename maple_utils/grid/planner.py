@@ -1,0 +1,170 @@
+"""The planner: a grid file and the stage registry in, the jobs to run out. Loads no model, imports no torch.
+
+One job per stage and unit: per prepared data set, per adapter, per evaluated model (adapters and base
+models), once per grid. A job's fingerprint covers the config fields its stage reads, the hashes of the
+registry entries it uses (task prompts, templates, dataset specs, language rows) and the completion
+tokens of the jobs it needs, so an edit reruns exactly the jobs it affects, and a retrained adapter
+reruns its evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maple_utils import config, io, layout, registry, stages
+from maple_utils.config import RunConfig
+from maple_utils.paths import resolve
+
+
+@dataclass
+class Job:
+    stage: stages.Stage
+    key: str  # the data id, run id, or the grid's name
+    folder: Path  # where its executed notebook, its rows and its completion marker go
+    params: dict  # the notebook's parameters
+    cfg: RunConfig | None = None
+    needs: list[str] = field(default_factory=list)  # ids of the jobs that must complete first
+    registry_hashes: dict = field(default_factory=dict)
+    inputs: str = ""  # a digest of what the job reads beyond all this (the analysis: every row)
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage.name}:{self.key}"
+
+    @property
+    def marker(self) -> Path:
+        return layout.completion_marker(self.folder, self.stage.name)
+
+    def fingerprint(self, upstream: dict[str, str]) -> str:
+        used = self.cfg.subset(self.stage.fields) if self.cfg is not None else {}
+        return registry.stable_hash({"config": used, "registry": self.registry_hashes, "inputs": self.inputs,
+                                     "upstream": {n: upstream.get(n) for n in self.needs}}, n=16)
+
+    def completion(self) -> dict | None:
+        """What the marker says: {fingerprint, token}; None when the job never completed."""
+        if not self.marker.exists():
+            return None
+        try:
+            return json.loads(self.marker.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def is_done(self, upstream: dict[str, str]) -> bool:
+        done = self.completion()
+        return bool(done) and done.get("fingerprint") == self.fingerprint(upstream)
+
+    def mark_done(self, upstream: dict[str, str]) -> str:
+        """Write the marker; its fresh token tells the jobs downstream that this output is new."""
+        token = uuid.uuid4().hex
+        io.write_json(self.marker, {"fingerprint": self.fingerprint(upstream), "token": token})
+        return token
+
+
+@dataclass
+class Plan:
+    grid: config.GridConfig
+    grid_path: Path
+    out: Path
+    adapters: list[RunConfig]
+    bases: list[RunConfig]
+    jobs: list[Job]
+    not_evaluated: dict[str, list[tuple[str, str]]]  # run id -> (task, language) pairs the tasks lack
+
+    def jobs_of(self, stage_name: str) -> list[Job]:
+        return [j for j in self.jobs if j.stage.name == stage_name]
+
+
+def _language_rows(codes) -> dict:
+    rows = {r["code"]: r for r in registry.read("languages")["languages"]}
+    return {c: rows[c] for c in codes}
+
+
+def registry_dependencies(stage: stages.Stage, cfg: RunConfig | None) -> dict[str, str]:
+    """Hashes of the registry entries a job of this stage reads, by dependency kind."""
+    tasks = registry.read("tasks")
+    entries = {}
+    for kind in stage.registry:
+        if kind == "models":
+            entry = config.known_models().get(cfg.model, {"model": cfg.model})
+        elif kind == "datasets":
+            entry = config.known_datasets()[cfg.dataset]
+        elif kind == "templates":
+            entry = registry.read("templates")["templates"][cfg.prompt_template]
+        elif kind == "train_languages":
+            entry = _language_rows(cfg.train_languages or config.known_datasets()[cfg.dataset]["languages"])
+        elif kind == "tasks":
+            entry = {t: tasks["tasks"][t] for t in (cfg.tasks if cfg is not None else tasks["tasks"])}
+        elif kind == "eval_languages":
+            entry = _language_rows(cfg.languages)
+        elif kind == "alpaca_eval":
+            entry = tasks["alpaca_eval"]
+        else:
+            raise KeyError(kind)
+        entries[kind] = registry.entry_hash(entry)
+    return entries
+
+
+def _key(unit: str, cfg: RunConfig | None, grid_name: str) -> str | None:
+    if unit == "dataset":
+        return config.data_id(cfg) if cfg.dataset else None
+    if unit == "adapter":
+        return config.run_id(cfg) if cfg.dataset else None
+    if unit == "evaluated_model":
+        return config.run_id(cfg)
+    return grid_name
+
+
+def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
+    """Every job of a grid, in stage order, with what each needs; a bad grid fails here, naming the field."""
+    from maple_utils.eval.evaluate import task_languages
+
+    grid = config.load_grid(grid_path)
+    adapters, bases = config.expand(grid, str(grid_path))
+    out = resolve(out).resolve()
+    jobs: list[Job] = []
+    for stage in stages.all_stages():
+        units = {"dataset": adapters, "adapter": adapters, "evaluated_model": adapters + bases,
+                 "grid": [None]}[stage.unit]
+        seen = set()
+        for cfg in units:
+            key = _key(stage.unit, cfg, grid.name)
+            if key is None or key in seen:
+                continue
+            seen.add(key)
+            if stage.unit == "dataset":
+                folder = layout.data_dir(out) / key
+            elif stage.unit == "grid":
+                folder = out
+            else:
+                folder = layout.runs_dir(out) / key
+            params = dict(cfg.subset(stage.fields)) if cfg is not None else {}
+            params.update({"out_dir": str(out), "run_dir": str(folder)})
+            params = {p: params[p] for p in stage.parameters}
+            needs = []
+            for need in stage.needs:
+                need_key = _key(stages.get(need).unit, cfg, grid.name) if cfg is not None else None
+                if need_key is not None:
+                    needs.append(f"{need}:{need_key}")
+            jobs.append(Job(stage, key, folder, params, cfg, needs, registry_dependencies(stage, cfg)))
+    lacking = {config.run_id(c): task_languages(c)[1] for c in adapters + bases}
+    return Plan(grid, Path(grid_path), out, adapters, bases, jobs, {k: v for k, v in lacking.items() if v})
+
+
+def check_notebooks(plan: Plan) -> None:
+    """Each notebook declares exactly its stage's parameters, and each job passes exactly those."""
+    import papermill
+
+    from maple_utils.paths import notebooks_dir
+
+    for stage in {j.stage.name: j.stage for j in plan.jobs}.values():
+        path = notebooks_dir() / stage.notebook
+        if not path.is_file():
+            raise config.ConfigError(f"stage {stage.name}: no notebook {path}")
+        declared = set(papermill.inspect_notebook(str(path)))
+        if declared != set(stage.parameters):
+            raise config.ConfigError(
+                f"notebook {stage.notebook} declares {sorted(declared)} but stage {stage.name} reads "
+                f"{sorted(stage.parameters)}: regenerate it with python scripts/write_notebook_parameters.py")

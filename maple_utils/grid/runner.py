@@ -1,0 +1,127 @@
+"""Running a plan: one papermill process per notebook, in stage order, with a manifest of every attempt.
+
+A job runs when the jobs it needs completed and its fingerprint differs from its completion marker's; a
+failing job never stops the others (its dependants are marked blocked). Kernels import maple_utils from
+this checkout and resolve relative paths from its root (PYTHONPATH and MAPLE_ROOT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from maple_utils import io, layout, results
+from maple_utils.config import ConfigError
+from maple_utils.data import sources
+from maple_utils.grid.planner import Job, Plan, check_notebooks
+from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
+
+
+def append_manifest(out: Path, entry: dict) -> None:
+    """One JSON line per attempt; a line is written whole or (after a crash mid-write) ignored by readers."""
+    with open(out / layout.MANIFEST, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def read_manifest(out: Path) -> list[dict]:
+    path = Path(out) / layout.MANIFEST
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return entries
+
+
+def kernel_environment() -> None:
+    """Kernels run this checkout's code, with relative paths meaning what they meant to the planner."""
+    os.environ["MAPLE_ROOT"] = str(project_root())
+    source = str(PACKAGE_DIR.parent)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != source]
+    os.environ["PYTHONPATH"] = os.pathsep.join([source, *paths])
+
+
+def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -> dict:
+    """Run one notebook with papermill; returns the manifest entry (status done, failed or crashed)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config
+
+    job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
+    output = layout.executed_notebook(job.folder, job.stage.name)
+    started = time.time()
+    entry = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "notebook": str(output),
+             "started": started}
+    # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
+    # together, and none of ipykernel's warnings about unencrypted TCP.
+    sockets = tempfile.mkdtemp(prefix="maple-kernel-")
+    kernel_config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
+    try:
+        papermill.execute_notebook(str(notebooks_dir() / job.stage.notebook), str(output), parameters=job.params,
+                                   kernel_name="python3", cwd=str(notebooks_dir()), progress_bar=False,
+                                   execution_timeout=timeout, config=kernel_config)
+    except PapermillExecutionError as err:
+        entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index)
+    except Exception as err:  # dead kernel (OOM, segfault), timeout, kernel start failure
+        entry.update(status="crashed", error=f"{type(err).__name__}: {err}")
+    else:
+        entry["status"] = "done"
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    entry["wall_s"] = round(time.time() - started, 1)
+    return entry
+
+
+def prepare_out(plan: Plan) -> None:
+    """The output folder, the grid as given and expanded, and every run's planned config.json."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
+    io.write_json(plan.out / layout.EXPANDED_GRID, {"adapters": [c.model_dump() for c in plan.adapters],
+                                                    "bases": [c.model_dump() for c in plan.bases]})
+    for cfg in plan.adapters + plan.bases:
+        job = next(j for j in plan.jobs if j.cfg is cfg and j.stage.unit == "evaluated_model")
+        io.write_json(job.folder / layout.CONFIG, cfg.model_dump())
+
+
+def run_plan(plan: Plan, timeout: int | None = None, echo=print) -> dict[str, str]:
+    """Execute every job that is not complete; returns each job's status (done, skipped, failed, ...)."""
+    check_notebooks(plan)
+    if any(c.data_source == "hub" for c in plan.adapters + plan.bases) and not sources.hub_available():
+        raise ConfigError(f"{plan.grid_path}: data_source 'hub' needs the `datasets` package: {sources.HUB_INSTALL_HINT}")
+    prepare_out(plan)
+    kernel_environment()
+    attempts = Counter(e.get("job") for e in read_manifest(plan.out) if e.get("status") != "blocked")
+    status: dict[str, str] = {}
+    tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
+    for n, job in enumerate(plan.jobs, start=1):
+        head = f"[{n:3d}/{len(plan.jobs)}] {job.stage.name:15s} {job.key}"
+        if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
+            job.inputs = results.digest(results.aggregate(plan.out))
+        blocked = [d for d in job.needs if status.get(d) not in ("done", "skipped")]
+        if blocked:
+            status[job.id] = "blocked"
+            append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "blocked",
+                                       "error": f"upstream not done: {', '.join(blocked)}", "started": time.time()})
+            echo(f"{head}  blocked (upstream failed)")
+            continue
+        if job.is_done(tokens):
+            status[job.id] = "skipped"
+            tokens[job.id] = job.completion()["token"]
+            echo(f"{head}  already complete")
+            continue
+        attempts[job.id] += 1
+        entry = execute(job, plan.out, attempts[job.id], timeout)
+        if entry["status"] == "done":
+            tokens[job.id] = job.mark_done(tokens)
+        append_manifest(plan.out, entry)
+        status[job.id] = entry["status"]
+        echo(f"{head}  {entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""))
+    return status

@@ -1,0 +1,91 @@
+"""Files: atomic writes and JSON / JSONL reading that names the file and line of any problem.
+
+Every write goes to a temporary file in the destination folder, is flushed to disk and renamed over the
+target, so a crash or a full disk leaves either the old file or the new one, never half of one. This
+module imports neither git nor torch: everything may use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class DataFileError(ValueError):
+    """A file that cannot be read as what it should be; the message names the file and the row."""
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """write(tmp) into a temporary file beside path, fsync it, then rename it over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file, or a DataFileError naming the file and the byte offset that is not UTF-8."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: no such file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise DataFileError(f"{path}: line {line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+
+
+def read_json(path: str | Path):
+    text = read_text(path)
+    if not text.strip():
+        raise DataFileError(f"{path}: the file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataFileError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); "
+                            "a truncated or damaged file?") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """One JSON object per line; blank lines are skipped; a bad line is named by its number."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}: line {number}: not valid JSON ({err.msg}): {line[:80]!r}") from None
+    return rows

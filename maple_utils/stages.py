@@ -1,0 +1,90 @@
+"""The stage registry (registry/stages.yaml) as objects: the one place that knows the pipeline's stages.
+
+The planner, the dry-run listing, the grid/notebook parameter check, the manifest and the run record all
+ask this module; no other code spells a stage's name.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from maple_utils import registry
+from maple_utils.config import fields as config_fields
+
+UNITS = ("dataset", "adapter", "evaluated_model", "grid")
+REGISTRY_DEPENDENCIES = ("models", "datasets", "templates", "train_languages", "tasks", "eval_languages",
+                         "alpaca_eval")
+# Path parameters the grid decides for a job, with their annotation and description (the notebook comment).
+PATH_PARAMETERS = {
+    "out_dir": ("str", "grid output folder, relative to the project root"),
+    "run_dir": ("str", "this run's folder; empty: <out_dir>/runs/<run_id> (a base model when nothing was trained)"),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    unit: str
+    groups: tuple[str, ...]
+    paths: tuple[str, ...]
+    needs: tuple[str, ...]
+    registry: tuple[str, ...]
+    resources: dict = field(default_factory=dict)
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.name}.ipynb"
+
+    @property
+    def fields(self) -> list[str]:
+        """The config fields this stage reads (its notebook's parameters, with `paths`)."""
+        return config_fields.fields_of(self.groups)
+
+    @property
+    def parameters(self) -> list[str]:
+        return self.fields + list(self.paths)
+
+
+def _check(entry: dict, known: list[str]) -> None:
+    name = entry.get("name", "?")
+    where = f"{registry.folder_for('stages') / 'stages.yaml'}: stage {name}"
+    if entry.get("unit") not in UNITS:
+        raise ValueError(f"{where}: unit {entry.get('unit')!r} (allowed: {', '.join(UNITS)})")
+    for need in entry.get("needs", []):
+        if need not in known:
+            raise ValueError(f"{where}: needs {need!r}, which is not a stage listed before it")
+    for dep in entry.get("registry", []):
+        if dep not in REGISTRY_DEPENDENCIES:
+            raise ValueError(f"{where}: registry dependency {dep!r} (allowed: {', '.join(REGISTRY_DEPENDENCIES)})")
+    for p in entry.get("paths", []):
+        if p not in PATH_PARAMETERS:
+            raise ValueError(f"{where}: path parameter {p!r} (allowed: {', '.join(PATH_PARAMETERS)})")
+    config_fields.fields_of(entry.get("groups", []))  # unknown groups raise
+
+
+@functools.lru_cache(maxsize=None)
+def _load(folder: str) -> tuple[Stage, ...]:
+    out: list[Stage] = []
+    for entry in registry.read("stages")["stages"]:
+        _check(entry, [s.name for s in out])
+        out.append(Stage(name=entry["name"], unit=entry["unit"], groups=tuple(entry.get("groups", [])),
+                         paths=tuple(entry.get("paths", [])), needs=tuple(entry.get("needs", [])),
+                         registry=tuple(entry.get("registry", [])), resources=dict(entry.get("resources", {}))))
+    return tuple(out)
+
+
+def all_stages() -> tuple[Stage, ...]:
+    """Every stage, in the order they run."""
+    return _load(str(registry.folder_for("stages")))
+
+
+def get(name: str) -> Stage:
+    for s in all_stages():
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown stage {name!r} (stages: {', '.join(s.name for s in all_stages())})")
+
+
+def of_unit(unit: str) -> list[Stage]:
+    return [s for s in all_stages() if s.unit == unit]
