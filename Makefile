@@ -1,11 +1,12 @@
-# MAPLE: `make demo` runs the smoke grid end to end; `make test` runs the whole test suite.
-# Both create .venv when missing and install the project (scripts/bootstrap.py chooses torch).
+# MAPLE: `make demo` runs the smoke grid end to end; `make test` runs the whole test suite (what CI runs);
+# `make test-fast` the quick tier for the edit-test loop; `make lab` opens the notebooks in JupyterLab.
+# Each creates .venv when missing and installs the project (scripts/bootstrap.py chooses torch).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/smoke
 
-.PHONY: setup demo test dry-run-paper clean
+.PHONY: setup demo test test-fast lab notebooks dry-run-paper clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -15,6 +16,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" -q
+
+lab: setup
+	$(PY) -m jupyter lab notebooks/
+
+notebooks: setup  # rewrite the notebooks' parameters cells from the field declarations
+	$(PY) scripts/write_notebook_parameters.py
 
 dry-run-paper: setup
 	$(PY) -m maple_utils.grid run params/paper.yaml --out runs/paper --dry-run

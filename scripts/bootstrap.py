@@ -52,17 +52,26 @@ def _pip(python: str, *args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def torch_choice(has_torch: bool, has_nvidia_driver: bool, cpu_index_reachable: bool) -> tuple[list[str], str]:
+    """What to install for torch on this machine: pip arguments (none: keep what is there) and why."""
+    if has_torch:
+        return [], "kept the torch that is there"
+    if has_nvidia_driver:
+        return ["torch"], "installed PyPI's torch (CUDA build) for this GPU machine"
+    extra = ["--extra-index-url", CPU_INDEX] if cpu_index_reachable else []
+    return [CPU_TORCH, *extra], f"installed the CPU build ({CPU_TORCH}) on this machine without CUDA"
+
+
 def install_torch(python: str) -> str:
-    if _has_torch(python):
-        version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                                 text=True).stdout.strip()
-        return f"kept the torch that is there ({version})"
-    if shutil.which("nvidia-smi"):
-        _pip(python, "torch")
-        return "installed PyPI's torch (CUDA build) for this GPU machine"
-    extra = ["--extra-index-url", CPU_INDEX] if _resolves("download.pytorch.org") else []
-    _pip(python, CPU_TORCH, *extra)
-    return f"installed the CPU build ({CPU_TORCH}) on this machine without CUDA"
+    has_torch = _has_torch(python)
+    nvidia = bool(shutil.which("nvidia-smi"))
+    args, why = torch_choice(has_torch, nvidia, not has_torch and not nvidia and _resolves("download.pytorch.org"))
+    if args:
+        _pip(python, *args)
+        return why
+    version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                             text=True).stdout.strip()
+    return f"{why} ({version})"
 
 
 def main() -> int:

@@ -25,9 +25,9 @@ def tiny_built():
     return embedded.build_all()
 
 
-def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def pytest_collection_modifyitems(session, config, items):

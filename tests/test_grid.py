@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from maple_utils import config, grid
-from maple_utils.paths import PARAMS_DIR
+from maple_utils import config, layout
+from maple_utils.grid import planner, runner
 
-from conftest import run_cli
+from conftest import REPO, run_cli
+
+SMOKE = REPO / "params" / "smoke.yaml"
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +26,9 @@ def smoke(tmp_path_factory):
 
 def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
     out, proc = smoke
-    plan = grid.plan(PARAMS_DIR / "smoke.yaml", out)
+    plan = planner.plan_grid(SMOKE, out)
     frame = pd.read_parquet(out / "results.parquet")
-    expected = {(j.key, j.stage) for j in plan.jobs if j.stage != "05_analysis"}
+    expected = {(j.key, j.stage.name) for j in plan.jobs if j.stage.unit != "grid"}
     assert set(zip(frame["run_id"], frame["stage"])) == expected
     ev = frame[frame["stage"] == "03_evaluate"]
     assert set(ev["task"]) == {"xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"}
@@ -39,10 +41,10 @@ def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
 
 def test_run_folders_hold_notebooks_adapters_records_and_predictions(smoke):
     out, _ = smoke
-    plan = grid.plan(PARAMS_DIR / "smoke.yaml", out)
+    plan = planner.plan_grid(SMOKE, out)
     for cfg in plan.adapters:
         folder = out / "runs" / config.run_id(cfg)
-        for name in ("02_train.ipynb", "03_evaluate.ipynb", "04_alpaca_eval.ipynb", "COMPLETED", "config.json",
+        for name in ("02_train.ipynb", "03_evaluate.ipynb", "04_alpaca_eval.ipynb", ".completed/04_alpaca_eval", "config.json",
                      "train_record.json", "run_record.json", "adapter/adapter_config.json",
                      "predictions/xquad-zh.jsonl", "alpaca_eval/model_outputs.json"):
             assert (folder / name).exists(), (folder, name)
@@ -77,7 +79,7 @@ def test_rerun_skips_completed_runs(smoke):
 
 def test_the_report_is_redone_when_the_rows_change(smoke):
     out, _ = smoke
-    plan = grid.plan(PARAMS_DIR / "smoke.yaml", out)
+    plan = planner.plan_grid(SMOKE, out)
     rows_path = out / "runs" / config.run_id(plan.bases[0]) / "results.jsonl"
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
     first = next(r for r in rows if r["stage"] == "03_evaluate" and r["task"] == "xnli")
@@ -114,9 +116,9 @@ def test_a_failing_run_is_isolated_and_kept(tmp_path):
     frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
                                                                        if m["stage"] == "03_evaluate" and m["status"] == "done"}
-    assert not (tmp_path / "out" / "runs" / failed[0]["key"] / "COMPLETED").exists()
+    assert not layout.completion_marker(tmp_path / "out" / "runs" / failed[0]["key"], "02_train").exists()
 
 
 def test_manifest_counts_attempts_and_tolerates_a_cut_line(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"job": "02_train:a", "status": "failed"}\n{"job": "02_tr')
-    assert grid.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"}]
+    assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"}]

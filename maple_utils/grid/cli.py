@@ -25,10 +25,10 @@ def describe(plan: Plan) -> list[str]:
              f"{len(plan.jobs)} jobs"]
     for stage in stages.all_stages():
         keys = [j.key for j in plan.jobs_of(stage.name)]
-        lines.append(f"\n{stage.name}: {len(keys)} job(s), one per {UNIT_TITLES[stage.unit]}")
+        lines += ["", f"{stage.name}: {len(keys)} job(s), one per {UNIT_TITLES[stage.unit]}"]
         lines += [f"  {key}" for key in keys]
     if plan.not_evaluated:
-        lines.append("\nnot evaluated (the task has no data in that language):")
+        lines += ["", "not evaluated (the task has no data in that language):"]
         pairs = sorted({p for ps in plan.not_evaluated.values() for p in ps})
         by_task: dict[str, list[str]] = {}
         for task, code in pairs:

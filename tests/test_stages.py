@@ -1,0 +1,78 @@
+"""The stage registry is the one place that knows the stages: a new stage is one entry plus one notebook."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from maple_utils import stages
+from maple_utils.config import fields
+
+from conftest import REPO
+
+JUDGE = {"name": "06_judge", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
+         "needs": ["04_alpaca_eval"], "registry": ["models"],
+         "resources": {"gpus": 0, "cpus": 1, "memory_gb": 2, "time_min": 10, "disk_gb": 1}}
+
+
+def test_stage_fields_derive_from_field_groups():
+    assert stages.get("01_data").fields == fields.fields_of(["data", "sources"])
+    train = stages.get("02_train").fields
+    assert "seed" in train and "data_seed" in train and "fewshot_seed" not in train
+    evaluate = stages.get("03_evaluate").fields
+    assert "max_new_tokens" in evaluate and "alpaca_eval_max_new_tokens" not in evaluate
+    assert "epochs" not in evaluate  # evaluation never re-declares (and so never refills) training fields
+    for group, names in fields.groups().items():
+        assert names and all(fields.RunConfig.model_fields[n].description for n in names), group
+
+
+def test_unknown_units_groups_and_needs_are_refused(tmp_path, monkeypatch):
+    entries = yaml.safe_load((REPO / "maple_utils" / "registry" / "stages.yaml").read_text())
+    bad = dict(JUDGE, needs=["99_nothing"])
+    (tmp_path / "stages.yaml").write_text(yaml.safe_dump({"stages": entries["stages"] + [bad]}))
+    monkeypatch.setenv("MAPLE_REGISTRY", str(tmp_path))
+    with pytest.raises(ValueError, match="06_judge: needs '99_nothing'"):
+        stages.all_stages()
+
+
+def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
+    copy = tmp_path / "maple"
+    for part in ("maple_utils", "notebooks", "params", "scripts"):
+        shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy)
+    registry_file = copy / "maple_utils" / "registry" / "stages.yaml"
+    entries = yaml.safe_load(registry_file.read_text())
+    entries["stages"].insert(4, JUDGE)  # before the analysis, which runs last
+    registry_file.write_text(yaml.safe_dump(entries, sort_keys=False))
+    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 06 · Judge"]},
+                          {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
+                           "execution_count": None, "source": []},
+                          {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
+                           "source": ["print(model, quant, run_dir)"]}],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (copy / "notebooks" / "06_judge.ipynb").write_text(json.dumps(notebook))
+
+    def python(code: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    python("import runpy, sys; sys.argv = ['w']; runpy.run_path('scripts/write_notebook_parameters.py', run_name='__main__')")
+    out = python(
+        "import json; from maple_utils.grid import cli, planner; import maple_utils\n"
+        "assert maple_utils.__file__.startswith(%r)\n"
+        "p = planner.plan_grid('params/smoke.yaml', 'runs/x'); planner.check_notebooks(p)\n"
+        "print(json.dumps([[j.stage.name, j.key, j.needs] for j in p.jobs]))\n"
+        "print(json.dumps(cli.describe(p)))" % str(copy))
+    jobs, listing = (json.loads(line) for line in out.splitlines()[-2:])
+    judge = [j for j in jobs if j[0] == "06_judge"]
+    assert len(judge) == 10  # one per evaluated model: 8 adapters and 2 base models
+    assert all(needs == [f"04_alpaca_eval:{key}"] for _, key, needs in judge)
+    assert [j[0] for j in jobs].index("06_judge") < [j[0] for j in jobs].index("05_analysis")
+    assert any(line.startswith("06_judge: 10 job(s)") for line in listing)
+    declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/06_judge.ipynb'))))")
+    assert json.loads(declared) == ["model", "quant", "out_dir", "run_dir"]
