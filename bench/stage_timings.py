@@ -9,7 +9,6 @@ are not in the manifest's latest attempts.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -18,9 +17,10 @@ import pandas as pd
 
 
 def stage_timings(out: Path) -> pd.DataFrame:
+    from maple_utils.grid.runner import read_manifest
+
     latest: dict[str, dict] = {}
-    for line in (out / "manifest.jsonl").read_text().splitlines():
-        entry = json.loads(line)
+    for entry in read_manifest(out):
         if entry.get("status") == "done":
             latest[entry["job"]] = entry
     by_stage = defaultdict(list)
@@ -35,8 +35,11 @@ def main() -> None:
     table = stage_timings(out)
     print(table.to_markdown(index=False))
     print(f"\nall notebooks: {table['total_s'].sum():.1f} s")
-    frame = pd.read_parquet(out / "results.parquet")
-    train = frame[(frame["stage"] == "02_train") & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype({"quant": int})
+    from maple_utils import layout, stages
+
+    frame = pd.read_parquet(out / layout.RESULTS_TABLE)
+    training = [s.name for s in stages.of_unit("adapter")]
+    train = frame[frame["stage"].isin(training) & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype({"quant": int})
     print("\n" + train.pivot_table(index=["model", "quant"], columns="metric", values="value").round(2).to_markdown())
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import math
 import os
 import platform
@@ -161,8 +160,3 @@ def write_stage_record(run_dir: str | Path, stage: str, config: dict, **facts) -
         record = io.read_json(path) if path.exists() else {}
         record.setdefault("stages", {})[stage] = {"config": config, **provenance(), **facts}
         return io.write_json(path, record)
-
-
-def read_run_record(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / layout.RUN_RECORD
-    return io.read_json(path) if path.exists() else {"stages": {}}

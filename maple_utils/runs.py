@@ -99,7 +99,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
             folder = _folder(run_dir)
             stored = _stored_config(folder)
             if stored is None:
-                raise ConfigError(f"{where}: run_dir {folder} holds no {layout.CONFIG}: run 02_train for it first, "
+                raise ConfigError(f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "
                                   "or set run_dir = '' to evaluate the base model alone")
             identity = config.fields_of([IDENTITY_GROUP])
             differ = {f: (own[f], getattr(stored, f)) for f in identity if f in own and own[f] != getattr(stored, f)}
@@ -115,7 +115,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
         io.write_json(folder / layout.CONFIG, cfg.model_dump())
     run = StageRun(stage, cfg, out_dir, folder, config.run_id(cfg))
     if run.adapter_dir is not None and stage.unit == "evaluated_model" and not (run.adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{where}: {run.adapter_dir} holds no adapter_config.json: run 02_train for this run first")
+        raise ConfigError(f"{where}: {run.adapter_dir} holds no adapter_config.json: run {' and '.join(stage.needs)} for this run first")
     folder.mkdir(parents=True, exist_ok=True)
     return run
 

@@ -1,14 +1,10 @@
-import importlib.util
 import sys
 
-from conftest import REPO
+from conftest import load_script
 
 
 def _bootstrap():
-    spec = importlib.util.spec_from_file_location("bootstrap", REPO / "scripts" / "bootstrap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bootstrap")
 
 
 def test_an_importable_torch_is_kept_without_installing_anything():

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-from maple_utils import embedded
 from maple_utils.data import languages
 from maple_utils.embedded import models, samples, tokenizer
 

@@ -2,7 +2,6 @@
 their source, without running them. (nbval runs each at its defaults; tests/test_grid.py through papermill.)"""
 
 import ast
-import importlib.util
 import json
 import re
 
@@ -13,7 +12,7 @@ from maple_utils import config, stages
 from maple_utils.grid import planner
 from maple_utils.paths import notebooks_dir
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
 
@@ -23,10 +22,7 @@ def _cells(path):
 
 
 def _writer():
-    spec = importlib.util.spec_from_file_location("writer", REPO / "scripts" / "write_notebook_parameters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("write_notebook_parameters")
 
 
 def test_one_notebook_per_stage():

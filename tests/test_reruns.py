@@ -2,8 +2,6 @@
 used, and a rerun executes exactly the jobs an edit affects."""
 
 import json
-import os
-import shutil
 
 import pandas as pd
 import pytest

@@ -51,7 +51,7 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
                           {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
                            "execution_count": None, "source": []},
                           {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
-                           "source": ["print(model, quant, run_dir)"]}],
+                           "source": ["import maple_utils\n", "print('CODE', maple_utils.__file__)"]}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (copy / "notebooks" / "06_judge.ipynb").write_text(json.dumps(notebook))
@@ -76,3 +76,12 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     assert any(line.startswith("06_judge: 10 job(s)") for line in listing)
     declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/06_judge.ipynb'))))")
     assert json.loads(declared) == ["model", "quant", "out_dir", "run_dir"]
+    # The new stage's notebook runs through the runner, and its kernel runs the copy's code, not the
+    # checkout's that the shared venv has installed.
+    out = python("from maple_utils.grid import planner, runner\n"
+                 "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
+                 "runner.kernel_environment()\n"
+                 "print(runner.execute(p.jobs_of('06_judge')[0], p.out)['status'])")
+    assert out.strip().endswith("done")
+    executed = next((copy / "runs" / "x" / "runs").glob("*/06_judge.ipynb")).read_text()
+    assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed

@@ -33,7 +33,7 @@ def task_table(frame):
     import pandas as pd
 
     primary = primary_metrics()
-    ev = frame[(frame["stage"] == "03_evaluate") & (frame["metric"] == frame["task"].map(primary))].copy()
+    ev = frame[frame["task"].isin(primary) & (frame["metric"] == frame["task"].map(primary))].copy()
     if ev.empty:
         return pd.DataFrame()
     table = _with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
@@ -51,7 +51,9 @@ def _with_run_columns(rows):
 
 
 def training_table(frame):
-    train = frame[frame["stage"] == "02_train"]
+    from maple_utils import stages
+
+    train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
     if train.empty:
         return train
     return _with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
@@ -98,7 +100,7 @@ def write_report(out_dir: str, frame) -> dict[str, Path]:
     report.mkdir(parents=True, exist_ok=True)
     table = task_table(frame)
     if table.empty:
-        raise ValueError(f"no evaluation rows under {out}: run 03_evaluate first")
+        raise ValueError(f"no evaluation rows under {out}: run the evaluation first")
     limited = frame["limit"].notna().any()
     note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
             "paper's numbers." if limited else "Full evaluation sets.")

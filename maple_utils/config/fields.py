@@ -10,7 +10,6 @@ become the notebooks' parameter comments, so they contain no "=" (papermill's pa
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -198,7 +197,3 @@ def annotation_text(name: str) -> str:
 
 def describe(name: str) -> str:
     return RunConfig.model_fields[name].description
-
-
-def default_path(value: str | None) -> Path | None:
-    return resolve(value) if value else None

@@ -35,7 +35,6 @@ def load_tokenizer(model: str):
 
 
 def quantization_config(quant: int):
-    import torch
     from transformers import BitsAndBytesConfig
 
     if quant == 4:
