@@ -11,7 +11,8 @@
     run_record.json             one section per stage: the config fields it read, provenance, facts
     results.jsonl               this run's result rows
     train_record.json, adapter/ training's record and the adapter
-    predictions/<task>-<lang>.jsonl, alpaca_eval/model_outputs.json
+    predictions/<task>-<lang>.jsonl
+    alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache)
     <stage>.ipynb               each executed notebook, kept on failure too
     .completed/<stage>          a stage's completion marker: its fingerprint
 """
@@ -64,6 +65,10 @@ def alpaca_eval_outputs(run_dir: str | Path) -> Path:
 
 def alpaca_eval_references(run_dir: str | Path) -> Path:
     return Path(run_dir) / "alpaca_eval" / "reference_outputs.json"
+
+
+def alpaca_eval_judgements(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "alpaca_eval" / "judgements.jsonl"
 
 
 def row_files(out: str | Path) -> list[Path]:

@@ -42,7 +42,7 @@ def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subproce
 
 def pytest_collection_modifyitems(session, config, items):
     """nbval runs the notebooks at their defaults, which write to runs/notebooks: start that scratch
-    folder afresh so that 05_analysis reads only what this session's 01-04 wrote."""
+    folder afresh so that the analysis reads only what this session's earlier notebooks wrote."""
     if any(str(item.fspath).endswith(".ipynb") for item in items):
         import shutil
 

@@ -155,7 +155,7 @@ def test_paper_grid_plan_has_120_adapters_and_122_evaluated_models_loading_nothi
     code = ("import sys, json; from maple_utils.grid import planner, cli; "
             "p = planner.plan_grid('params/paper.yaml', 'runs/paper'); cli.describe(p); "
             "print(json.dumps({s: [j.key for j in p.jobs if j.stage.name == s] for s in "
-            "('01_data', '02_train', '03_evaluate', '04_alpaca_eval', '05_analysis')})); "
+            "('01_data', '02_train', '03_evaluate', '04_alpaca_eval', '05_judge', '06_analysis')})); "
             "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]))")
     import json
     import subprocess
@@ -167,7 +167,8 @@ def test_paper_grid_plan_has_120_adapters_and_122_evaluated_models_loading_nothi
     train, evaluate = jobs["02_train"], jobs["03_evaluate"]
     assert len(train) == len(set(train)) == 120 and len(evaluate) == len(set(evaluate)) == 122
     assert set(train) < set(evaluate) and sum("_base_q16-" in i for i in evaluate) == 2
-    assert jobs["04_alpaca_eval"] == evaluate and len(jobs["01_data"]) == 4 and jobs["05_analysis"] == ["paper"]
+    assert jobs["04_alpaca_eval"] == evaluate and len(jobs["01_data"]) == 4 and jobs["06_analysis"] == ["paper"]
+    assert jobs["05_judge"] == evaluate
     assert not (REPO / "runs" / "paper").exists()
 
 

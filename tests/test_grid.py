@@ -64,6 +64,12 @@ def test_report_has_a_table_and_a_figure(smoke):
     assert (report / "rank_quant.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (report / "rank_quant.pdf").exists() and (report / "task_table.tex").exists()
     assert "not comparable" in (report / "analysis.html").read_text()
+    # the local judge ran on the tiny models in every evaluated run, and its rows reach the report
+    frame = pd.read_parquet(out / "results.parquet")
+    wins = frame[(frame["stage"] == "05_judge") & (frame["metric"] == "win_rate")]
+    assert len(wins) == 10 and (wins["n"] == 4).all() and wins["value"].between(0, 100).all()
+    assert set(wins["scoring"]) == {"judge:local"}
+    assert "win rate" in (report / "analysis.html").read_text() and "(base)" in (report / "win_rate_table.md").read_text()
 
 
 def test_rerun_skips_completed_runs(smoke):
@@ -71,7 +77,7 @@ def test_rerun_skips_completed_runs(smoke):
     before = (out / "results.parquet").stat().st_mtime_ns
     proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
     assert proc.returncode == 0
-    assert proc.stdout.count("already complete") == 30
+    assert proc.stdout.count("already complete") == 40  # 1 + 8 + 3 x 10 + 1 jobs
     assert pd.read_parquet(out / "results.parquet").shape[0] > 0
     assert (out / "results.parquet").stat().st_mtime_ns >= before
 
@@ -87,7 +93,7 @@ def test_the_report_is_redone_when_the_rows_change(smoke):
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
     assert proc.returncode == 0
-    assert proc.stdout.count("already complete") == 29
+    assert proc.stdout.count("already complete") == 39
     frame = pd.read_parquet(out / "results.parquet")
     assert 0.987654 in set(frame["value"])
     xnli = frame[(frame["run_id"] == first["run_id"]) & (frame["task"] == "xnli")]["value"].mean()

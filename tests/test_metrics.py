@@ -3,7 +3,6 @@ import math
 import pytest
 
 from maple_utils.eval import metrics
-from maple_utils.eval.alpaca import win_rate
 
 
 def test_squad_normalisation_and_scores():
@@ -34,11 +33,3 @@ def test_mean_stderr():
     mean, se = metrics.mean_stderr([1.0, 0.0, 1.0, 0.0])
     assert mean == 0.5 and se == pytest.approx(math.sqrt((4 * 0.25 / 3) / 4))
     assert metrics.mean_stderr([1.0]) == (1.0, 0.0)
-
-
-def test_alpaca_eval_win_rate_definition():
-    wr, se = win_rate([2.0, 1.0, 1.5, 2.0])
-    assert wr == pytest.approx(62.5)
-    assert se == pytest.approx(100 * metrics.mean_stderr([1.0, 0.0, 0.5, 1.0])[1])
-    with pytest.raises(ValueError, match="outside"):
-        win_rate([3.0])

@@ -44,7 +44,7 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
     folder = out / layout.RUNS_DIR / config.run_id(cfg)
     record = json.loads((folder / layout.RUN_RECORD).read_text())
     stages = record["stages"]
-    assert set(stages) == {"02_train", "03_evaluate", "04_alpaca_eval"}
+    assert set(stages) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_judge"}
     train = stages["02_train"]["config"]
     assert (train["epochs"], train["grad_accum"], train["max_length"], train["seed"], train["data_seed"],
             train["max_train_examples"], train["quant"]) == (2.0, 2, 200, 7, 3, 6, 8)
@@ -53,7 +53,9 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
     for name, section in stages.items():  # no stage records a field it did not read, refilled with a default
         assert set(section["config"]) <= set(config.RunConfig.model_fields), name
         assert section["identity"]["run_id"] == config.run_id(cfg) and section["identity"]["quant"] == 8
-        assert section["model"]["revision"].startswith("sha256:") and section["git_sha"]
+        assert section["git_sha"]
+        if name != "05_judge":
+            assert section["model"]["revision"].startswith("sha256:")
         assert section["maple_utils"] == str(REPO / "maple_utils")
     assert "epochs" not in stages["03_evaluate"]["config"] and "epochs" not in stages["04_alpaca_eval"]["config"]
     assert stages["04_alpaca_eval"]["prompt_template"] == "alpaca"
@@ -80,7 +82,7 @@ def test_nothing_edited_reruns_nothing(grid_run):
     _, grid_file, out, _ = grid_run
     before = len(runner.read_manifest(out))
     proc = run_cli("run", str(grid_file), "--out", str(out))
-    assert proc.returncode == 0 and proc.stdout.count("already complete") == 5
+    assert proc.returncode == 0 and proc.stdout.count("already complete") == 6
     assert _executed(out, before) == set()
 
 
@@ -94,8 +96,8 @@ def test_an_edited_prompt_reruns_the_evaluation_and_nothing_upstream(grid_run):
     before = len(runner.read_manifest(out))
     proc = run_cli("run", str(grid_file), "--out", str(out), env={"MAPLE_REGISTRY": str(edited)})
     assert proc.returncode == 0, proc.stdout[-3000:]
-    # the evaluation reruns; the report follows because its rows changed; data, training and AlpacaEval stay
-    assert _executed(out, before) == {"03_evaluate", "05_analysis"}
+    # the evaluation reruns; the report follows because its rows changed; data, training, AlpacaEval and its judge stay
+    assert _executed(out, before) == {"03_evaluate", "06_analysis"}
     new_hash = registry.entry_hash(yaml.safe_load((edited / "tasks.yaml").read_text())["tasks"]["xnli"])
     rows = pd.read_parquet(out / layout.RESULTS_TABLE)
     xnli = rows[(rows["stage"] == "03_evaluate") & (rows["task"] == "xnli")]
@@ -114,4 +116,4 @@ def test_a_retrained_adapter_reruns_its_evaluations(grid_run):
     before = len(runner.read_manifest(out))
     proc = run_cli("run", str(grid_file), "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert _executed(out, before) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_analysis"}
+    assert _executed(out, before) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_judge", "06_analysis"}

@@ -13,7 +13,7 @@ from maple_utils.config import fields
 
 from conftest import REPO
 
-JUDGE = {"name": "06_judge", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
+EXTRA = {"name": "07_extra", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
          "needs": ["04_alpaca_eval"], "registry": ["models"],
          "resources": {"gpus": 0, "cpus": 1, "memory_gb": 2, "time_min": 10, "disk_gb": 1}}
 
@@ -31,10 +31,10 @@ def test_stage_fields_derive_from_field_groups():
 
 def test_unknown_units_groups_and_needs_are_refused(tmp_path, monkeypatch):
     entries = yaml.safe_load((REPO / "maple_utils" / "registry" / "stages.yaml").read_text())
-    bad = dict(JUDGE, needs=["99_nothing"])
+    bad = dict(EXTRA, needs=["99_nothing"])
     (tmp_path / "stages.yaml").write_text(yaml.safe_dump({"stages": entries["stages"] + [bad]}))
     monkeypatch.setenv("MAPLE_REGISTRY", str(tmp_path))
-    with pytest.raises(ValueError, match="06_judge: needs '99_nothing'"):
+    with pytest.raises(ValueError, match="07_extra: needs '99_nothing'"):
         stages.all_stages()
 
 
@@ -45,16 +45,16 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     shutil.copy(REPO / "pyproject.toml", copy)
     registry_file = copy / "maple_utils" / "registry" / "stages.yaml"
     entries = yaml.safe_load(registry_file.read_text())
-    entries["stages"].insert(4, JUDGE)  # before the analysis, which runs last
+    entries["stages"].insert(len(entries["stages"]) - 1, EXTRA)  # before the analysis, which runs last
     registry_file.write_text(yaml.safe_dump(entries, sort_keys=False))
-    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 06 · Judge"]},
+    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 07 · Extra"]},
                           {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
                            "execution_count": None, "source": []},
                           {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
                            "source": ["import maple_utils\n", "print('CODE', maple_utils.__file__)"]}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                 "nbformat": 4, "nbformat_minor": 5}
-    (copy / "notebooks" / "06_judge.ipynb").write_text(json.dumps(notebook))
+    (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
 
     def python(code: str) -> str:
         proc = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, timeout=300)
@@ -69,19 +69,19 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
         "print(json.dumps([[j.stage.name, j.key, j.needs] for j in p.jobs]))\n"
         "print(json.dumps(cli.describe(p)))" % str(copy))
     jobs, listing = (json.loads(line) for line in out.splitlines()[-2:])
-    judge = [j for j in jobs if j[0] == "06_judge"]
-    assert len(judge) == 10  # one per evaluated model: 8 adapters and 2 base models
-    assert all(needs == [f"04_alpaca_eval:{key}"] for _, key, needs in judge)
-    assert [j[0] for j in jobs].index("06_judge") < [j[0] for j in jobs].index("05_analysis")
-    assert any(line.startswith("06_judge: 10 job(s)") for line in listing)
-    declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/06_judge.ipynb'))))")
+    extra = [j for j in jobs if j[0] == "07_extra"]
+    assert len(extra) == 10  # one per evaluated model: 8 adapters and 2 base models
+    assert all(needs == [f"04_alpaca_eval:{key}"] for _, key, needs in extra)
+    assert [j[0] for j in jobs].index("07_extra") < [j[0] for j in jobs].index("06_analysis")
+    assert any(line.startswith("07_extra: 10 job(s)") for line in listing)
+    declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/07_extra.ipynb'))))")
     assert json.loads(declared) == ["model", "quant", "out_dir", "run_dir"]
     # The new stage's notebook runs through the runner, and its kernel runs the copy's code, not the
     # checkout's that the shared venv has installed.
     out = python("from maple_utils.grid import planner, runner\n"
                  "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
                  "runner.kernel_environment()\n"
-                 "print(runner.execute(p.jobs_of('06_judge')[0], p.out)['status'])")
+                 "print(runner.execute(p.jobs_of('07_extra')[0], p.out)['status'])")
     assert out.strip().endswith("done")
-    executed = next((copy / "runs" / "x" / "runs").glob("*/06_judge.ipynb")).read_text()
+    executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()
     assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed

@@ -59,6 +59,20 @@ def training_table(frame):
     return _with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
 
 
+def win_rate_table(frame):
+    """AlpacaEval win rate (percent, against the reference generator) per run, with its standard error,
+    the number of judged pairs and the judge; empty when nothing was judged."""
+    import pandas as pd
+
+    rows = frame[(frame["task"] == "alpaca_eval") & (frame["metric"] == "win_rate")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = _with_run_columns(rows)
+    table = rows[RUN_COLUMNS + ["value", "stderr", "n", "scoring"]].rename(
+        columns={"value": "win_rate", "stderr": "standard_error", "n": "judged", "scoring": "judge"})
+    return table.sort_values(RUN_COLUMNS).reset_index(drop=True)
+
+
 def rank_quant_figure(table, path_png: Path):
     """Average score against LoRA rank, one line per quantisation, one panel per model; base models dashed."""
     import matplotlib
@@ -111,10 +125,15 @@ def write_report(out_dir: str, frame) -> dict[str, Path]:
     train = training_table(frame)
     if len(train):
         paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
+    wins = win_rate_table(frame)
+    if len(wins):
+        paths["win_rate_md"] = io.write_text(report / "win_rate_table.md", wins.round(2).to_markdown(index=False) + "\n")
     paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
     body = (f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
             f"<h2>Task-wise performance (Table 1 layout)</h2>{rounded.to_html(index=False)}"
             f"<h2>Average score by rank and quantisation</h2><img src='rank_quant.png' alt='average score by rank'>")
+    if len(wins):
+        body += f"<h2>AlpacaEval win rate against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
     paths["html"] = io.write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"

@@ -84,6 +84,13 @@ class RunConfig(BaseModel):
     alpaca_eval_limit: Optional[int] = declare(None, "alpaca_eval", "instructions to answer (None: all 805)", ge=1)
     alpaca_eval_max_new_tokens: Optional[int] = declare(None, "alpaca_eval", "answer budget in tokens; None: the registry's alpaca_eval default", ge=1)
     alpaca_eval_batch_size: int = declare(8, "alpaca_eval", "answers generated per batch", ge=1)
+    # --- judge: who compares the AlpacaEval outputs with the reference outputs (05_judge)
+    judge: Literal["local", "api"] = declare("local", "judge", "local (a Hugging Face model's log-probabilities) or api (OpenAI-compatible chat completions)")
+    judge_model: str = declare("tiny-llama", "judge", "the judge: a model name, hub id or folder (local), or the API's model name (api)")
+    judge_annotator: Literal["chatgpt"] = declare("chatgpt", "judge", "alpaca_eval annotator config whose prompt and parsing rules are used")
+    judge_both_orders: bool = declare(False, "judge", "judge each pair in both orders (twice the calls) instead of one content-seeded order")
+    judge_concurrency: int = declare(4, "judge", "API requests in flight at once", ge=1, le=64)
+    judge_max_retries: int = declare(6, "judge", "API retries on 429, 5xx and dropped connections, with exponential backoff", ge=0, le=20)
 
     @field_validator("model")
     @classmethod
@@ -92,6 +99,13 @@ class RunConfig(BaseModel):
             return v
         raise ValueError(one_of("model", v, list(known_models())) + ", a hub id 'org/name' or a local folder "
                          "(a relative folder is read from the project root)")
+
+    @model_validator(mode="after")
+    def _judge_model_known(self) -> "RunConfig":
+        m = self.judge_model
+        if self.judge == "local" and not (m in known_models() or HUB_ID.match(m) or resolve(m).is_dir()):
+            raise ValueError(one_of("judge_model", m, list(known_models())) + " for a local judge, a hub id or a folder")
+        return self
 
     @field_validator("dataset")
     @classmethod

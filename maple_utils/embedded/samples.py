@@ -33,6 +33,8 @@ def make_record(schema: dict, sentences: list[str], rng: random.Random, ident: s
             record[name] = rng.choice(sentences)
         elif kind == "question":
             record[name] = _question(rng, sentences)
+        elif kind == "numbered":  # a sentence made unique by its number (AlpacaEval's instructions are unique)
+            record[name] = f"{index + 1}. {rng.choice(sentences)}"
         elif kind == "passage" or (isinstance(kind, dict) and "passage" in kind):
             n = 3 if kind == "passage" else kind["passage"]
             parts[name] = [rng.choice(sentences) for _ in range(n)]

@@ -3,7 +3,8 @@
 Outputs are written as alpaca_eval reads them (`alpaca_eval --model_outputs model_outputs.json`): a JSON
 list of {instruction, output, generator, dataset}. Win rate follows alpaca_eval's definition: a judge's
 preference per instruction in [1, 2] (1 = reference better, 2 = model better, 1.5 = tie), win rate =
-mean(preference - 1) x 100, standard error = SEM x 100 (mission_anchors.md section 5).
+mean(preference - 1) x 100, standard error = SEM x 100 (mission_anchors.md section 5); the judging itself
+is maple_utils.eval.judges.
 """
 
 from __future__ import annotations
@@ -42,19 +43,47 @@ def generate_outputs(model, tokenizer, records: list[dict], generator: str, cfg)
              "dataset": r.get("dataset", "")} for r, out in zip(records, outputs)]
 
 
-def win_rate(preferences: list[float]) -> tuple[float, float]:
-    """alpaca_eval's win rate and its standard error, both in percent."""
-    for p in preferences:
-        if not 1.0 <= p <= 2.0:
-            raise ValueError(f"preference {p} outside [1, 2] (1 = reference, 2 = model, 1.5 = tie)")
-    mean, sem = metrics.mean_stderr([p - 1.0 for p in preferences])
-    return mean * 100, sem * 100
-
-
 def write_outputs(run_dir: str | Path, outputs: list[dict], references: list[dict]) -> Path:
     """model_outputs.json and reference_outputs.json, as alpaca_eval reads them."""
     io.write_json(layout.alpaca_eval_references(run_dir), references)
     return io.write_json(layout.alpaca_eval_outputs(run_dir), outputs)
+
+
+def read_outputs(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """The model's outputs and the reference outputs that 04_alpaca_eval wrote; duplicated or missing
+    instructions are named with their rows."""
+    outputs, references = io.read_json(layout.alpaca_eval_outputs(run_dir)), io.read_json(layout.alpaca_eval_references(run_dir))
+    for name, records in (("model_outputs", outputs), ("reference_outputs", references)):
+        seen: dict[str, int] = {}
+        for i, rec in enumerate(records, start=1):
+            if not isinstance(rec, dict) or not isinstance(rec.get("instruction"), str) or not isinstance(rec.get("output"), str):
+                raise ValueError(f"{name}.json row {i}: expected an object with string instruction and output")
+            if rec["instruction"] in seen:
+                raise ValueError(f"{name}.json rows {seen[rec['instruction']]} and {i}: the same instruction twice")
+            seen[rec["instruction"]] = i
+    missing = [o["instruction"][:60] for o in outputs if o["instruction"] not in {r["instruction"] for r in references}]
+    if missing:
+        raise ValueError(f"model_outputs.json: {len(missing)} instruction(s) have no reference output, e.g. {missing[0]!r}")
+    return outputs, references
+
+
+def judgements_path(run_dir: str | Path) -> Path:
+    return layout.alpaca_eval_judgements(run_dir)
+
+
+def win_rate_rows(identity: dict, scores: dict, cfg) -> list[dict]:
+    """Rows of the judged win rate against the reference generator (percent), n and unparsed answers."""
+    import math
+
+    common = dict(task="alpaca_eval", language="en", n=scores["n"], split="eval", k_shot=0, scoring=f"judge:{cfg.judge}",
+                  limit=cfg.alpaca_eval_limit, task_version=spec()["version"], registry_hash=registry.entry_hash(spec()))
+    rows = [results.make_row(identity, metric="unparsed_judgements", value=float(scores["unparsed"]), **common),
+            results.make_row(identity, metric="avg_output_chars", value=float(scores["avg_length"]), **common)]
+    if not math.isnan(scores["win_rate"]):
+        rows += [results.make_row(identity, metric="win_rate", value=scores["win_rate"], stderr=scores["standard_error"],
+                                  **common),
+                 results.make_row(identity, metric="discrete_win_rate", value=scores["discrete_win_rate"], **common)]
+    return rows
 
 
 def output_rows(identity: dict, outputs: list[dict], cfg) -> list[dict]:

@@ -1,0 +1,273 @@
+"""AlpacaEval judging: the model's outputs against the reference outputs, by an API judge or a local one.
+
+The judging prompt and its parsing rules are alpaca_eval's `chatgpt` annotator config (a system and a user
+message; the answer is matched with the regexes `Output (a)` / `Output (b)`), read from the installed
+alpaca_eval package, so both stay exactly alpaca_eval's. Preferences follow alpaca_eval's convention:
+output_1 is the reference, output_2 the model; 1 = reference better, 2 = model better, 1.5 = a tie
+(identical outputs, which are not sent to a judge).
+
+Each item is shown in an order drawn from a seed derived from its content (or in both orders). Every
+judgement is appended to an on-disk cache as it arrives, keyed by (judge, annotator, instruction, both
+outputs as shown), so a rerun or a crash resumes without asking twice. The API judge reads its key and base
+URL from OPENAI_API_KEY and OPENAI_BASE_URL; the key is never written, logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from maple_utils.eval import metrics
+
+ANNOTATORS = ("chatgpt",)  # alpaca_eval annotator configs whose prompt and regex parser we use
+ENV_KEY, ENV_URL = "OPENAI_API_KEY", "OPENAI_BASE_URL"
+
+
+class JudgeError(RuntimeError):
+    """The judge cannot run (no key, no base URL, no annotator config); generations are untouched."""
+
+
+@dataclass(frozen=True)
+class Annotator:
+    name: str
+    system: str
+    user_template: str  # with {instruction}, {output_1}, {output_2}
+    outputs_to_match: dict  # 1 / 2 -> regex
+
+    def messages(self, instruction: str, output_1: str, output_2: str) -> list[dict]:
+        user = self.user_template.format(instruction=instruction, output_1=output_1, output_2=output_2)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def parse(self, answer: str) -> int | None:
+        """1 (Output (a)) or 2 (Output (b)) as alpaca_eval's regex parser reads them; None when neither or both."""
+        found = [k for k, pattern in self.outputs_to_match.items() if re.search(pattern, answer)]
+        return found[0] if len(found) == 1 else None
+
+
+def _chatml(text: str) -> dict[str, str]:
+    parts = re.findall(r"<\|im_start\|>(\w+)\n(.*?)\n?<\|im_end\|>", text, flags=re.S)
+    return {role: content.strip("\n") for role, content in parts}
+
+
+def load_annotator(name: str = "chatgpt") -> Annotator:
+    """An annotator config from the installed alpaca_eval package (read as files; the package is not imported)."""
+    spec = importlib.util.find_spec("alpaca_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise JudgeError("the judge needs the `alpaca_eval` package for its annotator prompt: pip install alpaca_eval")
+    folder = Path(spec.submodule_search_locations[0]) / "evaluators_configs"
+    config = yaml.safe_load((folder / name / "configs.yaml").read_text(encoding="utf-8"))[name]
+    messages = _chatml((folder / config["prompt_template"]).read_text(encoding="utf-8"))
+    matches = {int(k): v for k, v in config["completion_parser_kwargs"]["outputs_to_match"].items()}
+    return Annotator(name, messages["system"], messages["user"], matches)
+
+
+# ---------------------------------------------------------------- items and the cache
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def items(outputs: list[dict], references: list[dict], both_orders: bool) -> list[dict]:
+    """What to judge: per instruction, the pair in a content-seeded order (or both orders)."""
+    by_instruction = {r["instruction"]: r["output"] for r in references}
+    out = []
+    for o in outputs:
+        reference = by_instruction[o["instruction"]]
+        if both_orders:
+            orders = [False, True]
+        else:  # the same item gets the same order on every machine and rerun
+            orders = [random.Random(_digest(o["instruction"], reference, o["output"])).random() < 0.5]
+        for model_first in orders:
+            out.append({"instruction": o["instruction"], "reference": reference, "output": o["output"],
+                        "model_first": model_first})
+    return out
+
+
+def shown(item: dict) -> tuple[str, str]:
+    """(Output (a), Output (b)) as the judge sees them."""
+    return (item["output"], item["reference"]) if item["model_first"] else (item["reference"], item["output"])
+
+
+def cache_key(judge_id: str, annotator: str, item: dict) -> str:
+    a, b = shown(item)
+    return _digest(judge_id, annotator, item["instruction"], a, b)
+
+
+def preference(item: dict, choice: int | None) -> float | None:
+    """alpaca_eval's preference (1 reference, 2 model) from the judge's choice of (a) or (b)."""
+    if choice is None:
+        return None
+    model_chosen = (choice == 1) == item["model_first"]
+    return 2.0 if model_chosen else 1.0
+
+
+class Cache:
+    """Judgements appended one JSON line at a time (flushed and synced), read back whole lines only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lock = threading.Lock()
+        self.entries: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill: that item is asked again
+                self.entries[entry["key"]] = entry
+
+    def add(self, entry: dict) -> None:
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "ab") as f:
+                if f.tell() and not self.path.read_bytes().endswith(b"\n"):
+                    f.write(b"\n")  # after a cut line, start afresh
+                f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
+                f.flush()
+                os.fsync(f.fileno())
+            self.entries[entry["key"]] = entry
+
+
+# ---------------------------------------------------------------- judges
+
+def _scrub(text: str) -> str:
+    key = os.environ.get(ENV_KEY)
+    return text.replace(key, "***") if key else text
+
+
+class ApiJudge:
+    """An OpenAI-compatible chat-completions judge with retries, backoff and bounded concurrency."""
+
+    def __init__(self, model: str, concurrency: int = 4, max_retries: int = 6, backoff_s: float = 0.5):
+        missing = [v for v in (ENV_KEY, ENV_URL) if not os.environ.get(v)]
+        if missing:
+            raise JudgeError(f"the API judge needs {' and '.join(missing)} in the environment "
+                             "(the outputs of 04_alpaca_eval are kept; set them and rerun)")
+        self.model, self.concurrency, self.max_retries, self.backoff_s = model, concurrency, max_retries, backoff_s
+        self.id = f"api:{model}"
+
+    def _client(self):
+        import openai
+
+        # max_retries=0: retries are ours, so that every attempt and its wait are under our control
+        return openai.OpenAI(api_key=os.environ[ENV_KEY], base_url=os.environ[ENV_URL], max_retries=0, timeout=60)
+
+    def ask(self, client, messages: list[dict]) -> str:
+        import openai
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                reply = client.chat.completions.create(model=self.model, messages=messages, temperature=0,
+                                                       max_tokens=50)
+                return reply.choices[0].message.content or ""
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as err:
+                if attempt == self.max_retries:
+                    raise JudgeError(_scrub(f"judge {self.model}: gave up after {attempt + 1} attempts: "
+                                            f"{type(err).__name__}: {err}")) from None
+                time.sleep(self.backoff_s * 2 ** attempt)
+            except openai.APIStatusError as err:  # 4xx other than 429: asking again will not help
+                raise JudgeError(_scrub(f"judge {self.model}: {type(err).__name__}: {err}")) from None
+        raise AssertionError("unreachable")
+
+    def judge_all(self, annotator: Annotator, todo: list[dict], record) -> None:
+        client = self._client()
+
+        def one(item: dict) -> None:
+            record(item, lambda messages: self.ask(client, messages))
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for future in [pool.submit(one, item) for item in todo]:
+                future.result()
+
+
+class LocalJudge:
+    """A Hugging Face causal LM as the judge: the log-probability of "Output (a)" against "Output (b)"."""
+
+    def __init__(self, model_name: str, batch_size: int = 8):
+        from maple_utils.train import modeling
+
+        self.tokenizer = modeling.load_tokenizer(model_name)
+        self.model = modeling.load_base(model_name, 16)
+        self.batch_size = batch_size
+        self.id = f"local:{model_name}"
+
+    def judge_all(self, annotator: Annotator, todo: list[dict], record) -> None:
+        from maple_utils.eval import scoring
+
+        for item in todo:
+            def ask(messages: list[dict]) -> str:
+                context = "\n\n".join(m["content"] for m in messages) + "\n"
+                (la, _), (lb, _) = scoring.loglikelihood(self.model, self.tokenizer, [(context, "Output (a)"),
+                                                                                      (context, "Output (b)")],
+                                                         batch_size=self.batch_size)
+                return f"Output ({'a' if la >= lb else 'b'}) [log p(a) {la:.4f}, log p(b) {lb:.4f}]"
+
+            record(item, ask)
+
+
+def make_judge(cfg):
+    if cfg.judge == "api":
+        return ApiJudge(cfg.judge_model, cfg.judge_concurrency, cfg.judge_max_retries)
+    return LocalJudge(cfg.judge_model, cfg.alpaca_eval_batch_size)
+
+
+def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: list[dict], cache_path: Path,
+                  both_orders: bool = False) -> list[dict]:
+    """A judgement per item (from the cache, or asked now and cached); an answer that cannot be parsed is
+    asked again once and then recorded as unparsed, never scored."""
+    cache = Cache(cache_path)
+    todo, done = [], []
+    for item in items(outputs, references, both_orders):
+        item["key"] = cache_key(judge.id, annotator.name, item)
+        if item["output"] == item["reference"]:
+            done.append({**item, "choice": None, "preference": 1.5, "raw": "(identical outputs: a tie)"})
+        elif item["key"] in cache.entries:
+            done.append({**item, **_result(cache.entries[item["key"]], item)})
+        else:
+            todo.append(item)
+
+    def record(item: dict, ask) -> None:
+        a, b = shown(item)
+        messages = annotator.messages(item["instruction"], a, b)
+        for attempt in (1, 2):
+            raw = ask(messages)
+            choice = annotator.parse(raw)
+            if choice is not None:
+                break
+        cache.add({"key": item["key"], "judge": judge.id, "annotator": annotator.name,
+                   "instruction": item["instruction"], "output_1": a, "output_2": b, "raw": raw, "choice": choice,
+                   "attempts": attempt})
+
+    judge.judge_all(annotator, todo, record)
+    done += [{**item, **_result(cache.entries[item["key"]], item)} for item in todo]
+    return done
+
+
+def _result(entry: dict, item: dict) -> dict:
+    return {"choice": entry["choice"], "raw": entry["raw"], "preference": preference(item, entry["choice"])}
+
+
+# ---------------------------------------------------------------- metrics
+
+def win_rates(judgements: list[dict], outputs: list[dict]) -> dict:
+    """Win rate (ties count half), its standard error and the discrete win rate, in percent, over the parsed
+    judgements (both orders of an item count as two judgements); unparsed ones are counted, not scored."""
+    prefs = [j["preference"] for j in judgements if j["preference"] is not None]
+    unparsed = sum(j["preference"] is None for j in judgements)
+    rate, se = metrics.mean_stderr([p - 1.0 for p in prefs]) if prefs else (float("nan"), float("nan"))
+    discrete = [1.0 if p > 1.5 else 0.5 if p == 1.5 else 0.0 for p in prefs]
+    lengths = [len(o["output"]) for o in outputs]
+    return {"win_rate": rate * 100, "standard_error": se * 100,
+            "discrete_win_rate": (sum(discrete) / len(discrete) * 100) if discrete else float("nan"),
+            "n": len(prefs), "unparsed": unparsed, "avg_length": sum(lengths) / max(1, len(lengths))}
