@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/smoke
+# notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
+WORKERS ?= 2
 
 .PHONY: setup demo test test-fast lab notebooks dry-run-paper clean
 
@@ -12,7 +14,7 @@ setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
 
 demo: setup
-	$(PY) -m maple_utils.grid run params/smoke.yaml --out $(OUT)
+	$(PY) -m maple_utils.grid run params/smoke.yaml --out $(OUT) --workers $(WORKERS)
 
 test: setup
 	$(PY) -m pytest

@@ -241,3 +241,44 @@ def test_the_local_judge_prefers_by_log_probability_and_never_asks_twice(tmp_pat
 
     again = judges.judge_outputs(Refuse(), annotator, outputs, references, tmp_path / "cache.jsonl")
     assert [f["preference"] for f in again] == [f["preference"] for f in found]
+
+
+def test_an_unparseable_answer_is_asked_again_once_then_counted_never_scored(tmp_path):
+    outputs, references = _pairs(3)
+    asked = Counter()
+
+    class Mumbler:  # a judge that answers the first item sensibly and the others with no verdict
+        id = "mumbler"
+
+        def judge_all(self, annotator, todo, record):
+            for item in todo:
+                def ask(messages, item=item):
+                    asked[item["instruction"]] += 1
+                    return "Output (b)" if item["instruction"] == outputs[0]["instruction"] else "Hard to say."
+                record(item, ask)
+
+    found = judges.judge_outputs(Mumbler(), judges.load_annotator("chatgpt"), outputs, references,
+                                 tmp_path / "cache.jsonl")
+    assert [asked[o["instruction"]] for o in outputs] == [1, 2, 2]
+    scores = judges.win_rates(found, outputs)
+    assert scores["n"] == 1 and scores["unparsed"] == 2  # two unparsed answers are not two losses
+    assert scores["win_rate"] in (0.0, 100.0)
+    cached = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    assert sorted(c["attempts"] for c in cached) == [1, 2, 2] and sum(c["choice"] is None for c in cached) == 2
+
+
+def test_outputs_with_duplicated_or_unreferenced_instructions_are_named(tmp_path):
+    from maple_utils import io, layout
+    from maple_utils.eval import alpaca
+
+    outputs, references = _pairs(3)
+    io.write_json(layout.alpaca_eval_references(tmp_path), references)
+    io.write_json(layout.alpaca_eval_outputs(tmp_path), outputs + [outputs[1]])
+    with pytest.raises(ValueError, match="model_outputs.json rows 2 and 4: the same instruction twice"):
+        alpaca.read_outputs(tmp_path)
+    io.write_json(layout.alpaca_eval_outputs(tmp_path), outputs + [{**outputs[0], "instruction": "Unknown?"}])
+    with pytest.raises(ValueError, match="1 instruction\\(s\\) have no reference output, e.g. 'Unknown\\?'"):
+        alpaca.read_outputs(tmp_path)
+    io.write_json(layout.alpaca_eval_outputs(tmp_path), [{"instruction": "x"}])
+    with pytest.raises(ValueError, match="model_outputs.json row 1: expected an object with string instruction and output"):
+        alpaca.read_outputs(tmp_path)

@@ -79,15 +79,18 @@ def rank_quant_figure(table, path_png: Path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
+    sns.set_theme(style="whitegrid", palette="colorblind")  # colour-blind-safe, the same in every figure
     models = list(dict.fromkeys(table["model"])) or ["(none)"]
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         part = table[table["model"] == model]
-        tuned = part[part["dataset"] != "(base)"]
-        for (dataset, quant), g in tuned.groupby(["dataset", "quant"]):
-            g = g.sort_values("rank")
-            ax.plot(g["rank"], g["average"], marker="o", label=f"{dataset}, {quant}-bit")
+        tuned = part[part["dataset"] != "(base)"].sort_values(["dataset", "quant", "rank"]).assign(
+            setting=lambda t: t["dataset"] + ", " + t["quant"].astype(str) + "-bit")
+        if len(tuned):
+            sns.lineplot(data=tuned, x="rank", y="average", hue="setting", hue_order=list(dict.fromkeys(tuned["setting"])),
+                         marker="o", ax=ax, legend=ax is axes[0][-1])
         for _, row in part[part["dataset"] == "(base)"].iterrows():
             ax.axhline(row["average"], linestyle="--", color="grey", label=f"base, {row['quant']}-bit")
         ax.set_title(model)
@@ -97,7 +100,7 @@ def rank_quant_figure(table, path_png: Path):
             ax.set_xscale("log", base=2)
             ax.set_xticks(ranks, [str(r) for r in ranks])
             ax.minorticks_off()
-        ax.grid(alpha=0.3)
+        ax.set_ylabel("")
     axes[0][0].set_ylabel("average score over tasks")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()

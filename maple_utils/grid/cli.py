@@ -37,7 +37,8 @@ def describe(plan: Plan) -> list[str]:
     return lines
 
 
-def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, echo=print) -> int:
+def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, workers: int = 1,
+        echo=print) -> int:
     """Run (or list) every job of a grid; returns the number of jobs that did not complete."""
     plan = plan_grid(grid_path, out)
     if dry_run:
@@ -46,7 +47,7 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
         return 0
     from maple_utils.grid.runner import run_plan
 
-    status = run_plan(plan, timeout=timeout, echo=echo)
+    status = run_plan(plan, timeout=timeout, echo=echo, workers=workers)
     failed = [j for j, s in status.items() if s not in ("done", "skipped")]
     echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {plan.out / layout.REPORT_DIR}/analysis.html")
     if failed:
@@ -62,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
     run_p.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     run_p.add_argument("--timeout", type=int, default=None, help="seconds a notebook cell may run")
+    run_p.add_argument("--workers", type=int, default=1, help="notebooks run at once (CPU: up to the cores)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     try:
-        failed = run(args.grid, args.out, dry_run=args.dry_run, timeout=args.timeout)
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        failed = run(args.grid, args.out, dry_run=args.dry_run, timeout=args.timeout, workers=args.workers)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Running a plan: one papermill process per notebook, in stage order, with a manifest of every attempt.
+"""Running a plan: one papermill process per notebook, up to N at once, with a manifest of every attempt.
 
 A job runs when the jobs it needs completed and its fingerprint differs from its completion marker's; a
 failing job never stops the others (its dependants are marked blocked). Kernels import maple_utils from
@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from maple_utils import io, layout, results
@@ -91,8 +92,10 @@ def prepare_out(plan: Plan) -> None:
         io.write_json(job.folder / layout.CONFIG, cfg.model_dump())
 
 
-def run_plan(plan: Plan, timeout: int | None = None, echo=print) -> dict[str, str]:
-    """Execute every job that is not complete; returns each job's status (done, skipped, failed, ...)."""
+def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1) -> dict[str, str]:
+    """Execute every job that is not complete, up to `workers` notebooks at a time, each as soon as the jobs
+    it needs are complete (the once-per-grid analysis after every other job); returns each job's status
+    (done, skipped, failed, crashed, blocked)."""
     check_notebooks(plan)
     if any(c.data_source == "hub" for c in plan.adapters + plan.bases) and not sources.hub_available():
         raise ConfigError(f"{plan.grid_path}: data_source 'hub' needs the `datasets` package: {sources.HUB_INSTALL_HINT}")
@@ -101,27 +104,55 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print) -> dict[str, st
     attempts = Counter(e.get("job") for e in read_manifest(plan.out) if e.get("status") != "blocked")
     status: dict[str, str] = {}
     tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
-    for n, job in enumerate(plan.jobs, start=1):
-        head = f"[{n:3d}/{len(plan.jobs)}] {job.stage.name:15s} {job.key}"
-        if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
-            job.inputs = results.digest(results.aggregate(plan.out))
-        blocked = [d for d in job.needs if status.get(d) not in ("done", "skipped")]
-        if blocked:
-            status[job.id] = "blocked"
-            append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "blocked",
-                                       "error": f"upstream not done: {', '.join(blocked)}", "started": time.time()})
-            echo(f"{head}  blocked (upstream failed)")
-            continue
-        if job.is_done(tokens):
-            status[job.id] = "skipped"
-            tokens[job.id] = job.completion()["token"]
-            echo(f"{head}  already complete")
-            continue
-        attempts[job.id] += 1
-        entry = execute(job, plan.out, attempts[job.id], timeout)
-        if entry["status"] == "done":
-            tokens[job.id] = job.mark_done(tokens)
-        append_manifest(plan.out, entry)
-        status[job.id] = entry["status"]
-        echo(f"{head}  {entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""))
+    pending = list(plan.jobs)
+    running: dict = {}
+    finished = 0
+
+    def report(job: Job, what: str) -> None:
+        nonlocal finished
+        finished += 1
+        echo(f"[{finished:3d}/{len(plan.jobs)}] {job.stage.name:15s} {job.key}  {what}")
+
+    def ready(job: Job) -> bool:
+        if job.stage.unit == "grid":  # it reads every row: after everything else
+            return not running and all(p.stage.unit == "grid" for p in pending)
+        return all(d in status for d in job.needs)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while pending or running:
+            startable = [j for j in pending if ready(j)]
+            if not startable and not running:  # needs name only earlier jobs of the plan: a bug if reached
+                raise RuntimeError(f"no job can start: {[j.id for j in pending]} wait on {[j.needs for j in pending]}")
+            for job in startable:
+                if len(running) >= workers:
+                    break
+                pending.remove(job)
+                blocked = [d for d in job.needs if status[d] not in ("done", "skipped")]
+                if blocked:
+                    status[job.id] = "blocked"
+                    append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key,
+                                               "status": "blocked", "started": time.time(),
+                                               "error": f"upstream not done: {', '.join(blocked)}"})
+                    report(job, "blocked (upstream failed)")
+                    continue
+                if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
+                    job.inputs = results.digest(results.aggregate(plan.out))
+                if job.is_done(tokens):
+                    status[job.id] = "skipped"
+                    tokens[job.id] = job.completion()["token"]
+                    report(job, "already complete")
+                    continue
+                attempts[job.id] += 1
+                running[pool.submit(execute, job, plan.out, attempts[job.id], timeout)] = job
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                entry = future.result()
+                if entry["status"] == "done":
+                    tokens[job.id] = job.mark_done(tokens)
+                append_manifest(plan.out, entry)
+                status[job.id] = entry["status"]
+                report(job, f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""))
     return status
