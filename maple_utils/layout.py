@@ -12,7 +12,8 @@
     results.jsonl               this run's result rows
     train_record.json, adapter/ training's record and the adapter
     predictions/<task>-<lang>.jsonl
-    alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache)
+    alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache),
+                                annotations.json (the judgements in alpaca_eval's annotation format)
     <stage>.ipynb               each executed notebook, kept on failure too
     .completed/<stage>          a stage's completion marker: its fingerprint
 """
@@ -69,6 +70,10 @@ def alpaca_eval_references(run_dir: str | Path) -> Path:
 
 def alpaca_eval_judgements(run_dir: str | Path) -> Path:
     return Path(run_dir) / "alpaca_eval" / "judgements.jsonl"
+
+
+def alpaca_eval_annotations(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "alpaca_eval" / "annotations.json"
 
 
 def row_files(out: str | Path) -> list[Path]:

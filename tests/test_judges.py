@@ -88,11 +88,12 @@ def test_alpaca_eval_reads_our_outputs_and_annotations(tmp_path):
     io.write_json(tmp_path / "model_outputs.json", outputs)
     frame = utils.load_or_convert_to_dataframe(str(tmp_path / "model_outputs.json"))
     assert list(frame["instruction"]) == [o["instruction"] for o in outputs] and set(frame["generator"]) == {"m"}
-    annotations = [{"instruction": o["instruction"], "output_1": r["output"], "output_2": o["output"],
-                    "preference": p} for o, r, p in zip(outputs, references, (2.0, 1.0, 2.0, 1.5, 1.0, 2.0))]
+    judged = [{**item, "preference": p, "raw": "Output (a)"} for item, p in
+              zip(judges.items(outputs, references, False), (2.0, 1.0, 2.0, 1.5, 1.0, 2.0))]
+    annotations = judges.annotations(judged, "m", "text_davinci_003", "chatgpt", "local:tiny-llama")
     io.write_json(tmp_path / "annotations.json", annotations)
     theirs = get_winrate(utils.load_or_convert_to_dataframe(str(tmp_path / "annotations.json")))
-    ours = judges.win_rates([{"preference": a["preference"]} for a in annotations], outputs)
+    ours = judges.win_rates(judged, outputs)
     assert theirs["win_rate"] == pytest.approx(ours["win_rate"]) and theirs["n_total"] == ours["n"]
 
 
@@ -282,3 +283,26 @@ def test_outputs_with_duplicated_or_unreferenced_instructions_are_named(tmp_path
     io.write_json(layout.alpaca_eval_outputs(tmp_path), [{"instruction": "x"}])
     with pytest.raises(ValueError, match="model_outputs.json row 1: expected an object with string instruction and output"):
         alpaca.read_outputs(tmp_path)
+
+
+def test_instruction_tuned_baselines_are_prompted_in_their_own_chat_template(tiny_built):
+    from maple_utils import config
+    from maple_utils.config import ConfigError
+    from maple_utils.eval import alpaca
+    from maple_utils.train import modeling
+
+    with pytest.raises(ConfigError, match="prompt_template 'chat'.*only for a base model"):
+        config.validate_run({"prompt_template": "chat"})
+    cfg = config.validate_run({"dataset": None, "rank": None, "quant": 16, "prompt_template": "chat",
+                               "alpaca_eval_max_new_tokens": 3})
+    tok, model = modeling.load_tokenizer("tiny-llama"), modeling.load_base("tiny-llama", 16)
+    records = [{"instruction": "Name a river.", "output": "x"}]
+    with pytest.raises(ValueError, match="has no chat template"):
+        alpaca.generate_outputs(model, tok, records, "g", cfg)
+    tok.chat_template = "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    prompts, chat = alpaca.render_prompts(tok, records, cfg)
+    assert chat and prompts == ["<s>[INST] Name a river. [/INST]"]
+    ids = tok(prompts[0], add_special_tokens=False)["input_ids"]
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id  # the template's BOS, once
+    out = alpaca.generate_outputs(model, tok, records, "g", cfg)
+    assert len(out) == 1 and out[0]["instruction"] == "Name a river." and isinstance(out[0]["output"], str)

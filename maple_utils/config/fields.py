@@ -53,7 +53,7 @@ class RunConfig(BaseModel):
     train_languages: Optional[list[str]] = declare(None, "data", "a subset of the dataset's languages; None: all of them")
     max_train_examples: Optional[int] = declare(None, "data", "size matching: at most this many examples, spread evenly over languages", ge=1)
     data_seed: int = declare(42, "data", "seed of the size-matching sample")
-    prompt_template: Literal["alpaca", "bactrian"] = declare("alpaca", "data", "finetuning prompt template of the templates registry: alpaca or bactrian")
+    prompt_template: Literal["alpaca", "bactrian", "chat"] = declare("alpaca", "data", "prompt template of the templates registry: alpaca or bactrian; chat (the model's own) for instruction-tuned baselines")
     # --- sources: where every dataset and task is read from
     data_source: Literal["embedded", "local", "hub"] = declare("embedded", "sources", "embedded (built samples), local (release files under data_root) or hub")
     data_root: Optional[str] = declare(None, "sources", "folder of release files when data_source is local, e.g. ../shared/data")
@@ -155,6 +155,9 @@ class RunConfig(BaseModel):
     def _consistent(self) -> "RunConfig":
         if self.dataset is not None and self.rank is None:
             raise ValueError("rank is required when a dataset is finetuned (allowed: an integer 1..1024)")
+        if self.dataset is not None and self.prompt_template == "chat":
+            raise ValueError("prompt_template 'chat' prompts an instruction-tuned model in its own chat template: only "
+                             "for a base model evaluated alone (dataset None); finetuning uses alpaca or bactrian")
         if self.dataset is not None and self.train_languages:
             offered = known_datasets()[self.dataset]["languages"]
             missing = [c for c in self.train_languages if c not in offered]

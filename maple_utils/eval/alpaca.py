@@ -33,12 +33,24 @@ def load_eval_set(cfg) -> tuple[list[dict], sources.Origin]:
     return (records[:cfg.alpaca_eval_limit] if cfg.alpaca_eval_limit else records), origin
 
 
+def render_prompts(tokenizer, records: list[dict], cfg) -> tuple[list[str], bool]:
+    """Each instruction in the run's template, and whether that is the model's own chat template (which
+    writes BOS itself)."""
+    if instruct.template(cfg.prompt_template).get("chat_template", False):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"prompt_template 'chat': the tokenizer of {cfg.model} has no chat template")
+        return [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
+                                              add_generation_prompt=True) for r in records], True
+    return [instruct.format_prompt(cfg.prompt_template, r["instruction"], None) for r in records], False
+
+
 def generate_outputs(model, tokenizer, records: list[dict], generator: str, cfg) -> list[dict]:
     """The model's answer to each instruction, prompted with the template it was finetuned with."""
-    prompts = [instruct.format_prompt(cfg.prompt_template, r["instruction"], None) for r in records]
+    prompts, chat = render_prompts(tokenizer, records, cfg)
     budget = cfg.alpaca_eval_max_new_tokens or spec()["max_new_tokens"]
-    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=budget,
-                               batch_size=cfg.alpaca_eval_batch_size, stop="\n### ")
+    # a chat template writes BOS itself; EOS ends an answer, and "\n### " a template's next turn
+    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=cfg.alpaca_eval_batch_size,
+                               stop="\n### ", add_special_tokens=not chat)
     return [{"instruction": r["instruction"], "output": out, "generator": generator,
              "dataset": r.get("dataset", "")} for r, out in zip(records, outputs)]
 
@@ -69,6 +81,10 @@ def read_outputs(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
 
 def judgements_path(run_dir: str | Path) -> Path:
     return layout.alpaca_eval_judgements(run_dir)
+
+
+def write_annotations(run_dir: str | Path, annotations: list[dict]) -> Path:
+    return io.write_json(layout.alpaca_eval_annotations(run_dir), annotations)
 
 
 def win_rate_rows(identity: dict, scores: dict, cfg) -> list[dict]:

@@ -258,6 +258,16 @@ def _result(entry: dict, item: dict) -> dict:
     return {"choice": entry["choice"], "raw": entry["raw"], "preference": preference(item, entry["choice"])}
 
 
+def annotations(judgements: list[dict], generator: str, reference_generator: str, annotator: str,
+                judge_id: str) -> list[dict]:
+    """The judgements in alpaca_eval's annotation format (output_1 the reference, output_2 the model), which
+    its own functions read: get_winrate, and get_length_controlled_winrate where the hub is reachable."""
+    return [{"instruction": j["instruction"], "output_1": j["reference"], "generator_1": reference_generator,
+             "output_2": j["output"], "generator_2": generator, "annotator": annotator, "judge": judge_id,
+             "preference": j["preference"], "raw_completion": j["raw"], "model_shown_first": j["model_first"]}
+            for j in judgements]
+
+
 # ---------------------------------------------------------------- metrics
 
 def win_rates(judgements: list[dict], outputs: list[dict]) -> dict:

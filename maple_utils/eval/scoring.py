@@ -67,8 +67,9 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 8,
-             stop: str = "\n\n") -> list[str]:
-    """Greedy completions, cut at the first `stop`. Left padding, so every prompt ends where decoding starts."""
+             stop: str = "\n\n", add_special_tokens: bool = True) -> list[str]:
+    """Greedy completions, cut at the first `stop`. Left padding, so every prompt ends where decoding starts.
+    add_special_tokens=False for prompts that carry their own BOS (a chat template writes it)."""
     import torch
 
     outputs: list[str | None] = [None] * len(prompts)
@@ -80,7 +81,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True)  # BOS as the model expects
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                                add_special_tokens=add_special_tokens)  # BOS as the model expects
                 out = model.generate(**{k: v.to(device) for k, v in enc.items()}, max_new_tokens=max_new_tokens,
                                      do_sample=False, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=tokenizer.eos_token_id)
