@@ -123,8 +123,22 @@ def test_a_failing_run_is_isolated_and_kept(tmp_path):
     assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
                                                                        if m["stage"] == "03_evaluate" and m["status"] == "done"}
     assert not layout.completion_marker(tmp_path / "out" / "runs" / failed[0]["key"], "02_train").exists()
+    # status names the failure, its cell and its notebook; retry runs only the jobs that did not complete
+    status = run_cli("status", str(grid_file), "--out", str(tmp_path / "out"))
+    assert status.returncode == 0
+    assert f"02_train:{failed[0]['key']}  failed (attempt 1)" in status.stdout and str(kept) in status.stdout
+    assert "retry" in proc.stdout  # the last lines say what to run next
+    before = len(runner.read_manifest(tmp_path / "out"))
+    again = run_cli("retry", str(grid_file), "--out", str(tmp_path / "out"))
+    assert again.returncode == 1
+    started = [m["job"] for m in runner.read_manifest(tmp_path / "out")[before:] if m["status"] == "running"]
+    assert started == [failed[0]["job"]]  # the failed job again; the report stays, since no row changed
+    assert "failed (attempt 2)" in run_cli("status", str(grid_file), "--out", str(tmp_path / "out")).stdout
 
 
-def test_manifest_counts_attempts_and_tolerates_a_cut_line(tmp_path):
+def test_manifest_tolerates_a_cut_line_and_never_appends_onto_it(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"job": "02_train:a", "status": "failed"}\n{"job": "02_tr')
     assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"}]
+    runner.append_manifest(tmp_path, {"job": "02_train:a", "status": "done"})  # as after a full disk or a kill
+    assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"},
+                                              {"job": "02_train:a", "status": "done"}]

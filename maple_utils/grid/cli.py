@@ -1,6 +1,8 @@
 """The grid's command line.
 
-    python -m maple_utils.grid run params/smoke.yaml --out runs/smoke [--dry-run]
+    python -m maple_utils.grid run GRID --out DIR [--workers N] [--timeout S] [--dry-run]
+    python -m maple_utils.grid status GRID --out DIR
+    python -m maple_utils.grid retry GRID --out DIR [--workers N]
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from maple_utils import layout
 from maple_utils.config import ConfigError
 from maple_utils.grid.planner import Plan, plan_grid
+from maple_utils.grid.runner import RETRYABLE
 
 UNIT_TITLES = {"dataset": "prepared data set", "adapter": "adapter", "evaluated_model": "evaluated model (adapter or base)",
                "grid": "grid"}
@@ -37,9 +40,40 @@ def describe(plan: Plan) -> list[str]:
     return lines
 
 
+def job_states(plan: Plan) -> dict[str, dict]:
+    """Each job's state from the manifest: its latest entry, or pending when it never ran."""
+    from maple_utils.grid.runner import latest, read_manifest
+
+    entries = latest(read_manifest(plan.out))
+    return {j.id: entries.get(j.id, {"status": "pending"}) for j in plan.jobs}
+
+
+def status_lines(plan: Plan) -> list[str]:
+    """A table of job counts per stage and status, then every job that did not complete with its notebook."""
+    import pandas as pd
+
+    from maple_utils import stages
+
+    states = job_states(plan)
+    frame = pd.DataFrame([{"stage": j.stage.name, "status": states[j.id]["status"]} for j in plan.jobs])
+    table = frame.pivot_table(index="stage", columns="status", aggfunc="size", fill_value=0)
+    table = table.reindex([s.name for s in stages.all_stages() if s.name in table.index])
+    lines = [f"grid {plan.grid.name} in {plan.out}", "", table.to_markdown()]
+    bad = [(j, states[j.id]) for j in plan.jobs if states[j.id]["status"] in RETRYABLE + ("running",)]
+    if bad:
+        lines += ["", "not complete:"]
+        for job, state in bad:
+            lines.append(f"  {job.id}  {state['status']}" + (f" (attempt {state['attempt']})" if "attempt" in state else "")
+                         + (f": {state['error']}" if state.get("error") else ""))
+            if state.get("notebook"):
+                lines.append(f"      {state['notebook']}")
+    return lines
+
+
 def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, workers: int = 1,
-        echo=print) -> int:
-    """Run (or list) every job of a grid; returns the number of jobs that did not complete."""
+        retry: bool = False, echo=print) -> int:
+    """Run (or list) every job of a grid, or with retry only the jobs that did not complete; returns the
+    number of jobs that did not complete."""
     plan = plan_grid(grid_path, out)
     if dry_run:
         for line in describe(plan):
@@ -47,29 +81,46 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
         return 0
     from maple_utils.grid.runner import run_plan
 
-    status = run_plan(plan, timeout=timeout, echo=echo, workers=workers)
-    failed = [j for j, s in status.items() if s not in ("done", "skipped")]
+    only = None
+    if retry:
+        states = job_states(plan)
+        only = {j.id for j in plan.jobs if states[j.id]["status"] in RETRYABLE or j.stage.unit == "grid"}
+    status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only)
+    failed = [j for j, s in status.items() if s not in ("done", "skipped", "not retried")]
     echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {plan.out / layout.REPORT_DIR}/analysis.html")
     if failed:
-        echo(f"{len(failed)} job(s) did not complete (see {plan.out / layout.MANIFEST}): {', '.join(failed)}")
+        echo(f"{len(failed)} job(s) did not complete: {', '.join(failed)}")
+        echo(f"see: python -m maple_utils.grid status {grid_path} --out {out}")
+        echo(f"then: python -m maple_utils.grid retry {grid_path} --out {out}")
     return len(failed)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maple_utils.grid", description="Plan and run a MAPLE grid.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="expand a grid and execute its notebooks")
-    run_p.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
-    run_p.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
-    run_p.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
-    run_p.add_argument("--timeout", type=int, default=None, help="seconds a notebook cell may run")
-    run_p.add_argument("--workers", type=int, default=1, help="notebooks run at once (CPU: up to the cores)")
+    for name, text in (("run", "expand a grid and execute every job that is not complete"),
+                       ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
+                       ("status", "a table of jobs per stage and status, and the notebooks of failed jobs")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
+        cmd.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
+        if name != "status":
+            cmd.add_argument("--timeout", type=int, default=None,
+                             help="seconds a notebook cell may run (default: the stage registry's time_min)")
+            cmd.add_argument("--workers", type=int, default=1, help="notebooks run at once (CPU: up to the cores)")
+        if name == "run":
+            cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     try:
+        if args.command == "status":
+            for line in status_lines(plan_grid(args.grid, args.out)):
+                print(line)
+            return 0
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-        failed = run(args.grid, args.out, dry_run=args.dry_run, timeout=args.timeout, workers=args.workers)
+        failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
+                     workers=args.workers, retry=args.command == "retry")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,10 +23,23 @@ from maple_utils.grid.planner import Job, Plan, check_notebooks
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
 
+FINAL = ("done", "failed", "crashed", "timed_out", "blocked", "gave_up")
+RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up")
+
+
 def append_manifest(out: Path, entry: dict) -> None:
-    """One JSON line per attempt; a line is written whole or (after a crash mid-write) ignored by readers."""
-    with open(out / layout.MANIFEST, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
+    """One JSON line per event (a job started, a job ended), written by the runner's one thread. A line cut
+    short by a kill or a full disk is ended before the next one, so it never swallows a later entry."""
+    path = Path(out) / layout.MANIFEST
+    with open(path, "ab") as f:
+        if f.tell():
+            with open(path, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write((json.dumps(entry, default=str) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_manifest(out: Path) -> list[dict]:
@@ -42,6 +55,14 @@ def read_manifest(out: Path) -> list[dict]:
     return entries
 
 
+def latest(entries: list[dict]) -> dict[str, dict]:
+    """Each job's latest manifest entry."""
+    out: dict[str, dict] = {}
+    for e in entries:
+        out[e.get("job")] = e
+    return out
+
+
 def kernel_environment() -> None:
     """Kernels run this checkout's code, with relative paths meaning what they meant to the planner."""
     os.environ["MAPLE_ROOT"] = str(project_root())
@@ -51,8 +72,10 @@ def kernel_environment() -> None:
 
 
 def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -> dict:
-    """Run one notebook with papermill; returns the manifest entry (status done, failed or crashed)."""
+    """Run one notebook with papermill; returns the manifest entry: done, failed (a cell raised: its index,
+    exception name and value), timed_out (a cell ran past `timeout` seconds) or crashed (the kernel died)."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
 
@@ -70,9 +93,12 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -
                                    kernel_name="python3", cwd=str(notebooks_dir()), progress_bar=False,
                                    execution_timeout=timeout, config=kernel_config)
     except PapermillExecutionError as err:
-        entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index)
-    except Exception as err:  # dead kernel (OOM, segfault), timeout, kernel start failure
-        entry.update(status="crashed", error=f"{type(err).__name__}: {err}")
+        entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index, exception=err.ename)
+    except CellTimeoutError as err:
+        entry.update(status="timed_out", error=f"a cell ran past {timeout} s: {str(err).splitlines()[0][:200]}",
+                     exception="CellTimeoutError")
+    except Exception as err:  # dead kernel (OOM, segfault, kill), kernel start failure
+        entry.update(status="crashed", error=f"{type(err).__name__}: {err}", exception=type(err).__name__)
     else:
         entry["status"] = "done"
     finally:
@@ -92,16 +118,28 @@ def prepare_out(plan: Plan) -> None:
         io.write_json(job.folder / layout.CONFIG, cfg.model_dump())
 
 
-def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1) -> dict[str, str]:
+def stage_timeout(job: Job, override: int | None) -> int | None:
+    """Seconds a cell of this job may run: --timeout, else the stage registry's time_min."""
+    if override:
+        return override
+    minutes = job.stage.resources.get("time_min")
+    return int(minutes * 60) if minutes else None
+
+
+def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1, max_attempts: int = 3,
+             only: set[str] | None = None) -> dict[str, str]:
     """Execute every job that is not complete, up to `workers` notebooks at a time, each as soon as the jobs
-    it needs are complete (the once-per-grid analysis after every other job); returns each job's status
-    (done, skipped, failed, crashed, blocked)."""
+    it needs are complete (the once-per-grid analysis after every other job). A job that did not complete
+    in `max_attempts` attempts is left alone (gave_up) until `retry`; `only` restricts the run to those job
+    ids (what `retry` passes). Returns each job's status (done, skipped, failed, crashed, timed_out,
+    blocked, gave_up)."""
     check_notebooks(plan)
     if any(c.data_source == "hub" for c in plan.adapters + plan.bases) and not sources.hub_available():
         raise ConfigError(f"{plan.grid_path}: data_source 'hub' needs the `datasets` package: {sources.HUB_INSTALL_HINT}")
     prepare_out(plan)
     kernel_environment()
-    attempts = Counter(e.get("job") for e in read_manifest(plan.out) if e.get("status") != "blocked")
+    history = read_manifest(plan.out)
+    attempts = Counter(e.get("job") for e in history if e.get("status") == "running")
     status: dict[str, str] = {}
     tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
     pending = list(plan.jobs)
@@ -142,8 +180,16 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     tokens[job.id] = job.completion()["token"]
                     report(job, "already complete")
                     continue
+                if (only is not None and job.id not in only) or (only is None and attempts[job.id] >= max_attempts):
+                    status[job.id] = "gave_up" if only is None else "not retried"
+                    report(job, f"not run ({attempts[job.id]} attempts failed; `retry` runs it again)"
+                           if only is None else "left as it is")
+                    continue
                 attempts[job.id] += 1
-                running[pool.submit(execute, job, plan.out, attempts[job.id], timeout)] = job
+                append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "running",
+                                           "attempt": attempts[job.id], "started": time.time(),
+                                           "notebook": str(layout.executed_notebook(job.folder, job.stage.name))})
+                running[pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout))] = job
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
