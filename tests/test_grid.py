@@ -142,3 +142,42 @@ def test_manifest_tolerates_a_cut_line_and_never_appends_onto_it(tmp_path):
     runner.append_manifest(tmp_path, {"job": "02_train:a", "status": "done"})  # as after a full disk or a kill
     assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"},
                                               {"job": "02_train:a", "status": "done"}]
+
+
+def _local_grid(tmp_path, root):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "preflight",
+        "fixed": {"max_steps": 1, "tasks": ["xcopa"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
+                  "max_train_examples": 8, "data_source": "local", "data_root": str(root)},
+        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4], "quant": [16]},
+        "evaluate_base_models": False}))
+    return grid_file
+
+
+def test_preflight_names_a_damaged_data_file_before_anything_runs(tmp_path, shared_data):
+    import shutil
+
+    root = tmp_path / "data"
+    for part in ("alpaca/alpaca_5000.json", "xcopa/copa_en/val-en.jsonl", "xcopa/copa_en/train-en.jsonl",
+                 "alpaca_eval/results/text_davinci_003/model_outputs.json"):
+        (root / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / part, root / part)
+    damaged = root / "xcopa/copa_en/val-en.jsonl"
+    lines = damaged.read_text(encoding="utf-8").splitlines(keepends=True)
+    damaged.write_text("".join(lines[:4] + ['{"premise": "cut short by a full disk\n'] + lines[5:]), encoding="utf-8")
+    proc = run_cli("run", str(_local_grid(tmp_path, root)), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"preflight: {damaged}: line 5: not valid JSON" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written
+    (root / "alpaca/alpaca_5000.json").unlink()
+    proc = run_cli("run", str(_local_grid(tmp_path, root)), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "1 local data file(s) missing" in proc.stderr and "alpaca_5000.json" in proc.stderr
+
+
+def test_an_output_folder_that_takes_no_writes_stops_the_grid_at_once(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = run_cli("run", str(SMOKE), "--out", str(blocker / "out"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"output folder {blocker / 'out'} is not writable" in proc.stderr

@@ -133,9 +133,13 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     in `max_attempts` attempts is left alone (gave_up) until `retry`; `only` restricts the run to those job
     ids (what `retry` passes). Returns each job's status (done, skipped, failed, crashed, timed_out,
     blocked, gave_up)."""
+    from maple_utils.grid import preflight
+
     check_notebooks(plan)
     if any(c.data_source == "hub" for c in plan.adapters + plan.bases) and not sources.hub_available():
         raise ConfigError(f"{plan.grid_path}: data_source 'hub' needs the `datasets` package: {sources.HUB_INSTALL_HINT}")
+    preflight.check_data(plan.adapters, plan.adapters + plan.bases)
+    preflight.check_writable(plan.out)
     prepare_out(plan)
     kernel_environment()
     history = read_manifest(plan.out)

@@ -1,0 +1,68 @@
+"""Checks before any job of a grid runs: the output folder takes writes, and every local data file the
+grid will read is there and parses (a damaged file is named with its row). A failure here costs seconds,
+not a night of training followed by an evaluation that cannot read its data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from maple_utils import registry
+from maple_utils.config import ConfigError, RunConfig, known_datasets
+from maple_utils.data import formats, sources
+from maple_utils.io import DataFileError
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".preflight-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"output folder {out} is not writable ({err.strerror or err}); "
+                          "choose another --out") from None
+
+
+def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[Path, str]:
+    """Every local release file the grid's jobs will read, with its format."""
+    from maple_utils.eval.evaluate import k_for, task_languages
+    from maple_utils.eval.tasks import load_task
+
+    files: dict[Path, str] = {}
+    for cfg in adapters:
+        if cfg.data_source == "local":
+            entry = known_datasets()[cfg.dataset]
+            for code in cfg.train_languages or entry["languages"]:
+                path = sources.local_path(cfg.dataset, entry, cfg.data_root, "train", config=code, lang=code)
+                files[path] = entry["local"]["format"]
+    for cfg in evaluated:
+        if cfg.data_source != "local":
+            continue
+        for task, code in task_languages(cfg)[0]:
+            spec = load_task(task)
+            config = spec.config_for(code)
+            eval_split, fewshot_split = spec.splits_for(config)
+            splits = [eval_split] + ([fewshot_split] if k_for(cfg, spec) and fewshot_split != eval_split else [])
+            for split in splits:
+                files[sources.local_path(task, spec.entry, cfg.data_root, split, config=config, code=code)] = spec.local["format"]
+        entry = registry.read("tasks")["alpaca_eval"]
+        files[sources.local_path("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")] = \
+            entry["local"]["format"]
+    return files
+
+
+def check_data(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
+    """Read every local file once; the first missing or damaged one stops the grid, named. Returns the count."""
+    try:
+        files = local_files(adapters, evaluated)
+    except sources.MissingDataError as err:
+        raise ConfigError(f"preflight: {err}") from None
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise ConfigError(f"preflight: {len(missing)} local data file(s) missing, e.g. {missing[0]}")
+    for path, fmt in files.items():
+        try:
+            formats.read(path, fmt)
+        except DataFileError as err:
+            raise ConfigError(f"preflight: {err}") from None
+    return len(files)
