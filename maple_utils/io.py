@@ -53,6 +53,36 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     return write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
+def append_jsonl(path: str | Path, entry: dict) -> None:
+    """Append one JSON line and sync it to disk. A last line cut short by a kill or a full disk is ended
+    first, so it never swallows the new entry (readers skip the cut line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_appended(path: str | Path) -> list[dict]:
+    """The entries of an append-only JSONL log (a manifest, a judgement cache); a line cut short by a kill
+    is skipped, so the work it recorded is simply done again."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
 def read_text(path: str | Path) -> str:
     """A UTF-8 text file, or a DataFileError naming the file and the byte offset that is not UTF-8."""
     path = Path(path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from maple_utils import config, io, layout, results, stages
+from maple_utils import config, io, layout, registry, results, stages
 from maple_utils.config import ConfigError, RunConfig
 from maple_utils.paths import resolve
 
@@ -142,8 +142,6 @@ def prepare_data(run: StageRun) -> tuple[list[dict], list[dict]]:
     stats = instruct.language_stats(records)
     io.write_jsonl(run.folder / layout.PREPARED_DATA, records)
     io.write_json(run.folder / layout.DATA_STATS, stats)
-    from maple_utils import registry
-
     entry_hash = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
     identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
     rows = [results.make_row(identity, task="data", language=s["language"], metric="examples",

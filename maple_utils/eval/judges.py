@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import random
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from maple_utils import io
 from maple_utils.eval import metrics
 
 ANNOTATORS = ("chatgpt",)  # alpaca_eval annotator configs whose prompt and regex parser we use
@@ -118,24 +118,11 @@ class Cache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.entries: dict[str, dict] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill: that item is asked again
-                self.entries[entry["key"]] = entry
+        self.entries = {e["key"]: e for e in io.read_appended(self.path)}  # a cut line: that item is asked again
 
     def add(self, entry: dict) -> None:
         with self.lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "ab") as f:
-                if f.tell() and not self.path.read_bytes().endswith(b"\n"):
-                    f.write(b"\n")  # after a cut line, start afresh
-                f.write((json.dumps(entry, ensure_ascii=False) + "\n").encode())
-                f.flush()
-                os.fsync(f.fileno())
+            io.append_jsonl(self.path, entry)
             self.entries[entry["key"]] = entry
 
 

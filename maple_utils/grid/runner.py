@@ -7,7 +7,6 @@ this checkout and resolve relative paths from its root (PYTHONPATH and MAPLE_ROO
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,29 +29,11 @@ RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up")
 def append_manifest(out: Path, entry: dict) -> None:
     """One JSON line per event (a job started, a job ended), written by the runner's one thread. A line cut
     short by a kill or a full disk is ended before the next one, so it never swallows a later entry."""
-    path = Path(out) / layout.MANIFEST
-    with open(path, "ab") as f:
-        if f.tell():
-            with open(path, "rb") as tail:
-                tail.seek(-1, os.SEEK_END)
-                if tail.read(1) != b"\n":
-                    f.write(b"\n")
-        f.write((json.dumps(entry, default=str) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
+    io.append_jsonl(Path(out) / layout.MANIFEST, entry)
 
 
 def read_manifest(out: Path) -> list[dict]:
-    path = Path(out) / layout.MANIFEST
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-    return entries
+    return io.read_appended(Path(out) / layout.MANIFEST)
 
 
 def latest(entries: list[dict]) -> dict[str, dict]:
