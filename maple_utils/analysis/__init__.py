@@ -1,1 +1,1 @@
-"""Stage 05_analysis: tables, figures and the report from the tidy result rows."""
+"""Stage 06_analysis: tables, figures and the report from the tidy result rows."""
