@@ -1,0 +1,87 @@
+"""A grid whose jobs fail in the three ways a long grid meets: a cell raises, the kernel is killed, a cell
+hangs. Run on a copy of the repo whose stage registry holds one probe stage, so the failures are real
+kernels failing, not simulated ones."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+PROBE = """
+import os, signal, time
+if quant == 4 and model == "tiny-llama":
+    raise ValueError("a cell that raises")
+if quant == 8 and model == "tiny-llama":
+    os.kill(os.getpid(), signal.SIGKILL)  # the kernel dies, as under the OOM killer
+if quant == 16 and model == "tiny-llama":
+    time.sleep(120)  # hangs past its timeout
+print("probe ok", model, quant)
+"""
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failures") / "maple"
+    for part in ("maple_utils", "notebooks", "params", "scripts"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root)
+    (root / "maple_utils" / "registry" / "stages.yaml").write_text(yaml.safe_dump({"stages": [
+        {"name": "07_probe", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
+         "needs": [], "registry": [], "resources": {"time_min": 1}}]}))
+    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Probe"]},
+                          {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
+                           "execution_count": None, "source": []},
+                          {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
+                           "source": PROBE.strip().splitlines(keepends=True)}],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (root / "notebooks" / "07_probe.ipynb").write_text(json.dumps(notebook))
+    subprocess.run([sys.executable, "scripts/write_notebook_parameters.py"], cwd=root, check=True, capture_output=True)
+    (root / "grid.yaml").write_text(yaml.safe_dump({
+        "name": "failures", "axes": {"model": ["tiny-llama", "tiny-mistral"], "quant": [4, 8, 16]},
+        "fixed": {"dataset": "alpaca", "rank": 4}, "evaluate_base_models": False}))
+    return root
+
+
+def _grid(copy, *args):
+    return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args, "grid.yaml", "--out", "out"], cwd=copy,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _manifest(copy):
+    return [json.loads(line) for line in (copy / "out" / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_a_raise_a_kill_and_a_hang_are_recorded_and_only_they_are_retried(copy):
+    run = _grid(copy, "run", "--workers", "2", "--timeout", "8")
+    assert run.returncode == 1, run.stdout + run.stderr
+    final = {e["key"].split("_")[0] + "_q" + e["key"].split("_q")[1].split("-")[0]: e
+             for e in _manifest(copy) if e["status"] != "running"}
+    assert final["tiny-llama_q4"]["status"] == "failed" and final["tiny-llama_q4"]["exception"] == "ValueError"
+    # the index in the executed notebook the user opens (papermill adds its injected-parameters cell)
+    assert final["tiny-llama_q4"]["cell"] == 3 and "a cell that raises" in final["tiny-llama_q4"]["error"]
+    assert final["tiny-llama_q8"]["status"] == "crashed" and final["tiny-llama_q8"]["exception"] == "DeadKernelError"
+    assert final["tiny-llama_q16"]["status"] == "timed_out" and "8 s" in final["tiny-llama_q16"]["error"]
+    assert all(final[f"tiny-mistral_q{q}"]["status"] == "done" for q in (4, 8, 16))  # every other job completes
+    for entry in final.values():
+        assert (copy / "out" / "runs" / entry["key"] / "07_probe.ipynb").exists()  # kept, failures included
+    assert "then: python -m maple_utils.grid retry" in run.stdout
+
+    status = _grid(copy, "status")
+    assert status.returncode == 0
+    for word in ("failed (attempt 1)", "crashed (attempt 1)", "timed_out (attempt 1)", "07_probe.ipynb"):
+        assert word in status.stdout, status.stdout
+    assert "07_probe" in status.stdout.split("not complete:")[0]  # the table per stage
+
+    before = len(_manifest(copy))
+    retry = _grid(copy, "retry", "--workers", "2", "--timeout", "8")
+    assert retry.returncode == 1
+    started = sorted(e["key"].rsplit("-", 1)[0] for e in _manifest(copy)[before:] if e["status"] == "running")
+    assert started == ["tiny-llama_alpaca_r4_q16", "tiny-llama_alpaca_r4_q4", "tiny-llama_alpaca_r4_q8"]
