@@ -49,8 +49,17 @@ class StageRun:
     def record(self, **facts) -> Path:
         """This stage's section of the run record: the config fields it read, provenance, facts."""
         used = self.cfg.subset(self.stage.fields) if self.cfg is not None else {}
-        identity = {"run_id": self.run_id, **(self.cfg.subset(("model", "dataset", "rank", "quant")) if self.cfg else {})}
+        identity = {k: v for k, v in self.identity().items() if k != "stage"} if self.cfg else {"run_id": self.run_id}
         return results.write_stage_record(self.folder, self.stage.name, used, identity=identity, **facts)
+
+
+def job_folder(unit: str, key: str, out_dir: Path) -> Path:
+    """Where a job of a stage of this unit writes, by its key (data id, run id or grid name)."""
+    if unit == "dataset":
+        return layout.data_dir(out_dir) / key
+    if unit == "grid":
+        return out_dir
+    return layout.runs_dir(out_dir) / key
 
 
 def _parameters(stage: stages.Stage, namespace: dict) -> dict:
@@ -81,14 +90,15 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     own = {f: params[f] for f in stage.fields}
     out_dir = resolve(params["out_dir"]).resolve()
     if stage.unit == "grid":
-        return StageRun(stage, None, out_dir, out_dir, out_dir.name)
+        return StageRun(stage, None, out_dir, job_folder(stage.unit, out_dir.name, out_dir), out_dir.name)
     if stage.unit == "dataset":
         cfg = config.validate_run(own, where)
-        return StageRun(stage, cfg, out_dir, layout.data_dir(out_dir) / config.data_id(cfg), config.data_id(cfg))
+        key = config.data_id(cfg)
+        return StageRun(stage, cfg, out_dir, job_folder(stage.unit, key, out_dir), key)
     run_dir = params.get("run_dir", "")
     if stage.unit == "adapter":
         cfg = config.validate_run(own, where)
-        folder = _folder(run_dir) if run_dir else layout.runs_dir(out_dir) / config.run_id(cfg)
+        folder = _folder(run_dir) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
         stored = _stored_config(folder)
         if stored is not None and stored.subset(stage.fields) != cfg.subset(stage.fields):
             diff = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.fields if getattr(stored, f) != getattr(cfg, f)}
@@ -109,7 +119,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
             cfg = config.validate_run({**stored.model_dump(), **own}, where)
         else:
             cfg = config.validate_run({**own, "dataset": None, "rank": None}, where)
-            folder = layout.runs_dir(out_dir) / config.run_id(cfg)
+            folder = job_folder(stage.unit, config.run_id(cfg), out_dir)
             stored = _stored_config(folder)
     if stored is None:
         io.write_json(folder / layout.CONFIG, cfg.model_dump())
@@ -126,7 +136,7 @@ def prepared_data(run: StageRun) -> list[dict]:
     """The prepared instruction set of the run's dataset, made once per grid and reused by every run."""
     from maple_utils.data import instruct
 
-    path = layout.data_dir(run.out_dir) / config.data_id(run.cfg) / layout.PREPARED_DATA
+    path = job_folder("dataset", config.data_id(run.cfg), run.out_dir) / layout.PREPARED_DATA
     if path.exists():
         return io.read_jsonl(path)
     records, _ = instruct.prepare(run.cfg)

@@ -13,8 +13,25 @@ from maple_utils import registry
 from maple_utils.config import fields as config_fields
 
 UNITS = ("dataset", "adapter", "evaluated_model", "grid")
-REGISTRY_DEPENDENCIES = ("models", "datasets", "templates", "train_languages", "tasks", "eval_languages",
-                         "alpaca_eval")
+
+
+def _language_rows(codes) -> dict:
+    rows = {r["code"]: r for r in registry.read("languages")["languages"]}
+    return {c: rows[c] for c in codes}
+
+
+# What each kind of registry dependency (`registry:` in stages.yaml) means for a job's config: the entries
+# whose hashes enter its fingerprint. A grid-wide job (cfg None) depends on every task.
+REGISTRY_DEPENDENCIES = {
+    "models": lambda cfg: config_fields.known_models().get(cfg.model, {"model": cfg.model}),
+    "datasets": lambda cfg: config_fields.known_datasets()[cfg.dataset],
+    "templates": lambda cfg: registry.read("templates")["templates"][cfg.prompt_template],
+    "train_languages": lambda cfg: _language_rows(cfg.train_languages
+                                                  or config_fields.known_datasets()[cfg.dataset]["languages"]),
+    "tasks": lambda cfg: {t: config_fields.known_tasks()[t] for t in (cfg.tasks if cfg else config_fields.known_tasks())},
+    "eval_languages": lambda cfg: _language_rows(cfg.languages),
+    "alpaca_eval": lambda cfg: registry.read("tasks")["alpaca_eval"],
+}
 # Path parameters the grid decides for a job, with their annotation and description (the notebook comment).
 PATH_PARAMETERS = {
     "out_dir": ("str", "grid output folder, relative to the project root"),
@@ -44,6 +61,10 @@ class Stage:
     @property
     def parameters(self) -> list[str]:
         return self.fields + list(self.paths)
+
+    def registry_hashes(self, cfg) -> dict[str, str]:
+        """Hashes of the registry entries a job of this stage reads, by dependency kind."""
+        return {kind: registry.entry_hash(REGISTRY_DEPENDENCIES[kind](cfg)) for kind in self.registry}
 
 
 def _check(entry: dict, known: list[str]) -> None:

@@ -68,8 +68,22 @@ def local_path(name: str, entry: dict, root: str | None, split: str, **keys) -> 
     return resolve(root or ".") / template.format(split=split, **keys)
 
 
+def local_file(name: str, entry: dict, root: str | None, split: str, **keys) -> Path:
+    """The local release file, or a MissingDataError naming what was expected where."""
+    path = local_path(name, entry, root, split, **keys)
+    if not path.is_file():
+        raise MissingDataError(f"{name}, {keys.get('config')}: missing local file {path}")
+    return path
+
+
 def hub_available() -> bool:
     return importlib.util.find_spec("datasets") is not None
+
+
+def require_hub() -> None:
+    if not hub_available():
+        raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT} "
+                               "(or use data_source 'local' with release files under data_root)")
 
 
 def hub_arguments(entry: dict, split: str, **keys) -> dict:
@@ -80,6 +94,7 @@ def hub_arguments(entry: dict, split: str, **keys) -> dict:
     return args
 
 
+@functools.lru_cache(maxsize=None)  # one question per dataset and process, not one per split and language
 def _hub_revision(path: str) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE"):
         return None
@@ -103,14 +118,10 @@ def load(name: str, entry: dict, source: str, root: str | None, split: str, conf
             raise MissingDataError(f"{name}: no embedded sample for {config!r}, split {split!r} ({path})")
         return formats.read(path, "jsonl"), Origin("embedded", str(path), file_revision(path))
     if source == "local":
-        path = local_path(name, entry, root, split, **keys)
-        if not path.is_file():
-            raise MissingDataError(f"{name}, {config}: missing local file {path}")
+        path = local_file(name, entry, root, split, **keys)
         return formats.read(path, entry["local"]["format"]), Origin("local", str(path), file_revision(path))
     if source == "hub":
-        if not hub_available():
-            raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT} "
-                                   "(or use data_source 'local' with release files under data_root)")
+        require_hub()
         import datasets
 
         args = hub_arguments(entry, split, **keys)
@@ -125,12 +136,8 @@ def check_available(name: str, entry: dict, source: str, root: str | None, split
     """Where the data will be read from, or a MissingDataError naming it, without reading it."""
     keys = {"config": config, **keys}
     if source == "local":
-        path = local_path(name, entry, root, split, **keys)
-        if not path.is_file():
-            raise MissingDataError(f"{name}, {config}: missing local file {path}")
-        return str(path)
+        return str(local_file(name, entry, root, split, **keys))
     if source == "hub":
-        if not hub_available():
-            raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT}")
+        require_hub()
         return hub_arguments(entry, split, **keys)["path"]
     return "embedded"

@@ -190,17 +190,17 @@ class LocalJudge:
         self.id = f"local:{model_name}"
 
     def judge_all(self, annotator: Annotator, todo: list[dict], record) -> None:
+        """Every pair scored in one batched call (sorted by length inside), then recorded one by one."""
         from maple_utils.eval import scoring
 
-        for item in todo:
-            def ask(messages: list[dict]) -> str:
-                context = "\n\n".join(m["content"] for m in messages) + "\n"
-                (la, _), (lb, _) = scoring.loglikelihood(self.model, self.tokenizer, [(context, "Output (a)"),
-                                                                                      (context, "Output (b)")],
-                                                         batch_size=self.batch_size)
-                return f"Output ({'a' if la >= lb else 'b'}) [log p(a) {la:.4f}, log p(b) {lb:.4f}]"
-
-            record(item, ask)
+        contexts = ["\n\n".join(m["content"] for m in annotator.messages(i["instruction"], *shown(i))) + "\n"
+                    for i in todo]
+        requests = [(c, label) for c in contexts for label in ("Output (a)", "Output (b)")]
+        lls = scoring.loglikelihood(self.model, self.tokenizer, requests, batch_size=self.batch_size)
+        for n, item in enumerate(todo):
+            (la, _), (lb, _) = lls[2 * n], lls[2 * n + 1]
+            answer = f"Output ({'a' if la >= lb else 'b'}) [log p(a) {la:.4f}, log p(b) {lb:.4f}]"
+            record(item, lambda messages, answer=answer: answer)  # deterministic: asking again gives the same
 
 
 def make_judge(cfg):
@@ -214,15 +214,10 @@ def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: 
     """A judgement per item (from the cache, or asked now and cached); an answer that cannot be parsed is
     asked again once and then recorded as unparsed, never scored."""
     cache = Cache(cache_path)
-    todo, done = [], []
-    for item in items(outputs, references, both_orders):
+    pairs = items(outputs, references, both_orders)
+    for item in pairs:
         item["key"] = cache_key(judge.id, annotator.name, item)
-        if item["output"] == item["reference"]:
-            done.append({**item, "choice": None, "preference": 1.5, "raw": "(identical outputs: a tie)"})
-        elif item["key"] in cache.entries:
-            done.append({**item, **_result(cache.entries[item["key"]], item)})
-        else:
-            todo.append(item)
+    todo = [i for i in pairs if i["output"] != i["reference"] and i["key"] not in cache.entries]
 
     def record(item: dict, ask) -> None:
         a, b = shown(item)
@@ -237,8 +232,9 @@ def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: 
                    "attempts": attempt})
 
     judge.judge_all(annotator, todo, record)
-    done += [{**item, **_result(cache.entries[item["key"]], item)} for item in todo]
-    return done
+    return [{**item, "choice": None, "preference": 1.5, "raw": "(identical outputs: a tie)"}
+            if item["output"] == item["reference"] else {**item, **_result(cache.entries[item["key"]], item)}
+            for item in pairs]  # in the outputs' order, whatever came from the cache
 
 
 def _result(entry: dict, item: dict) -> dict:

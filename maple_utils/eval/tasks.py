@@ -49,6 +49,11 @@ class TaskSpec:
         over = self.split_overrides.get(config, {})
         return over.get("eval_split", self.eval_split), over.get("fewshot_split", self.fewshot_split)
 
+    def splits_read(self, config: str, k: int) -> list[str]:
+        """The splits an evaluation with k exemplars reads: the evaluated one, and the exemplars' if apart."""
+        eval_split, fewshot_split = self.splits_for(config)
+        return [eval_split] + ([fewshot_split] if k and fewshot_split != eval_split else [])
+
     # ---- prompts
     def render(self, doc: dict) -> str:
         """The prompt for one document, without its answer."""
@@ -108,9 +113,8 @@ def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded",
 def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int) -> list[str]:
     """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
     config = spec.config_for(code)
-    eval_split, fewshot_split = spec.splits_for(config)
-    splits = [eval_split] + ([fewshot_split] if k and fewshot_split != eval_split else [])
-    return [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code) for s in splits]
+    return [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code)
+            for s in spec.splits_read(config, k)]
 
 
 def pick_fewshot(docs: list[dict], k: int, seed: int) -> list[dict]:

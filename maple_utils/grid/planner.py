@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_utils import config, io, layout, registry, stages
+from maple_utils import config, io, layout, registry, runs, stages
 from maple_utils.config import RunConfig
 from maple_utils.paths import resolve
 
@@ -77,36 +77,6 @@ class Plan:
         return [j for j in self.jobs if j.stage.name == stage_name]
 
 
-def _language_rows(codes) -> dict:
-    rows = {r["code"]: r for r in registry.read("languages")["languages"]}
-    return {c: rows[c] for c in codes}
-
-
-def registry_dependencies(stage: stages.Stage, cfg: RunConfig | None) -> dict[str, str]:
-    """Hashes of the registry entries a job of this stage reads, by dependency kind."""
-    tasks = registry.read("tasks")
-    entries = {}
-    for kind in stage.registry:
-        if kind == "models":
-            entry = config.known_models().get(cfg.model, {"model": cfg.model})
-        elif kind == "datasets":
-            entry = config.known_datasets()[cfg.dataset]
-        elif kind == "templates":
-            entry = registry.read("templates")["templates"][cfg.prompt_template]
-        elif kind == "train_languages":
-            entry = _language_rows(cfg.train_languages or config.known_datasets()[cfg.dataset]["languages"])
-        elif kind == "tasks":
-            entry = {t: tasks["tasks"][t] for t in (cfg.tasks if cfg is not None else tasks["tasks"])}
-        elif kind == "eval_languages":
-            entry = _language_rows(cfg.languages)
-        elif kind == "alpaca_eval":
-            entry = tasks["alpaca_eval"]
-        else:
-            raise KeyError(kind)
-        entries[kind] = registry.entry_hash(entry)
-    return entries
-
-
 def _key(unit: str, cfg: RunConfig | None, grid_name: str) -> str | None:
     if unit == "dataset":
         return config.data_id(cfg) if cfg.dataset else None
@@ -134,12 +104,7 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
             if key is None or key in seen:
                 continue
             seen.add(key)
-            if stage.unit == "dataset":
-                folder = layout.data_dir(out) / key
-            elif stage.unit == "grid":
-                folder = out
-            else:
-                folder = layout.runs_dir(out) / key
+            folder = runs.job_folder(stage.unit, key, out)
             params = dict(cfg.subset(stage.fields)) if cfg is not None else {}
             params.update({"out_dir": str(out), "run_dir": str(folder)})
             params = {p: params[p] for p in stage.parameters}
@@ -148,7 +113,7 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
                 need_key = _key(stages.get(need).unit, cfg, grid.name) if cfg is not None else None
                 if need_key is not None:
                     needs.append(f"{need}:{need_key}")
-            jobs.append(Job(stage, key, folder, params, cfg, needs, registry_dependencies(stage, cfg)))
+            jobs.append(Job(stage, key, folder, params, cfg, needs, stage.registry_hashes(cfg)))
     lacking = {config.run_id(c): task_languages(c)[1] for c in adapters + bases}
     return Plan(grid, Path(grid_path), out, adapters, bases, jobs, {k: v for k, v in lacking.items() if v})
 

@@ -41,9 +41,7 @@ def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[P
         for task, code in task_languages(cfg)[0]:
             spec = load_task(task)
             config = spec.config_for(code)
-            eval_split, fewshot_split = spec.splits_for(config)
-            splits = [eval_split] + ([fewshot_split] if k_for(cfg, spec) and fewshot_split != eval_split else [])
-            for split in splits:
+            for split in spec.splits_read(config, k_for(cfg, spec)):
                 files[sources.local_path(task, spec.entry, cfg.data_root, split, config=config, code=code)] = spec.local["format"]
         entry = registry.read("tasks")["alpaca_eval"]
         files[sources.local_path("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")] = \

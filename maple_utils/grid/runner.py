@@ -22,7 +22,6 @@ from maple_utils.grid.planner import Job, Plan, check_notebooks
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
 
-FINAL = ("done", "failed", "crashed", "timed_out", "blocked", "gave_up")
 RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up")
 
 
@@ -117,8 +116,11 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     from maple_utils.grid import preflight
 
     check_notebooks(plan)
-    if any(c.data_source == "hub" for c in plan.adapters + plan.bases) and not sources.hub_available():
-        raise ConfigError(f"{plan.grid_path}: data_source 'hub' needs the `datasets` package: {sources.HUB_INSTALL_HINT}")
+    if any(c.data_source == "hub" for c in plan.adapters + plan.bases):
+        try:
+            sources.require_hub()
+        except sources.MissingDataError as err:
+            raise ConfigError(f"{plan.grid_path}: {err}") from None
     preflight.check_data(plan.adapters, plan.adapters + plan.bases)
     preflight.check_writable(plan.out)
     prepare_out(plan)
