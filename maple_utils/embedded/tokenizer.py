@@ -28,12 +28,12 @@ def corpus() -> dict[str, list[str]]:
         return yaml.safe_load(f)
 
 
-def _train(lines: list[str]):
+def _train(lines: list[str], learned_vocab: int):
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     learner = Tokenizer(models.BPE(unk_token="<unk>"))  # learns within words, each with its "▁" prefix
     learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    learner.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=LEARNED_VOCAB, min_frequency=1,
+    learner.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=learned_vocab, min_frequency=1,
                                                            special_tokens=list(SPECIALS), show_progress=False))
     learned = json.loads(learner.to_str())["model"]
     vocab = {t: i for i, t in enumerate(SPECIALS + BYTE_TOKENS)}
@@ -52,17 +52,21 @@ def _train(lines: list[str]):
     return tok
 
 
+def llama_style_tokenizer(lines: list[str], learned_vocab: int = LEARNED_VOCAB, model_max_length: int = 2048):
+    """A transformers tokenizer trained on `lines` with Llama-2's conventions (BOS prepended, byte fallback);
+    the benchmarks train one of Llama-2's vocabulary size on real text."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=_train(lines, learned_vocab), bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", add_bos_token=True, add_eos_token=False,
+                                   clean_up_tokenization_spaces=False, model_max_length=model_max_length)
+
+
 def tokenizer_dir() -> Path:
     """Folder of the embedded tokenizer, built on first use."""
 
     def build(out: Path) -> None:
-        from transformers import PreTrainedTokenizerFast
-
         text = corpus()
-        lines = [s for sentences in text.values() for s in sentences]
-        fast = PreTrainedTokenizerFast(tokenizer_object=_train(lines), bos_token="<s>", eos_token="</s>",
-                                       unk_token="<unk>", add_bos_token=True, add_eos_token=False,
-                                       clean_up_tokenization_spaces=False, model_max_length=2048)
-        fast.save_pretrained(out)
+        llama_style_tokenizer([s for sentences in text.values() for s in sentences]).save_pretrained(out)
 
     return build_atomically("tokenizer", content_hash(Path(__file__), CORPUS), build)

@@ -48,9 +48,10 @@ def generate_outputs(model, tokenizer, records: list[dict], generator: str, cfg)
     """The model's answer to each instruction, prompted with the template it was finetuned with."""
     prompts, chat = render_prompts(tokenizer, records, cfg)
     budget = cfg.alpaca_eval_max_new_tokens or spec()["max_new_tokens"]
-    # a chat template writes BOS itself; EOS ends an answer, and "\n### " a template's next turn
+    # EOS ends an answer, and "\n### " a template's next turn (a chat template's BOS is not doubled: scoring.encode)
     outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=cfg.alpaca_eval_batch_size,
-                               stop="\n### ", add_special_tokens=not chat)
+                               stop="\n### ")
+    outputs = [out.strip() for out in outputs]
     return [{"instruction": r["instruction"], "output": out, "generator": generator,
              "dataset": r.get("dataset", "")} for r, out in zip(records, outputs)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from maple_utils import io, results
 from maple_utils.eval import metrics, scoring
-from maple_utils.eval.tasks import TaskSpec, check_data, load_docs, load_task, pick_fewshot
+from maple_utils.eval.tasks import TaskSpec, check_data, load_docs, load_fewshot_pool, load_task, pick_fewshot
 
 
 def task_languages(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -55,7 +55,9 @@ def _score_loglikelihood(model, tokenizer, spec: TaskSpec, prompts: list[str], d
 
 def _score_generation(model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict], code: str,
                       batch_size: int, max_new_tokens: int):
-    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=spec.stop,
+                               batch_size=batch_size)
+    outputs = [out.strip() for out in outputs]
     items = []
     for doc, out in zip(docs, outputs):
         golds = spec.answers(doc)
@@ -64,28 +66,37 @@ def _score_generation(model, tokenizer, spec: TaskSpec, prompts: list[str], docs
     return items
 
 
+def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, root: str | None,
+                  limit: int | None = None, splits: tuple[str, str] | None = None) -> tuple[list[dict], list[str], dict]:
+    """The documents to score for one task and language, their prompts (the same k exemplars before each),
+    and the settings used. splits: (evaluated, exemplars) instead of the task's."""
+    config = spec.config_for(code)
+    eval_split, fewshot_split = splits or spec.splits_for(config)
+    docs, origin = load_docs(spec, code, eval_split, source, root)
+    origins = [origin.as_dict()]
+    if fewshot_split == eval_split:
+        # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
+        shots = pick_fewshot(docs, k, seed)
+        docs = [d for d in docs if d not in shots]
+    elif k:
+        pool, origin = load_fewshot_pool(spec, code, fewshot_split, source, root, docs)
+        origins.append(origin.as_dict())
+        shots = pick_fewshot(pool, k, seed)
+    else:
+        shots = []
+    if limit:
+        docs = docs[:limit]
+    preamble = spec.preamble(shots)
+    used = {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics,
+            "origins": origins}
+    return docs, [preamble + spec.prompt_for(d) for d in docs], used
+
+
 def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dict], dict]:
     """Per-item results and the settings used, for one task and language."""
     spec = load_task(task)
-    config = spec.config_for(code)
-    eval_split, fewshot_split = spec.splits_for(config)
-    docs, origin = load_docs(spec, code, eval_split, cfg.data_source, cfg.data_root)
-    origins = [origin.as_dict()]
-    k = k_for(cfg, spec)
-    if fewshot_split == eval_split:
-        # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
-        shots = pick_fewshot(docs, k, cfg.fewshot_seed)
-        docs = [d for d in docs if d not in shots]
-    elif k:
-        pool, origin = load_docs(spec, code, fewshot_split, cfg.data_source, cfg.data_root)
-        origins.append(origin.as_dict())
-        shots = pick_fewshot(pool, k, cfg.fewshot_seed)
-    else:
-        shots = []
-    if cfg.limit:
-        docs = docs[:cfg.limit]
-    prefix = spec.fewshot_prefix(shots)
-    prompts = [prefix + spec.render(d) for d in docs]
+    docs, prompts, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
+                                        cfg.data_root, cfg.limit)
     if spec.scoring == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
     else:
@@ -93,8 +104,7 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
         items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new)
     for i, (item, doc) in enumerate(zip(items, docs)):
         item["id"] = doc.get("id", doc.get("idx", i))
-    return items, {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics,
-                   "origins": origins}
+    return items, used
 
 
 def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True) -> tuple[list[dict], dict]:

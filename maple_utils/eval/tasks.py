@@ -29,7 +29,11 @@ class TaskSpec:
     label_field: str | None = None
     label_offset: int = 0
     answer_field: str | None = None
+    answer_prefix: str = ""
     max_new_tokens: int | None = None
+    stop: list = field(default_factory=list)
+    instruction: str | None = None
+    fewshot_source: dict = field(default_factory=dict)
     maps: dict = field(default_factory=dict)
     split_overrides: dict = field(default_factory=dict)
     hub: dict = field(default_factory=dict)
@@ -72,13 +76,20 @@ class TaskSpec:
         return value if isinstance(value, list) else [value]
 
     def target(self, doc: dict) -> str:
-        """The gold continuation, as a few-shot exemplar shows it."""
+        """The gold continuation, as a few-shot exemplar shows it (the first gold answer, as MEGAVERSE)."""
         if self.scoring == "loglikelihood":
             return self.choices[self.label(doc)]
-        return " " + self.answers(doc)[0]
+        return self.answers(doc)[0]
 
-    def fewshot_prefix(self, exemplars: list[dict]) -> str:
-        return "".join(self.render(d) + self.target(d) + "\n\n" for d in exemplars)
+    def prompt_for(self, doc: dict) -> str:
+        """What the model continues: the rendered document and, for generation, the text before an answer."""
+        return self.render(doc) + (self.answer_prefix if self.scoring == "generate" else "")
+
+    def preamble(self, exemplars: list[dict]) -> str:
+        """The text before every item: the task instruction, then the exemplars with their answers, each
+        block ended by a blank line."""
+        blocks = ([self.instruction] if self.instruction else []) + [self.prompt_for(d) + self.target(d) for d in exemplars]
+        return "".join(block + "\n\n" for block in blocks)
 
 
     @property
@@ -113,8 +124,44 @@ def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded",
 def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int) -> list[str]:
     """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
     config = spec.config_for(code)
-    return [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code)
-            for s in spec.splits_read(config, k)]
+    splits = spec.splits_read(config, k)
+    found = [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code)
+             for s in (splits[:1] if spec.fewshot_source else splits)]
+    if k and spec.fewshot_source and source != "embedded":
+        fs = spec.fewshot_source
+        found.append(sources.check_available(f"{spec.name}-exemplars", fs, source, root,
+                                             _fewshot_source_split(fs, source, root), config=fs["config"]))
+    return found
+
+
+def _fewshot_source_split(fs: dict, source: str, root: str | None) -> str:
+    """The split of a fewshot_source to read: its own, or locally its declared fallback when the file for its
+    own split is absent (SQuAD train is not in ../shared/data; its dev set is)."""
+    split = fs["split"]
+    if source == "local" and "local_fallback_split" in fs and not sources.local_path(
+            "exemplars", fs, root, split, config=fs["config"]).is_file():
+        return fs["local_fallback_split"]
+    return split
+
+
+def load_fewshot_pool(spec: TaskSpec, code: str, split: str, source: str, root: str | None,
+                      evaluated: list[dict]) -> tuple[list[dict], sources.Origin]:
+    """The documents exemplars are drawn from: the task's own split, or its `fewshot_source` (XQuAD: English
+    SQuAD). A source that shares documents with the evaluated ones loses them (matched by id), and every
+    other question on their passages (matched by the `exclude_passages` field)."""
+    fs = spec.fewshot_source
+    if not fs:
+        return load_docs(spec, code, split, source, root)
+    if source == "embedded":  # the embedded samples have no SQuAD: the task's English sample stands in
+        english = next(c for c in spec.languages() if c == "en")
+        pool, origin = load_docs(spec, english, spec.splits_for(spec.config_for(english))[0], source, root)
+    else:
+        pool, origin = sources.load(f"{spec.name}-exemplars", fs, source, root, _fewshot_source_split(fs, source, root),
+                                    config=fs["config"])
+    ids = {d.get("id") for d in evaluated}
+    field_name = fs.get("exclude_passages")
+    passages = {d[field_name] for d in pool if d.get("id") in ids} if field_name else set()
+    return [d for d in pool if d.get("id") not in ids and not (field_name and d[field_name] in passages)], origin
 
 
 def pick_fewshot(docs: list[dict], k: int, seed: int) -> list[dict]:

@@ -1,0 +1,160 @@
+"""The evaluation hot path against lm-eval's contract and against a plain full-sequence computation.
+
+Pinned values were computed with lm-evaluation-harness 0.4.13's HFLM (`loglikelihood`, `generate_until`,
+batch size 3, max_length 64) on the embedded tiny Llama and its tokenizer, which prepends BOS as Llama-2's
+does; the script that produced them is in the docstring of `test_loglikelihood_equals_lm_eval`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from transformers import AutoTokenizer  # noqa: E402
+
+from maple_utils.embedded.models import model_dir  # noqa: E402
+from maple_utils.eval import scoring  # noqa: E402
+from maple_utils.train import modeling  # noqa: E402
+
+SHOTS = ("The river is calm in the morning.\nAnswer: True\n\n"
+         "Children read books at the school library.\nAnswer: False\n\n")
+REQUESTS = [(SHOTS + "早上河水很平静。\nAnswer:", " True"), (SHOTS + "早上河水很平静。\nAnswer:", " Neither"),
+            (SHOTS + "早上河水很平静。\nAnswer:", " False"), (SHOTS + "Kinder lesen Bücher.\nAnswer: ", "False"),
+            (SHOTS + "Kinder lesen Bücher.\nAnswer:", " choice2"), ("", "The river"), ("Answer:", " True"),
+            ("word " * 40 + "end", " of the long line"), ("The river is", "ာင်း σ当晚c")]
+LM_EVAL_LOGLIKELIHOODS = [-23.73673, -23.61869, -23.42391, -23.40955, -15.07609, -30.77968, -23.65015, -69.94531,
+                          -29.67199]
+PROMPTS = [SHOTS + "早上河水很平静。\nAnswer:", SHOTS + "Kinder lesen", "The river is", "word " * 40 + "end"]
+LM_EVAL_UNTIL_E_OR_NEWLINE = ["کớ grigत کớodt.ãом : Lap", "ेलुλικ", "ာင်း σ当晚c", "מבש"]
+LM_EVAL_NO_STOP = ["کớ grigत کớodt.ãом : Lap", "ेलुλικeshקטးတွගඟに新니다lq..ن",
+                   "ာင်း σ当晚ce. kliX\u001fب c..نز", "מבשestion riv rolighãhãhãhãhãhãhãඋ"]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return modeling.load_base("tiny-llama", 16).eval(), AutoTokenizer.from_pretrained(model_dir("llama"))
+
+
+def test_the_tokenizer_prepends_bos(llama):
+    _, tok = llama
+    assert tok("Answer")["input_ids"][0] == tok.bos_token_id
+
+
+def test_loglikelihood_equals_lm_eval(llama):
+    """lm_eval.models.huggingface.HFLM(pretrained=model, tokenizer=tok, batch_size=3, max_length=64)
+    .loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(REQUESTS)]): every greedy flag
+    False; the long request is truncated from the left (123 + 9 tokens > 64)."""
+    model, tok = llama
+    for batch_size in (1, 2, 16):
+        ours = scoring.loglikelihood(model, tok, REQUESTS, batch_size=batch_size, max_length=64)
+        assert [ll for ll, _ in ours] == pytest.approx(LM_EVAL_LOGLIKELIHOODS, abs=1e-4)
+        assert [greedy for _, greedy in ours] == [False] * len(REQUESTS)
+
+
+def test_generate_equals_lm_eval_generate_until(llama):
+    """HFLM(...).generate_until with {"until": ["e", "\\n"], "max_gen_toks": 12} and with no stop strings."""
+    model, tok = llama
+    for batch_size in (1, 3):
+        assert scoring.generate(model, tok, PROMPTS, 12, stop=["e", "\n"], batch_size=batch_size,
+                                max_length=64) == LM_EVAL_UNTIL_E_OR_NEWLINE
+        assert scoring.generate(model, tok, PROMPTS, 12, batch_size=batch_size, max_length=64) == LM_EVAL_NO_STOP
+
+
+def _plain_loglikelihood(model, tok, context, continuation):
+    """The definition, computed the slow way: one full forward pass of context + continuation."""
+    ctx, cont = scoring.encode_pair(tok, context, continuation)
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    window = logprobs[-len(cont):]
+    target = torch.tensor(cont)
+    return window.gather(1, target[:, None]).sum().item(), bool((window.argmax(-1) == target).all())
+
+
+def test_loglikelihood_with_shared_exemplars_equals_one_full_pass_per_request(llama):
+    """Many items behind the same exemplars (one shared prefix, computed once), each with choices of one and
+    of several tokens, plus requests that share nothing: equal to the plain computation, whatever the
+    batch size."""
+    model, tok = llama
+    items = ["早上河水很平静。", "Kinder lesen Bücher in der Bibliothek.", "The river", "Il fiume è calmo.", "x"]
+    choices = [" True", " Neither", " False", " choice1", " a much longer continuation here"]
+    requests = [(SHOTS + item + "\nAnswer:", c) for item in items for c in choices]
+    requests += [("Totally different", " start"), ("Une autre phrase", " encore")]
+    # a continuation that greedy decoding produces: the model's own argmax token after the context
+    context = SHOTS + "x\nAnswer:"
+    with torch.no_grad():
+        best = model(input_ids=torch.tensor([scoring.encode(tok, context)])).logits[0, -1].argmax().item()
+    requests.append((context, tok.decode([best])))
+    expected = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
+    for batch_size in (1, 3, 64):
+        got = scoring.loglikelihood(model, tok, requests, batch_size=batch_size)
+        assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-4)
+        assert [g for _, g in got] == [g for _, g in expected]
+    assert expected[-1][1] is True  # the greedy flag is exercised both ways
+
+
+def _plain_greedy(model, tok, prompt, max_new_tokens):
+    ids = scoring.encode(tok, prompt)
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax().item()
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+    return tok.decode(new, skip_special_tokens=True)
+
+
+def test_generation_with_shared_exemplars_equals_plain_greedy_decoding(llama):
+    model, tok = llama
+    prompts = [SHOTS + item for item in ("早上", "Kinder lesen Bücher in der", "The", "x y z")]
+    prompts += ["Unrelated start", "Another"]
+    expected = [_plain_greedy(model, tok, p, 8) for p in prompts]
+    for batch_size in (1, 4):
+        assert scoring.generate(model, tok, prompts, 8, batch_size=batch_size) == expected
+
+
+def test_prefix_groups_split_by_shared_exemplars():
+    a = [1] + [7] * 40
+    b = [1] + [8] * 40
+    seqs = [a + [1], b + [2], a + [3], [1, 5], b + [4], [1, 6]]
+    groups = scoring.prefix_groups(seqs)
+    assert sorted(map(sorted, groups)) == [[0, 2], [1, 4], [3, 5]]  # the loners form one group
+    assert scoring.common_prefix_length([a + [1], a + [3]]) == 41
+
+
+def test_an_empty_continuation_is_named(llama):
+    model, tok = llama
+    with pytest.raises(ValueError, match="request 1: the continuation ''"):
+        scoring.loglikelihood(model, tok, [("a", " b"), ("a", "")])
+
+
+def test_adapters_are_scored_through_peft(llama):
+    """A LoRA adapter with non-zero weights changes the scores, and the fast path still equals the plain one."""
+    from maple_utils.train import modeling as m
+
+    _, tok = llama
+    model = m.attach_lora(m.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj", "v_proj"], 16)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    requests = [(SHOTS + "x\nAnswer:", " True"), (SHOTS + "y\nAnswer:", " a longer one")]
+    got = scoring.loglikelihood(model, tok, requests, batch_size=2)
+    expected = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-4)
+    base = scoring.loglikelihood(llama[0], tok, requests)
+    assert abs(base[0][0] - got[0][0]) > 1e-3
+
+
+@pytest.mark.parametrize("quant", [4, 8])
+def test_quantised_bases_take_the_same_path(llama, quant):
+    """NF4 and LLM.int8 layers (bitsandbytes on the CPU) under the shared-prefix path equal the plain pass."""
+    _, tok = llama
+    model = modeling.load_base("tiny-llama", quant)
+    requests = [(SHOTS + item + "\nAnswer:", c) for item in ("x", "y z") for c in (" True", " a longer one")]
+    got = scoring.loglikelihood(model, tok, requests, batch_size=4)
+    expected = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
+    assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-3)
