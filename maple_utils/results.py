@@ -21,7 +21,8 @@ from maple_utils import io, layout
 from maple_utils.paths import PACKAGE_DIR, project_root
 
 ROW_FIELDS = ("run_id", "stage", "model", "dataset", "rank", "quant", "task", "language", "metric", "value",
-              "n", "stderr", "split", "k_shot", "scoring", "limit", "seed", "task_version", "registry_hash")
+              "n", "stderr", "split", "k_shot", "scoring", "limit", "seed", "task_version", "registry_hash",
+              "exemplars_dropped", "truncated")
 ROW_KEY = ["run_id", "stage", "task", "language", "metric"]
 
 

@@ -74,12 +74,18 @@ def _build(out: Path) -> None:
             config = lang_table.table()[code].config_for(column)
             over = spec.get("split_overrides", {}).get(config, {})
             splits = {over.get("eval_split", spec["eval_split"]): SIZES["eval"]}
-            splits.setdefault(over.get("fewshot_split", spec["fewshot_split"]), SIZES["fewshot"])
+            if "fewshot_source" not in spec:
+                splits.setdefault(over.get("fewshot_split", spec["fewshot_split"]), SIZES["fewshot"])
             for split, size in splits.items():
                 rng = random.Random(f"{task}/{config}/{split}")
                 rows = [make_record(spec["embedded_sample"], text[code], rng, f"{task}-{code}", i, config)
                         for i in range(size)]
                 _write(out, task, config, split, rows)
+        if "fewshot_source" in spec:  # exemplars from another dataset (XQuAD: English SQuAD)
+            source, rng = spec["fewshot_source"], random.Random(f"{task}/exemplars")
+            rows = [make_record(spec["embedded_sample"], text["en"], rng, f"{task}-exemplars", i, source["config"])
+                    for i in range(SIZES["fewshot"])]
+            _write(out, f"{task}-exemplars", source["config"], source["split"], rows)
     for dataset, spec in registry.read("datasets")["datasets"].items():
         for code in spec["languages"]:
             rng = random.Random(f"{dataset}/{code}")

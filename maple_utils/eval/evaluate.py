@@ -6,6 +6,7 @@ are scored by the task's metrics. Per-item predictions are kept for error analys
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def _score_loglikelihood(model, tokenizer, spec: TaskSpec, prompts: list[str], d
         scores = [ll for ll, _ in lls[i * k:(i + 1) * k]]
         pred = max(range(k), key=scores.__getitem__)
         gold = spec.label(doc)
-        items.append({"prediction": spec.choices[pred].strip(), "reference": spec.choices[gold].strip(),
-                      "scores": {"acc": float(pred == gold)}, "loglikelihoods": scores})
+        items.append({"loglikelihoods": scores, "prediction": spec.choices[pred].strip(),
+                      "reference": spec.choices[gold].strip(), "scores": {"acc": float(pred == gold)}})
     return items
 
 
@@ -57,19 +58,39 @@ def _score_generation(model, tokenizer, spec: TaskSpec, prompts: list[str], docs
                       batch_size: int, max_new_tokens: int):
     outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=spec.stop,
                                batch_size=batch_size)
-    outputs = [out.strip() for out in outputs]
     items = []
     for doc, out in zip(docs, outputs):
         golds = spec.answers(doc)
-        items.append({"prediction": out, "reference": golds,
-                      "scores": metrics.score_generation(spec.metrics, out, golds, code)})
+        answer = out.strip()  # MEGAVERSE strips its outputs before scoring
+        items.append({"output": out, "prediction": answer, "reference": golds,
+                      "scores": metrics.score_generation(spec.metrics, answer, golds, code)})
     return items
+
+
+def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenizer, budget: int
+                   ) -> tuple[list[str], list[int], list[bool]]:
+    """Each item's prompt within `budget` tokens: exemplars dropped one by one from the end while it is
+    longer (MEGAVERSE, mission_anchors.md 2.1); a prompt too long even with none is left whole, and
+    scoring truncates it from the left (lm-eval's rule). Returns the prompts, the exemplars each kept and
+    whether each is still too long."""
+    prompts, kept, too_long = [], [], []
+    for doc in docs:
+        n = len(shots)
+        prompt = spec.preamble(shots) + spec.prompt_for(doc)
+        while len(scoring.encode(tokenizer, prompt)) > budget and n > 0:
+            n -= 1
+            prompt = spec.preamble(shots[:n]) + spec.prompt_for(doc)
+        prompts.append(prompt)
+        kept.append(n)
+        too_long.append(len(scoring.encode(tokenizer, prompt)) > budget)
+    return prompts, kept, too_long
 
 
 def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, root: str | None,
                   limit: int | None = None, splits: tuple[str, str] | None = None) -> tuple[list[dict], list[str], dict]:
     """The documents to score for one task and language, their prompts (the same k exemplars before each),
-    and the settings used. splits: (evaluated, exemplars) instead of the task's."""
+    and the settings used (`used["exemplars"]`: the exemplar documents). splits: (evaluated, exemplars)
+    instead of the task's."""
     config = spec.config_for(code)
     eval_split, fewshot_split = splits or spec.splits_for(config)
     docs, origin = load_docs(spec, code, eval_split, source, root)
@@ -88,23 +109,35 @@ def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, roo
         docs = docs[:limit]
     preamble = spec.preamble(shots)
     used = {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics,
-            "origins": origins}
+            "origins": origins, "exemplars": shots}
     return docs, [preamble + spec.prompt_for(d) for d in docs], used
 
 
 def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dict], dict]:
     """Per-item results and the settings used, for one task and language."""
     spec = load_task(task)
-    docs, prompts, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
-                                        cfg.data_root, cfg.limit)
+    docs, _, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
+                                  cfg.data_root, cfg.limit)
+    shots, max_new = used.pop("exemplars"), cfg.max_new_tokens or spec.max_new_tokens
+    room = max_new if spec.scoring == "generate" else max(len(tokenizer(c, add_special_tokens=False)["input_ids"])
+                                                           for c in spec.choices)
+    prompts, kept, too_long = fit_to_context(spec, shots, docs, tokenizer,
+                                             scoring.model_max_length(model, tokenizer) - room)
     if spec.scoring == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
     else:
-        max_new = cfg.max_new_tokens or spec.max_new_tokens
         items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new)
-    for i, (item, doc) in enumerate(zip(items, docs)):
-        item["id"] = doc.get("id", doc.get("idx", i))
+    shot_ids = [_doc_id(d, i) for i, d in enumerate(shots)]
+    for i, (item, doc, prompt, n, long) in enumerate(zip(items, docs, prompts, kept, too_long)):
+        # item id, prompt hash and the exemplars used first, so that paired tests can match items across runs
+        items[i] = {"id": _doc_id(doc, i), "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+                    "exemplars": shot_ids[:n], "truncated": long, **item}
+    used.update(exemplars_dropped=sum(n < len(shots) for n in kept), truncated=sum(too_long))
     return items, used
+
+
+def _doc_id(doc: dict, index: int):
+    return doc.get("id", doc.get("idx", index))
 
 
 def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True) -> tuple[list[dict], dict]:
@@ -126,7 +159,8 @@ def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progres
             rows.append(results.make_row(identity, task=task, language=code, metric=metric, value=value,
                                          stderr=stderr, n=len(items), split=used["split"], k_shot=used["k_shot"],
                                          scoring=used["scoring"], limit=cfg.limit, seed=cfg.fewshot_seed,
-                                         task_version=spec.version, registry_hash=spec.registry_hash))
+                                         task_version=spec.version, registry_hash=spec.registry_hash,
+                                         exemplars_dropped=used["exemplars_dropped"], truncated=used["truncated"]))
     facts = {"data": data, "not_evaluated": [{"task": t, "language": c, "why": "the task has no data in this language"}
                                              for t, c in lacking]}
     return rows, facts

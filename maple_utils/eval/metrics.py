@@ -1,4 +1,4 @@
-"""Metrics: accuracy, SQuAD and MLQA exact match / F1, Unicode-aware ROUGE-L; means with standard errors.
+"""Metrics: accuracy, SQuAD and MLQA exact match / F1, ROUGE-1/2/L on every script; means with standard errors.
 
 SQuAD follows the official v1.1 script's normalisation; MLQA follows the official MLQA script
 (per-language articles, Unicode punctuation, mixed segmentation for Chinese), as recorded in
@@ -13,6 +13,7 @@ import string
 import sys
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 ASCII_PUNCT = set(string.punctuation)
 UNICODE_PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")} | ASCII_PUNCT
@@ -39,6 +40,11 @@ def mean_stderr(values: list[float]) -> tuple[float, float]:
 
 
 def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    if not pred_tokens and not gold_tokens:
+        # Declared deviation: the official v1.1 and MLQA scripts give F1 0 (with EM 1) when both sides
+        # normalise to nothing, as MLQA's Spanish gold answer "una" (dev id 60184cb2...) does; SQuAD v2's
+        # script gives 1, which keeps F1 >= EM.
+        return 1.0
     common = Counter(pred_tokens) & Counter(gold_tokens)
     same = sum(common.values())
     if same == 0:
@@ -115,26 +121,31 @@ def rouge_tokens(text: str) -> list[str]:
     return tokens
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+class _UnicodeTokenizer:
+    """rouge_score's tokenizer interface over `rouge_tokens` (no stemming: Porter's stemmer is English)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return rouge_tokens(text)
 
 
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (beta = 1, as rouge-score) on Unicode-aware tokens."""
-    p, r = rouge_tokens(prediction), rouge_tokens(reference)
-    if not p or not r:
-        return 0.0
-    lcs = _lcs(p, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@lru_cache(maxsize=2)
+def _rouge_scorer(english: bool):
+    from rouge_score import rouge_scorer
+
+    if english:  # exactly MEGAVERSE's scorer (MV eval_xlsum.py: use_stemmer=True)
+        return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_UnicodeTokenizer())
+
+
+def rouge_scores(prediction: str, reference: str, lang: str) -> dict[str, float]:
+    """ROUGE-1/2/L F-measures. English: rouge_score as MEGAVERSE ran it (ASCII tokens, Porter stemming);
+    every other language: the same n-gram and LCS scoring over Unicode-aware tokens, since rouge_score's own
+    tokens keep only [a-z0-9] and would score a Hindi or Thai summary near 0 (mission_anchors.md 2.5)."""
+    scores = _rouge_scorer(lang == "en").score(reference, prediction)
+    return {name: scores[name].fmeasure for name in ROUGE_TYPES}
 
 
 def score_generation(metrics: list[str], prediction: str, golds: list[str], lang: str) -> dict[str, float]:
@@ -144,6 +155,7 @@ def score_generation(metrics: list[str], prediction: str, golds: list[str], lang
         scores.update(squad_scores(prediction, golds))
     if any(m.startswith("mlqa_") for m in metrics):
         scores.update(mlqa_scores(prediction, golds, lang))
-    if "rougeL" in metrics:
-        scores["rougeL"] = max(rouge_l(prediction, g) for g in golds)
+    if any(m in ROUGE_TYPES for m in metrics):
+        per_gold = [rouge_scores(prediction, g, lang) for g in golds]
+        scores.update({name: max(s[name] for s in per_gold) for name in ROUGE_TYPES})
     return {m: scores[m] for m in metrics}

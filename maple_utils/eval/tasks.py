@@ -127,7 +127,7 @@ def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int)
     splits = spec.splits_read(config, k)
     found = [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code)
              for s in (splits[:1] if spec.fewshot_source else splits)]
-    if k and spec.fewshot_source and source != "embedded":
+    if k and spec.fewshot_source:
         fs = spec.fewshot_source
         found.append(sources.check_available(f"{spec.name}-exemplars", fs, source, root,
                                              _fewshot_source_split(fs, source, root), config=fs["config"]))
@@ -152,12 +152,8 @@ def load_fewshot_pool(spec: TaskSpec, code: str, split: str, source: str, root: 
     fs = spec.fewshot_source
     if not fs:
         return load_docs(spec, code, split, source, root)
-    if source == "embedded":  # the embedded samples have no SQuAD: the task's English sample stands in
-        english = next(c for c in spec.languages() if c == "en")
-        pool, origin = load_docs(spec, english, spec.splits_for(spec.config_for(english))[0], source, root)
-    else:
-        pool, origin = sources.load(f"{spec.name}-exemplars", fs, source, root, _fewshot_source_split(fs, source, root),
-                                    config=fs["config"])
+    pool, origin = sources.load(f"{spec.name}-exemplars", fs, source, root, _fewshot_source_split(fs, source, root),
+                                config=fs["config"])
     ids = {d.get("id") for d in evaluated}
     field_name = fs.get("exclude_passages")
     passages = {d[field_name] for d in pool if d.get("id") in ids} if field_name else set()
