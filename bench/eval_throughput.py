@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ WORKLOADS = [
     ("xquad 0-shot", "xquad", ["en", "de", "th"], 0, "generate"),
 ]
 STOP, NEW_TOKENS = ["\n"], 32
-XNLI_SPLITS = ("validation", "validation")  # the XTREME files here hold XNLI's dev set only
+XNLI_SPLITS = {"eval_split": "validation", "fewshot_split": "validation"}  # the XTREME files here: XNLI dev only
 
 
 class PeakMemory:
@@ -117,7 +116,7 @@ def requests_for(task: str, codes: list[str], k: int, kind: str, items: int, dat
     out = []
     for code in codes:
         docs, prompts, _ = build_prompts(spec, code, k, seed=42, source="local", root=str(data), limit=items,
-                                         splits=XNLI_SPLITS if task == "xnli" else None)
+                                         split_override=XNLI_SPLITS if task == "xnli" else None)
         out += [(p, c) for p in prompts for c in spec.choices] if kind == "loglikelihood" else prompts
     return out
 

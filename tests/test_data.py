@@ -41,8 +41,11 @@ def test_xnli_tsv_labels_map_to_hub_ids(shared_data):
 
 
 def test_missing_local_split_and_file_are_named(shared_data):
-    with pytest.raises(sources.MissingDataError, match="no local release layout for split 'test'.*validation"):
+    with pytest.raises(sources.MissingDataError, match="xnli, en: missing local file .*XNLI-1.0/xnli.test.tsv; "
+                                                       "the local files have split validation: .*split_overrides"):
         load_docs(load_task("xnli"), "en", "test", "local", str(shared_data))
+    with pytest.raises(sources.MissingDataError, match="no local release layout for split 'train' .local files have: test, validation"):
+        load_docs(load_task("xnli"), "en", "train", "local", str(shared_data))
     with pytest.raises(sources.MissingDataError, match=r"xquad, xquad\.hi: missing local file .*xquad\.hi\.json"):
         load_docs(load_task("xquad"), "hi", "validation", "local", str(shared_data / "xcopa"))
 

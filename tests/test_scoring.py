@@ -36,12 +36,20 @@ def llama():
     return modeling.load_base("tiny-llama", 16).eval(), AutoTokenizer.from_pretrained(model_dir("llama"))
 
 
+@pytest.fixture(params=[1, 10**9], ids=["every-shared-prefix-a-node", "no-nodes"])
+def saving(request, monkeypatch):
+    """The tests' prompts are short: with the default threshold few prefixes would be computed apart, so
+    each test runs with every shared prefix a node of its own, and with none."""
+    monkeypatch.setattr(scoring, "NODE_MIN_SAVING", request.param)
+    return request.param
+
+
 def test_the_tokenizer_prepends_bos(llama):
     _, tok = llama
     assert tok("Answer")["input_ids"][0] == tok.bos_token_id
 
 
-def test_loglikelihood_equals_lm_eval(llama):
+def test_loglikelihood_equals_lm_eval(llama, saving):
     """lm_eval.models.huggingface.HFLM(pretrained=model, tokenizer=tok, batch_size=3, max_length=64)
     .loglikelihood([Instance("loglikelihood", {}, r, i) for i, r in enumerate(REQUESTS)]): every greedy flag
     False; the long request is truncated from the left (123 + 9 tokens > 64)."""
@@ -52,7 +60,7 @@ def test_loglikelihood_equals_lm_eval(llama):
         assert [greedy for _, greedy in ours] == [False] * len(REQUESTS)
 
 
-def test_generate_equals_lm_eval_generate_until(llama):
+def test_generate_equals_lm_eval_generate_until(llama, saving):
     """HFLM(...).generate_until with {"until": ["e", "\\n"], "max_gen_toks": 12} and with no stop strings."""
     model, tok = llama
     for batch_size in (1, 3):
@@ -72,7 +80,7 @@ def _plain_loglikelihood(model, tok, context, continuation):
     return window.gather(1, target[:, None]).sum().item(), bool((window.argmax(-1) == target).all())
 
 
-def test_loglikelihood_with_shared_exemplars_equals_one_full_pass_per_request(llama):
+def test_loglikelihood_with_shared_exemplars_equals_one_full_pass_per_request(llama, saving):
     """Many items behind the same exemplars (one shared prefix, computed once), each with choices of one and
     of several tokens, plus requests that share nothing: equal to the plain computation, whatever the
     batch size."""
@@ -106,7 +114,7 @@ def _plain_greedy(model, tok, prompt, max_new_tokens):
     return tok.decode(new, skip_special_tokens=True)
 
 
-def test_generation_with_shared_exemplars_equals_plain_greedy_decoding(llama):
+def test_generation_with_shared_exemplars_equals_plain_greedy_decoding(llama, saving):
     model, tok = llama
     prompts = [SHOTS + item for item in ("早上", "Kinder lesen Bücher in der", "The", "x y z")]
     prompts += ["Unrelated start", "Another"]
@@ -115,13 +123,25 @@ def test_generation_with_shared_exemplars_equals_plain_greedy_decoding(llama):
         assert scoring.generate(model, tok, prompts, 8, batch_size=batch_size) == expected
 
 
-def test_prefix_groups_split_by_shared_exemplars():
-    a = [1] + [7] * 40
-    b = [1] + [8] * 40
-    seqs = [a + [1], b + [2], a + [3], [1, 5], b + [4], [1, 6]]
-    groups = scoring.prefix_groups(seqs)
-    assert sorted(map(sorted, groups)) == [[0, 2], [1, 4], [3, 5]]  # the loners form one group
-    assert scoring.common_prefix_length([a + [1], a + [3]]) == 41
+def test_prefix_tree_computes_exemplars_once_and_passages_once_beneath_them():
+    exemplars_a, exemplars_b = [1] + [7] * 300, [1] + [8] * 300
+    passage_1, passage_2 = [20] * 100, [21] * 100
+    seqs = [exemplars_a + passage_1 + [1], exemplars_b + [2], exemplars_a + passage_1 + [3], [1, 5],
+            exemplars_b + [4], exemplars_a + passage_1 + [6], exemplars_a + passage_2 + [7], [1, 6]]
+    order, nodes, node_of = scoring.plan_prefixes(seqs, saving=150)
+    assert sorted(order) == list(range(len(seqs)))
+    a, b = node_of[6], node_of[1]
+    assert nodes[a].length == 301 and nodes[b].length == 301 and nodes[a].parent is None
+    passage = node_of[0]
+    assert node_of[2] == node_of[5] == passage and nodes[passage].parent == a and nodes[passage].length == 401
+    assert node_of[3] is None and node_of[7] is None  # sharing only BOS: not worth a node
+    assert nodes[a].rows == 4 and nodes[passage].rows == 3
+    # in token order, every subtree is contiguous
+    positions = [order.index(i) for i in (0, 2, 5)]
+    assert max(positions) - min(positions) == 2
+    # a passage shared by two rows saves 100 tokens: under the threshold it is no node of its own
+    _, nodes, node_of = scoring.plan_prefixes(seqs[:3] + seqs[6:7], saving=250)
+    assert node_of[0] == node_of[2] == node_of[3] and nodes[node_of[0]].length == 301
 
 
 def test_an_empty_continuation_is_named(llama):
@@ -130,7 +150,7 @@ def test_an_empty_continuation_is_named(llama):
         scoring.loglikelihood(model, tok, [("a", " b"), ("a", "")])
 
 
-def test_adapters_are_scored_through_peft(llama):
+def test_adapters_are_scored_through_peft(llama, saving):
     """A LoRA adapter with non-zero weights changes the scores, and the fast path still equals the plain one."""
     from maple_utils.train import modeling as m
 
@@ -150,7 +170,7 @@ def test_adapters_are_scored_through_peft(llama):
 
 
 @pytest.mark.parametrize("quant", [4, 8])
-def test_quantised_bases_take_the_same_path(llama, quant):
+def test_quantised_bases_take_the_same_path(llama, saving, quant):
     """NF4 and LLM.int8 layers (bitsandbytes on the CPU) under the shared-prefix path equal the plain pass."""
     _, tok = llama
     model = modeling.load_base("tiny-llama", quant)

@@ -40,6 +40,10 @@ def known_tasks() -> dict:
     return registry.read("tasks")["tasks"]
 
 
+SPLITS = ("train", "validation", "test")
+SPLIT_KEYS = ("eval_split", "fewshot_split")
+
+
 class RunConfig(BaseModel):
     """Everything one run of the grid depends on, grouped by what it configures."""
 
@@ -77,6 +81,7 @@ class RunConfig(BaseModel):
     languages: list[str] = declare(["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1)
     limit: Optional[int] = declare(None, "evaluation", "items per task and language (None: all); limited rows are not comparable with the paper", ge=1)
     k_shot: dict[str, int] = declare({}, "evaluation", "per-task few-shot overrides of the tasks registry, 0 to 32")
+    split_overrides: dict[str, dict[str, str]] = declare({}, "evaluation", "per-task {eval_split, fewshot_split} instead of the registry's, e.g. {xnli: {eval_split: validation, fewshot_split: validation}} for XTREME's dev-only XNLI files")
     max_new_tokens: Optional[int] = declare(None, "evaluation", "generation budget of the QA and summary tasks; None: each task's own", ge=1)
     eval_batch_size: int = declare(8, "evaluation", "sequences per forward pass", ge=1)
     fewshot_seed: int = declare(42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)")
@@ -149,6 +154,19 @@ class RunConfig(BaseModel):
                 raise ValueError(one_of("task", task, list(known_tasks())))
             if not 0 <= k <= MAX_K_SHOT:
                 raise ValueError(f"k_shot for {task} must be between 0 and {MAX_K_SHOT}, got {k}")
+        return v
+
+    @field_validator("split_overrides")
+    @classmethod
+    def _split_overrides(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for task, over in v.items():
+            if task not in known_tasks():
+                raise ValueError(one_of("task", task, list(known_tasks())))
+            for key, split in over.items():
+                if key not in SPLIT_KEYS:
+                    raise ValueError(f"split_overrides.{task}: {key!r} is not one of {', '.join(SPLIT_KEYS)}")
+                if split not in SPLITS:
+                    raise ValueError(f"split_overrides.{task}.{key}: {split!r} is not one of {', '.join(SPLITS)}")
         return v
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ Formats (named by the registries' `local.format`):
   jsonl       one record per line (XCOPA, COPA, MultiAlpaca, Belebele, XL-Sum); `.gz` too
   squad_json  SQuAD v1.1 layout (XQuAD, MLQA, SQuAD): data > paragraphs > qas, flattened per question
   xnli_tsv    XTREME's per-language XNLI files: premise, hypothesis, label word; no header; CRLF
+  xnli_release_tsv  XNLI-1.0's xnli.{dev,test}.tsv: every language in one file, with a header
 """
 
 from __future__ import annotations
@@ -98,10 +99,34 @@ def read_xnli_tsv(path: Path) -> list[dict]:
     return docs
 
 
-READERS = {"json": read_json_array, "jsonl": read_json_lines, "squad_json": read_squad, "xnli_tsv": read_xnli_tsv}
+def read_xnli_release(path: Path, language: str) -> list[dict]:
+    """XNLI-1.0's xnli.dev.tsv / xnli.test.tsv: all 15 languages in one file with a header; one language's
+    rows, in the file's order."""
+    rows = list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    needed = {"language", "gold_label", "sentence1", "sentence2"}
+    if not rows or not needed <= set(rows[0]):
+        raise DataFileError(f"{path}: expected XNLI-1.0's header with columns {sorted(needed)}")
+    docs = []
+    for i, row in enumerate(rows, start=2):
+        if row["language"] != language:
+            continue
+        if row["gold_label"] not in XNLI_LABELS:
+            raise DataFileError(f"{path}: row {i}: gold_label {row['gold_label']!r} is not one of {sorted(XNLI_LABELS)}")
+        docs.append({"premise": row["sentence1"], "hypothesis": row["sentence2"], "label": XNLI_LABELS[row["gold_label"]]})
+    if not docs:
+        raise DataFileError(f"{path}: no rows for language {language!r}")
+    return docs
 
 
-def read(path: str | Path, fmt: str) -> list[dict]:
+READERS = {"json": read_json_array, "jsonl": read_json_lines, "squad_json": read_squad, "xnli_tsv": read_xnli_tsv,
+           "xnli_release_tsv": read_xnli_release}
+
+
+def read(path: str | Path, fmt: str, keys: dict | None = None) -> list[dict]:
+    """A release file's records in the hub schema. keys: the entry's template keys (config, code); a file
+    that holds every language is filtered to `config`."""
     if fmt not in READERS:
         raise ValueError(f"unknown file format {fmt!r} (formats: {', '.join(READERS)})")
+    if fmt == "xnli_release_tsv":
+        return read_xnli_release(Path(path), (keys or {})["config"])
     return READERS[fmt](Path(path))

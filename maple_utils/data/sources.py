@@ -53,27 +53,49 @@ def file_revision(path: Path) -> str:
     return _file_sha(str(path), st.st_size, st.st_mtime)
 
 
-def local_path(name: str, entry: dict, root: str | None, split: str, **keys) -> Path:
-    """Where a local release file should be, from the entry's layout."""
+def local_layout(name: str, entry: dict, root: str | None, split: str, **keys) -> tuple[Path, str]:
+    """Where a local release file should be, and its format. An entry may list several release layouts
+    (`local: {layouts: [...]}`, e.g. XNLI's original 15-language files and XTREME's per-language ones): the
+    first whose file is there wins, else the first that has the split names the file expected."""
     local = entry.get("local") or {}
-    if "path" in local:
-        template = local["path"]
-    else:
-        layout = dict(local.get("splits", {}))
-        layout.update(local.get("overrides", {}).get(keys.get("config"), {}))
-        if split not in layout:
-            raise MissingDataError(f"{name}: no local release layout for split {split!r} "
-                                   f"(local files have: {', '.join(layout) or 'none'})")
-        template = layout[split]
-    return resolve(root or ".") / template.format(split=split, **keys)
+    candidates = []
+    for layout in local.get("layouts", [local]):
+        if "path" in layout:
+            template = layout["path"]
+        else:
+            splits = dict(layout.get("splits", {}))
+            splits.update(layout.get("overrides", {}).get(keys.get("config"), {}))
+            if split not in splits:
+                continue
+            template = splits[split]
+        candidates.append((resolve(root or ".") / template.format(split=split, **keys), layout["format"]))
+    if not candidates:
+        known = sorted({s for layout in local.get("layouts", [local]) for s in layout.get("splits", {})})
+        raise MissingDataError(f"{name}: no local release layout for split {split!r} "
+                               f"(local files have: {', '.join(known) or 'none'})")
+    return next((c for c in candidates if c[0].is_file()), candidates[0])
+
+
+def local_path(name: str, entry: dict, root: str | None, split: str, **keys) -> Path:
+    return local_layout(name, entry, root, split, **keys)[0]
 
 
 def local_file(name: str, entry: dict, root: str | None, split: str, **keys) -> Path:
     """The local release file, or a MissingDataError naming what was expected where."""
     path = local_path(name, entry, root, split, **keys)
     if not path.is_file():
-        raise MissingDataError(f"{name}, {keys.get('config')}: missing local file {path}")
+        found = [s for s in ("train", "validation", "test") if s != split and _split_present(name, entry, root, s, keys)]
+        hint = (f"; the local files have split {', '.join(found)}: a run evaluates it with split_overrides"
+                if found else "")
+        raise MissingDataError(f"{name}, {keys.get('config')}: missing local file {path}{hint}")
     return path
+
+
+def _split_present(name: str, entry: dict, root: str | None, split: str, keys: dict) -> bool:
+    try:
+        return local_path(name, entry, root, split, **keys).is_file()
+    except MissingDataError:
+        return False
 
 
 def hub_available() -> bool:
@@ -119,7 +141,8 @@ def load(name: str, entry: dict, source: str, root: str | None, split: str, conf
         return formats.read(path, "jsonl"), Origin("embedded", str(path), file_revision(path))
     if source == "local":
         path = local_file(name, entry, root, split, **keys)
-        return formats.read(path, entry["local"]["format"]), Origin("local", str(path), file_revision(path))
+        fmt = local_layout(name, entry, root, split, **keys)[1]
+        return formats.read(path, fmt, keys), Origin("local", str(path), file_revision(path))
     if source == "hub":
         require_hub()
         import datasets

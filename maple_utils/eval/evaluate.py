@@ -36,7 +36,8 @@ def check_inputs(cfg) -> dict[str, list[str]]:
     found = {}
     for task, code in task_languages(cfg)[0]:
         spec = load_task(task)
-        found[f"{task}-{code}"] = check_data(spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec))
+        found[f"{task}-{code}"] = check_data(spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec),
+                                             cfg.split_overrides.get(task))
     return found
 
 
@@ -87,13 +88,14 @@ def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenize
 
 
 def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, root: str | None,
-                  limit: int | None = None, splits: tuple[str, str] | None = None) -> tuple[list[dict], list[str], dict]:
+                  limit: int | None = None, split_override: dict | None = None) -> tuple[list[dict], list[str], dict]:
     """The documents to score for one task and language, their prompts (the same k exemplars before each),
-    and the settings used (`used["exemplars"]`: the exemplar documents). splits: (evaluated, exemplars)
-    instead of the task's."""
+    and the settings used (`used["exemplars"]`: the exemplar documents). split_override: {eval_split,
+    fewshot_split} instead of the task's."""
     config = spec.config_for(code)
-    eval_split, fewshot_split = splits or spec.splits_for(config)
+    eval_split, fewshot_split = spec.splits_for(config, split_override)
     docs, origin = load_docs(spec, code, eval_split, source, root)
+    docs = docs[:spec.eval_items] if spec.eval_items else docs
     origins = [origin.as_dict()]
     if fewshot_split == eval_split:
         # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
@@ -117,7 +119,7 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     """Per-item results and the settings used, for one task and language."""
     spec = load_task(task)
     docs, _, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
-                                  cfg.data_root, cfg.limit)
+                                  cfg.data_root, cfg.limit, cfg.split_overrides.get(task))
     shots, max_new = used.pop("exemplars"), cfg.max_new_tokens or spec.max_new_tokens
     room = max_new if spec.scoring == "generate" else max(len(tokenizer(c, add_special_tokens=False)["input_ids"])
                                                            for c in spec.choices)

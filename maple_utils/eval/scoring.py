@@ -21,7 +21,8 @@ the package imports without it.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 
@@ -91,50 +92,187 @@ def _cache_of(output):
     return cache if cache is not None else output.past_key_values
 
 
-SHARED_MIN = 32  # tokens: requests whose common prefix is shorter are not worth a group of their own
+NODE_MIN_SAVING = 256  # tokens of computation a shared prefix must save to be computed on its own
 
 
-def prefix_groups(sequences: Sequence[Sequence[int]], shared_min: int = SHARED_MIN) -> list[list[int]]:
-    """Indices of the sequences, grouped so that each group shares a long token prefix (a (task, language)'s
-    exemplars): in token order, a sequence joins its neighbour's group when they share at least
-    `shared_min` tokens; sequences that share too little with anyone form one group of their own."""
+@dataclass
+class _Node:
+    """A token prefix shared by several rows: computed once (on top of its parent's), then handed to each
+    batch that holds one of its rows."""
+    length: int
+    parent: int | None
+    rows: int = 0          # rows of its subtree not yet scored; its cache is freed at 0
+    kv: list | None = None
+
+
+def plan_prefixes(sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAVING
+                  ) -> tuple[list[int], list[_Node], list[int | None]]:
+    """A prefix tree over the sequences: the row order (token order, so each subtree is contiguous), the
+    nodes, and each sequence's deepest node (None: no shared prefix worth computing apart). A run of
+    neighbours in token order that share more than their parent's prefix becomes a node when computing
+    the shared part once saves at least `saving` tokens (the exemplars of a (task, language); an XQuAD
+    passage asked several questions); else sub-runs that share still more are looked for. Every row keeps
+    at least one token of its own."""
     order = sorted(range(len(sequences)), key=lambda i: sequences[i])
-    groups, loners, current = [], [], [order[0]] if order else []
-    for prev, i in zip(order, order[1:]):
-        if common_prefix_length([sequences[prev], sequences[i]]) >= shared_min:
-            current.append(i)
-            continue
-        (groups.append(current) if len(current) > 1 else loners.extend(current))
-        current = [i]
-    if current:
-        (groups.append(current) if len(current) > 1 else loners.extend(current))
-    return groups + ([loners] if loners else [])
+    shared = [common_prefix_length([sequences[a], sequences[b]]) for a, b in zip(order, order[1:])]
+    nodes: list[_Node] = []
+    node_of: list[int | None] = [None] * len(sequences)
+
+    def split(lo: int, hi: int, depth: int, parent: int | None) -> None:
+        """Rows order[lo:hi] share `depth` tokens; `parent` is the deepest node above them."""
+        base = nodes[parent].length if parent is not None else 0
+        def fits(m: int) -> bool:  # the row keeps a token of its own beyond `depth`
+            return len(sequences[order[m]]) - 1 > depth
+
+        j = lo
+        while j < hi:
+            k = j
+            while fits(j) and k + 1 < hi and shared[k] > depth and fits(k + 1):
+                k += 1
+            members = [order[m] for m in range(j, k + 1)]
+            if k == j:
+                node_of[members[0]] = parent
+                j += 1
+                continue
+            length = min(shared[j:k] + [len(sequences[i]) - 1 for i in members])
+            if (len(members) - 1) * (length - base) >= saving:
+                nodes.append(_Node(length, parent))
+                split(j, k + 1, length, len(nodes) - 1)
+            else:
+                split(j, k + 1, length, parent)
+            j = k + 1
+
+    split(0, len(order), 0, None)
+    for node in node_of:
+        while node is not None:
+            nodes[node].rows += 1
+            node = nodes[node].parent
+    return order, nodes, node_of
 
 
-class _Prefix:
-    """The key/value cache of a token prefix shared by every row, computed once and handed to each batch."""
+def _kv_of(cache) -> list:
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))
 
-    def __init__(self, model, tokens: list[int]):
-        import torch
 
-        self.model, self.length = model, len(tokens)
+@lru_cache(maxsize=1)
+def _growing_layer_class():
+    """A cache layer that appends into spare capacity (doubling when full) instead of copying the whole
+    cache at every step, as transformers' DynamicLayer does: decoding behind a long prefix is bound by that
+    copy. None where transformers has no cache layers (< 4.56)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            import torch
+
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.used, self.key_buffer, self.value_buffer = 0, None, None
+            new = key_states.shape[-2]
+            if self.key_buffer is None or self.used + new > self.key_buffer.shape[-2]:
+                capacity = max(2 * (self.used + new), 64)
+                shape = (*key_states.shape[:-2], capacity, key_states.shape[-1])
+                keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
+                values = torch.empty(shape, dtype=value_states.dtype, device=value_states.device)
+                if self.used:
+                    keys[..., :self.used, :] = self.keys
+                    values[..., :self.used, :] = self.values
+                self.key_buffer, self.value_buffer = keys, values
+            self.key_buffer[..., self.used:self.used + new, :] = key_states
+            self.value_buffer[..., self.used:self.used + new, :] = value_states
+            self.used += new
+            self.keys = self.key_buffer[..., :self.used, :]
+            self.values = self.value_buffer[..., :self.used, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices) -> None:
+            if self.get_seq_length() > 0:
+                self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+                self.keys = self.key_buffer[..., :self.used, :]
+                self.values = self.value_buffer[..., :self.used, :]
+
+    return GrowingLayer
+
+
+
+def _new_cache(model):
+    """An empty cache for the model, its full-attention layers growing in place."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except TypeError:  # transformers < 4.56
+        return DynamicCache()
+    growing = _growing_layer_class()
+    if growing is not None:
+        plain = growing.__mro__[1]
+        cache.layers = [growing() if type(layer) is plain else layer for layer in cache.layers]
+        if getattr(cache, "layer_class_to_replicate", None) is plain:
+            cache.layer_class_to_replicate = growing
+    return cache
+
+
+class _Runner:
+    """Forward passes over left-padded rows on top of per-row cached prefixes, with explicit positions, so
+    each token sees exactly the positions and keys it would see alone."""
+
+    def __init__(self, model, pad: int):
+        self.model, self.pad = model, pad
         self.device = next(model.parameters()).device
         self.cache_argument = _cache_argument(model)
-        self.cache = None
-        if tokens:
-            ids = torch.tensor([tokens], device=self.device)
-            self.cache = _cache_of(model(input_ids=ids, use_cache=True, logits_to_keep=1))
 
-    def for_batch(self, rows: int):
-        """A cache holding the prefix for `rows` rows, which the next forward pass may extend."""
-        if self.cache is None:
+    def node_kv(self, nodes: list[_Node], index: int, tokens: Sequence[int]) -> list:
+        """The node's key/value tensors (batch 1), computed on first use on top of its parent's."""
+        import torch
+
+        node = nodes[index]
+        if node.kv is None:
+            start, cache, past = 0, None, torch.zeros((1, 0), dtype=torch.long)
+            if node.parent is not None:
+                start = nodes[node.parent].length
+                cache = self.batch_cache([self.node_kv(nodes, node.parent, tokens)], [start])
+                past = torch.ones((1, start), dtype=torch.long)
+            _, cache, _, _ = self.forward(cache, [list(tokens[start:node.length])], past,
+                                          torch.full((1,), start - 1), keep=1)
+            node.kv = _kv_of(cache)
+        return node.kv
+
+    def batch_cache(self, kvs: list, lengths: list[int]):
+        """One cache for a batch whose rows hold prefixes of different lengths (None: none), each
+        right-aligned: the positions before a shorter prefix are zeros, and masked."""
+        import torch
+
+        if not any(lengths):
             return None
-        cache = copy.deepcopy(self.cache)
-        if rows > 1:
-            cache.batch_repeat_interleave(rows)
+        cache, width = _new_cache(self.model), max(lengths)
+        filled = next(kv for kv in kvs if kv is not None)
+        for layer, (like, _) in enumerate(filled):
+            keys, values = [], []
+            for kv, n in zip(kvs, lengths):
+                pad = like.new_zeros(1, like.shape[1], width - n, like.shape[3])
+                keys.append(torch.cat([pad, kv[layer][0][:, :, :n]], dim=2) if n else pad)
+                values.append(torch.cat([pad, kv[layer][1][:, :, :n]], dim=2) if n else pad)
+            cache.update(torch.cat(keys), torch.cat(values), layer)
         return cache
 
-    def forward(self, cache, rows: list[list[int]], past_mask, past_positions, pad: int, keep: int):
+    def start(self, nodes: list[_Node], node_ids: list[int | None], sequences: list[Sequence[int]]):
+        """The cache, mask and last positions of a batch whose rows begin at their nodes' prefixes."""
+        import torch
+
+        lengths = [nodes[n].length if n is not None else 0 for n in node_ids]
+        kvs = [self.node_kv(nodes, n, seq) if n is not None else None for n, seq in zip(node_ids, sequences)]
+        width = max(lengths)
+        mask = torch.zeros((len(lengths), width), dtype=torch.long)
+        for i, n in enumerate(lengths):
+            mask[i, width - n:] = 1
+        return self.batch_cache(kvs, lengths), mask, torch.tensor(lengths) - 1
+
+    def forward(self, cache, rows: list[list[int]], past_mask, past_positions, keep: int):
         """Run `rows` (each row's new tokens) on top of `cache`, left-padded between what the cache holds
         and the new tokens. past_mask: (batch, cached length) 0/1; past_positions: (batch,) the position of
         each row's last cached real token (-1 when none). Returns the last `keep` positions' logits (fp32),
@@ -142,7 +280,7 @@ class _Prefix:
         import torch
 
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
@@ -150,17 +288,27 @@ class _Prefix:
         positions = past_positions[:, None] + torch.cumsum(mask, dim=1)
         positions = positions.clamp(min=0) * mask  # pads sit at position 0; no real token attends to them
         full_mask = torch.cat([past_mask, mask], dim=1)
+        cache = cache if cache is not None else _new_cache(self.model)
         out = self.model(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=keep,
                          **{self.cache_argument: cache})
         return out.logits.float(), _cache_of(out), full_mask, positions[:, -1]
 
-    def start(self, rows: int):
-        """Mask and last positions of `rows` rows holding just the prefix."""
-        import torch
 
-        return (torch.ones((rows, self.length), dtype=torch.long),
-                torch.full((rows,), self.length - 1, dtype=torch.long))
+def _batches(sequences: list[Sequence[int]], batch_size: int):
+    """Batches of (indices, their nodes, the nodes) in token order; a node's cache is dropped once its last
+    row has been handed out."""
+    order, nodes, node_of = plan_prefixes(sequences, NODE_MIN_SAVING)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        yield rows, [node_of[i] for i in rows], nodes
+        for i in rows:
+            node = node_of[i]
+            while node is not None:
+                nodes[node].rows -= 1
+                if not nodes[node].rows:
+                    nodes[node].kv = None
+                node = nodes[node].parent
 
 
 def _pad_id(tokenizer) -> int:
@@ -194,38 +342,33 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
         inp = (ctx + cont)[-(max_length + 1):][:-1]  # lm-eval's left truncation
         stem = tuple(inp[:len(inp) - len(cont) + 1])
         stems.setdefault(stem, []).append((i, cont))
-    pad = _pad_id(tokenizer)
+    runner = _Runner(model, _pad_id(tokenizer))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    all_stems = list(stems)
+    keys = list(stems)
     with torch.inference_mode():
-        for group in prefix_groups(all_stems):
-            # longest first: an OOM shows at once, and batches of similar length waste little padding
-            keys = sorted((all_stems[g] for g in group), key=len, reverse=True)
-            shared = min(common_prefix_length(keys), len(keys[-1]) - 1)
-            prefix = _Prefix(model, list(keys[0][:shared]))
-            for start in range(0, len(keys), batch_size):
-                _score_stems(prefix, keys[start:start + batch_size], stems, shared, pad, results)
+        for rows, row_nodes, nodes in _batches(keys, batch_size):
+            _score_stems(runner, [keys[i] for i in rows], row_nodes, nodes, stems, results)
     return results  # type: ignore[return-value]
 
 
-def _score_stems(prefix: _Prefix, batch: list[tuple[int, ...]], stems: dict, shared: int, pad: int,
-                 results: list) -> None:
+def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[int | None], nodes: list[_Node],
+                 stems: dict, results: list) -> None:
     """Log-likelihoods of every continuation of a batch of stems, written into `results` by request index."""
     import torch
 
-    past_mask, past_pos = prefix.start(len(batch))
-    logits, cache, mask, last = prefix.forward(prefix.for_batch(len(batch)), [list(k[shared:]) for k in batch],
-                                               past_mask, past_pos, pad, keep=1)
+    cache, past_mask, past_pos = runner.start(nodes, row_nodes, batch)
+    own = [list(key[past_pos[row] + 1:]) for row, key in enumerate(batch)]
+    logits, cache, mask, last = runner.forward(cache, own, past_mask, past_pos, keep=1)
     first = torch.log_softmax(logits[:, -1], dim=-1)
     # Continuations longer than one token run their own tokens on the context's cache.
     longer = [(row, i, cont) for row, key in enumerate(batch) for i, cont in stems[key] if len(cont) > 1]
     tails = None
     if longer:
         index = torch.tensor([row for row, _, _ in longer])
-        cache.batch_select_indices(index.to(prefix.device))
+        cache.batch_select_indices(index.to(runner.device))
         width = max(len(cont) - 1 for _, _, cont in longer)
-        tail_logits, _, _, _ = prefix.forward(cache, [cont[:-1] for _, _, cont in longer], mask[index],
-                                              last[index], pad, keep=width)
+        tail_logits, _, _, _ = runner.forward(cache, [cont[:-1] for _, _, cont in longer], mask[index],
+                                              last[index], keep=width)
         tails = torch.log_softmax(tail_logits, dim=-1)
     n_longer = 0
     for row, key in enumerate(batch):
@@ -272,34 +415,28 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: st
     if max_new_tokens >= max_length:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's {max_length}")
     encoded = [encode(tokenizer, p)[-(max_length - max_new_tokens):] for p in prompts]
-    pad, stop_ids = _pad_id(tokenizer), _stop_ids(model, tokenizer)
+    runner, stop_ids = _Runner(model, _pad_id(tokenizer)), _stop_ids(model, tokenizer)
     outputs: list[str | None] = [None] * len(prompts)
     with torch.inference_mode():
-        for group in prefix_groups(encoded):
-            order = sorted(group, key=lambda i: -len(encoded[i]))
-            shared = min(common_prefix_length([encoded[i] for i in order]), len(encoded[order[-1]]) - 1)
-            prefix = _Prefix(model, encoded[order[0]][:shared])
-            for start in range(0, len(order), batch_size):
-                rows = order[start:start + batch_size]
-                tokens = _decode_greedily(prefix, [encoded[i][shared:] for i in rows], max_new_tokens, stop,
-                                          tokenizer, stop_ids, pad)
-                for i, new in zip(rows, tokens):
-                    outputs[i] = cut_at_stops(tokenizer.decode(new, skip_special_tokens=True), stop)
+        for rows, row_nodes, nodes in _batches(encoded, batch_size):
+            tokens = _decode_greedily(runner, *runner.start(nodes, row_nodes, [encoded[i] for i in rows]),
+                                      [encoded[i] for i in rows], max_new_tokens, stop, tokenizer, stop_ids)
+            for i, new in zip(rows, tokens):
+                outputs[i] = cut_at_stops(tokenizer.decode(new, skip_special_tokens=True), stop)
     return outputs  # type: ignore[return-value]
 
 
-def _decode_greedily(prefix: _Prefix, rows: list[list[int]], max_new_tokens: int, stop: list[str], tokenizer,
-                     stop_ids: set[int], pad: int) -> list[list[int]]:
-    """The tokens greedy decoding adds to each row (after the prefix), EOS excluded; a row leaves the batch
-    at EOS, at max_new_tokens, or once its text holds a stop string."""
+def _decode_greedily(runner: _Runner, cache, past_mask, past_pos, rows: list[list[int]], max_new_tokens: int,
+                     stop: list[str], tokenizer, stop_ids: set[int]) -> list[list[int]]:
+    """The tokens greedy decoding adds to each row (whose cached prefix ends at past_pos), EOS excluded; a
+    row leaves the batch at EOS, at max_new_tokens, or once its text holds a stop string."""
     import torch
 
     generated: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))
-    past_mask, past_pos = prefix.start(len(rows))
-    cache, step = prefix.for_batch(len(rows)), rows
+    step = [row[past_pos[i] + 1:] for i, row in enumerate(rows)]
     while active:
-        logits, cache, past_mask, past_pos = prefix.forward(cache, step, past_mask, past_pos, pad, keep=1)
+        logits, cache, past_mask, past_pos = runner.forward(cache, step, past_mask, past_pos, keep=1)
         next_tokens = logits[:, -1].argmax(-1).tolist()
         keep = []
         for slot, (row, token) in enumerate(zip(active, next_tokens)):
@@ -314,7 +451,7 @@ def _decode_greedily(prefix: _Prefix, rows: list[list[int]], max_new_tokens: int
         if len(keep) < len(active):
             index = torch.tensor(keep, dtype=torch.long)
             if keep:
-                cache.batch_select_indices(index.to(prefix.device))
+                cache.batch_select_indices(index.to(runner.device))
             past_mask, past_pos = past_mask[index], past_pos[index]
         step = [[next_tokens[slot]] for slot in keep]
         active = [active[slot] for slot in keep]

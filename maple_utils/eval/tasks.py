@@ -30,6 +30,7 @@ class TaskSpec:
     label_offset: int = 0
     answer_field: str | None = None
     answer_prefix: str = ""
+    eval_items: int | None = None
     max_new_tokens: int | None = None
     stop: list = field(default_factory=list)
     instruction: str | None = None
@@ -49,14 +50,11 @@ class TaskSpec:
             raise ValueError(f"task {self.name} has no data for language {code!r} (it has: {', '.join(self.languages())})")
         return config
 
-    def splits_for(self, config: str) -> tuple[str, str]:
-        over = self.split_overrides.get(config, {})
+    def splits_for(self, config: str, override: dict | None = None) -> tuple[str, str]:
+        """(evaluated split, exemplars' split) for a config: the run's override (RunConfig.split_overrides),
+        else the registry's for that config, else the task's."""
+        over = {**self.split_overrides.get(config, {}), **(override or {})}
         return over.get("eval_split", self.eval_split), over.get("fewshot_split", self.fewshot_split)
-
-    def splits_read(self, config: str, k: int) -> list[str]:
-        """The splits an evaluation with k exemplars reads: the evaluated one, and the exemplars' if apart."""
-        eval_split, fewshot_split = self.splits_for(config)
-        return [eval_split] + ([fewshot_split] if k and fewshot_split != eval_split else [])
 
     # ---- prompts
     def render(self, doc: dict) -> str:
@@ -121,17 +119,27 @@ def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded",
     return sources.load(spec.name, spec.entry, source, root, split, config=spec.config_for(code), code=code)
 
 
-def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int) -> list[str]:
-    """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
+def data_reads(spec: TaskSpec, code: str, k: int, source: str, root: str | None,
+               override: dict | None = None) -> list[tuple[str, dict, str, dict]]:
+    """What an evaluation of one language with k exemplars reads, as (entry name, entry, split, template
+    keys): the evaluated split, and the exemplars' split or source when apart."""
     config = spec.config_for(code)
-    splits = spec.splits_read(config, k)
-    found = [sources.check_available(spec.name, spec.entry, source, root, s, config=config, code=code)
-             for s in (splits[:1] if spec.fewshot_source else splits)]
+    eval_split, fewshot_split = spec.splits_for(config, override)
+    keys = {"config": config, "code": code}
+    reads = [(spec.name, spec.entry, eval_split, keys)]
     if k and spec.fewshot_source:
         fs = spec.fewshot_source
-        found.append(sources.check_available(f"{spec.name}-exemplars", fs, source, root,
-                                             _fewshot_source_split(fs, source, root), config=fs["config"]))
-    return found
+        reads.append((f"{spec.name}-exemplars", fs, _fewshot_source_split(fs, source, root), {"config": fs["config"]}))
+    elif k and fewshot_split != eval_split:
+        reads.append((spec.name, spec.entry, fewshot_split, keys))
+    return reads
+
+
+def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int,
+               override: dict | None = None) -> list[str]:
+    """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
+    return [sources.check_available(name, entry, source, root, split, **keys)
+            for name, entry, split, keys in data_reads(spec, code, k, source, root, override)]
 
 
 def _fewshot_source_split(fs: dict, source: str, root: str | None) -> str:

@@ -26,26 +26,27 @@ def check_writable(out: Path) -> None:
 def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[Path, str]:
     """Every local release file the grid's jobs will read, with its format."""
     from maple_utils.eval.evaluate import k_for, task_languages
-    from maple_utils.eval.tasks import load_task
+    from maple_utils.eval.tasks import data_reads, load_task
 
     files: dict[Path, str] = {}
     for cfg in adapters:
         if cfg.data_source == "local":
             entry = known_datasets()[cfg.dataset]
             for code in cfg.train_languages or entry["languages"]:
-                path = sources.local_path(cfg.dataset, entry, cfg.data_root, "train", config=code, lang=code)
-                files[path] = entry["local"]["format"]
+                path, fmt = sources.local_layout(cfg.dataset, entry, cfg.data_root, "train", config=code, lang=code)
+                files[path] = fmt
     for cfg in evaluated:
         if cfg.data_source != "local":
             continue
         for task, code in task_languages(cfg)[0]:
             spec = load_task(task)
-            config = spec.config_for(code)
-            for split in spec.splits_read(config, k_for(cfg, spec)):
-                files[sources.local_path(task, spec.entry, cfg.data_root, split, config=config, code=code)] = spec.local["format"]
+            for name, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "local", cfg.data_root,
+                                                       cfg.split_overrides.get(task)):
+                path, fmt = sources.local_layout(name, entry, cfg.data_root, split, **keys)
+                files[path] = fmt
         entry = registry.read("tasks")["alpaca_eval"]
-        files[sources.local_path("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")] = \
-            entry["local"]["format"]
+        path, fmt = sources.local_layout("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")
+        files[path] = fmt
     return files
 
 
