@@ -100,3 +100,51 @@ def test_rows_count_dropped_exemplars_and_truncated_prompts(tiny, tmp_path):
     assert {r["exemplars_dropped"] for r in rows} == {2} and {r["truncated"] for r in rows} == {2}
     items = [json.loads(line) for line in layout.predictions(tmp_path, "xquad", "en").read_text().splitlines()]
     assert all(it["exemplars"] == [] and it["truncated"] for it in items)
+
+
+def test_three_adapters_of_one_base_in_one_call_equal_three_separate_runs(tiny_built, tmp_path, monkeypatch):
+    import torch
+
+    from maple_utils.train import modeling
+
+    dirs = {}
+    for seed in (1, 2, 3):
+        model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj", "v_proj"], 16)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
+        dirs[f"adapter{seed}"] = str(tmp_path / f"adapter{seed}")
+        model.save_pretrained(dirs[f"adapter{seed}"])
+    tok = modeling.load_tokenizer("tiny-llama")
+    cfg = config.validate_run({"tasks": ["xnli", "xquad"], "languages": ["en", "de"], "limit": 3,
+                               "k_shot": {"xnli": 2, "xquad": 1}, "max_new_tokens": 4})
+    separate = {}
+    for name, folder in dirs.items():
+        model = modeling.load_adapted("tiny-llama", 16, folder)
+        separate[name], _ = evaluate.evaluate(model, tok, cfg, {"run_id": name, "stage": "03_evaluate"},
+                                              tmp_path / "separate" / name, progress=False)
+    loads = []
+    original = modeling.load_base
+    monkeypatch.setattr(modeling, "load_base", lambda *a: loads.append(a) or original(*a))
+    model = modeling.load_adapters("tiny-llama", 16, dirs)
+    together = evaluate.evaluate_adapters(model, tok, [(name, cfg, {"run_id": name, "stage": "03_evaluate"},
+                                                        tmp_path / "together" / name) for name in dirs], progress=False)
+    assert loads == [("tiny-llama", 16)]
+    for name in dirs:
+        rows = together[name][0]
+        assert [(r["task"], r["language"], r["metric"]) for r in rows] == \
+            [(r["task"], r["language"], r["metric"]) for r in separate[name]]
+        assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in separate[name]], abs=1e-9)
+        assert _loglikelihoods(tmp_path / "together" / name) == pytest.approx(
+            _loglikelihoods(tmp_path / "separate" / name), abs=1e-5)
+        assert layout.predictions(tmp_path / "together" / name, "xquad", "de").read_text() == \
+            layout.predictions(tmp_path / "separate" / name, "xquad", "de").read_text()
+    # the adapters differ, so the test could tell them apart
+    assert _loglikelihoods(tmp_path / "together" / "adapter1") != pytest.approx(
+        _loglikelihoods(tmp_path / "together" / "adapter2"), abs=1e-3)
+
+
+def _loglikelihoods(run_dir) -> list[float]:
+    lines = layout.predictions(run_dir, "xnli", "en").read_text().splitlines()
+    return [ll for line in lines for ll in json.loads(line)["loglikelihoods"]]

@@ -166,3 +166,15 @@ def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progres
     facts = {"data": data, "not_evaluated": [{"task": t, "language": c, "why": "the task has no data in this language"}
                                              for t, c in lacking]}
     return rows, facts
+
+
+def evaluate_adapters(model, tokenizer, runs: list[tuple[str, object, dict, str | Path]], progress: bool = True
+                      ) -> dict[str, tuple[list[dict], dict]]:
+    """Rows and facts of each run in `runs` (adapter name, its RunConfig, its identity, its run folder), on one
+    model holding every adapter (modeling.load_adapters): each is made the active adapter in turn, so the
+    base is loaded once and each result equals a separate run's."""
+    out = {}
+    for name, cfg, identity, run_dir in runs:
+        model.set_adapter(name)
+        out[name] = evaluate(model, tokenizer, cfg, identity, run_dir, progress)
+    return out

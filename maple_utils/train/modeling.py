@@ -96,6 +96,21 @@ def load_adapted(model: str, quant: int, adapter_dir: str | None):
     return adapted
 
 
+def load_adapters(model: str, quant: int, adapter_dirs: dict[str, str]):
+    """The base loaded once with every adapter attached under its name (PEFT `load_adapter`); `set_adapter`
+    picks the one that runs. Evaluating many adapters of one base this way saves loading it each time."""
+    from peft import PeftModel
+
+    if not adapter_dirs:
+        raise ValueError("load_adapters: no adapters given (a base alone loads with load_adapted)")
+    (first, first_dir), *rest = adapter_dirs.items()
+    adapted = PeftModel.from_pretrained(load_base(model, quant), first_dir, adapter_name=first)
+    for name, folder in rest:
+        adapted.load_adapter(folder, adapter_name=name)
+    adapted.eval()
+    return adapted
+
+
 def revision(model_name: str, model) -> dict:
     """Where the weights came from and their revision (hub commit, or a content hash of the folder)."""
     from maple_utils.results import model_revision
