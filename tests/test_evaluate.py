@@ -148,3 +148,43 @@ def test_three_adapters_of_one_base_in_one_call_equal_three_separate_runs(tiny_b
 def _loglikelihoods(run_dir) -> list[float]:
     lines = layout.predictions(run_dir, "xnli", "en").read_text().splitlines()
     return [ll for line in lines for ll in json.loads(line)["loglikelihoods"]]
+
+
+def test_classification_answered_by_generation_reports_both_parsers(tiny, tmp_path):
+    model, tok = tiny
+    cfg = config.validate_run({"tasks": ["xnli", "belebele", "xquad"], "languages": ["en"], "limit": 3,
+                               "classification": "generate", "k_shot": {"xnli": 1, "xquad": 1}, "max_new_tokens": 4})
+    rows, _ = evaluate.evaluate(model, tok, cfg, {"run_id": "r", "stage": "03_evaluate"}, tmp_path, progress=False)
+    metrics_of = {(r["task"], r["metric"]): r for r in rows}
+    assert set(metrics_of) == {("xnli", "acc_megaverse"), ("xnli", "acc_strict"), ("belebele", "acc_megaverse"),
+                               ("belebele", "acc_strict"), ("xquad", "squad_f1"), ("xquad", "squad_em")}
+    assert metrics_of[("xnli", "acc_strict")]["scoring"] == "generate"
+    items = [json.loads(x) for x in layout.predictions(tmp_path, "xnli", "en").read_text().splitlines()]
+    assert all("output" in it and it["reference"] in ("True", "Neither", "False") for it in items)
+    # the strict parser never accepts what MEGAVERSE's rejects
+    assert all(it["scores"]["acc_strict"] <= it["scores"]["acc_megaverse"] for it in items)
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+                 "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def test_chat_prompts_for_instruction_tuned_baselines(tiny, tmp_path):
+    """MEGAVERSE's chat form: exemplars as user/assistant turns; a template with no system role gets the
+    instruction at the head of the first user turn."""
+    model, tok = tiny
+    tok.chat_template = CHAT_TEMPLATE
+    try:
+        spec = load_task("xnli")
+        docs, _, used = evaluate.build_prompts(spec, "en", 2, 42, "embedded", None, limit=1)
+        prompt = spec.compose(used["exemplars"], docs[0], tok)
+        shot = used["exemplars"][0]
+        assert prompt.startswith(f"<|user|>{spec.instruction}\n\n{spec.render(shot)}\n<|assistant|>"
+                                 f"{spec.target(shot).strip()}\n")
+        assert prompt.endswith(f"<|user|>{spec.render(docs[0])}\n<|assistant|>")
+        cfg = config.validate_run({"tasks": ["xnli"], "languages": ["en"], "limit": 2, "k_shot": {"xnli": 1},
+                                   "prompt_template": "chat", "dataset": None, "rank": None})
+        items, _ = evaluate.evaluate_pair(model, tok, cfg, "xnli", "en")
+        assert len(items) == 2
+    finally:
+        tok.chat_template = None

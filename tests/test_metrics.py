@@ -100,3 +100,30 @@ def test_mean_stderr():
     mean, se = metrics.mean_stderr([1.0, 0.0, 1.0, 0.0])
     assert mean == 0.5 and se == pytest.approx(math.sqrt((4 * 0.25 / 3) / 4))
     assert metrics.mean_stderr([1.0]) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("output, gold, loose, strict", [
+    (" True\nThe premise says so.", "True", 1, 1),
+    ("true.", "True", 1, 1),                      # normalised: case and punctuation
+    (" t", "True", 1, 0),                         # MEGAVERSE's quirk: the answer inside the gold counts
+    ("True, because the river is calm", "True", 1, 0),   # and the gold inside the answer
+    ("", "True", 0, 0),                           # empty answers are wrong
+    (" Neither", "True", 0, 0),
+    (" choice", "choice2", 1, 0),                 # XCOPA: "choice" is inside both choices
+])
+def test_megaverse_substring_parser_and_the_strict_one(output, gold, loose, strict):
+    scores = metrics.classification_scores("substring", output, gold, ["True", "Neither", "False", "choice1", "choice2"])
+    assert scores == {"acc_megaverse": float(loose), "acc_strict": float(strict)}
+
+
+@pytest.mark.parametrize("output, gold, loose, strict", [
+    (" B", "B", 1, 1),
+    ("(C)", "C", 1, 1),
+    ("the answer is B", "B", 1, 0),               # a letter anywhere counts for MEGAVERSE, not for the strict parser
+    ("Answer: B", "B", 0, 0),                     # the capital A of "Answer" is checked first and wins (MV parse_pred)
+    ("2", "B", 1, 0),                             # digits stand for letters
+    ("D.", "D", 1, 1),
+])
+def test_megaverse_belebele_letter_parser(output, gold, loose, strict):
+    assert metrics.classification_scores("letter", output, gold, ["A", "B", "C", "D"]) == \
+        {"acc_megaverse": float(loose), "acc_strict": float(strict)}

@@ -82,6 +82,7 @@ class RunConfig(BaseModel):
     limit: Optional[int] = declare(None, "evaluation", "items per task and language (None: all); limited rows are not comparable with the paper", ge=1)
     k_shot: dict[str, int] = declare({}, "evaluation", "per-task few-shot overrides of the tasks registry, 0 to 32")
     split_overrides: dict[str, dict[str, str]] = declare({}, "evaluation", "per-task {eval_split, fewshot_split} instead of the registry's, e.g. {xnli: {eval_split: validation, fewshot_split: validation}} for XTREME's dev-only XNLI files")
+    classification: Literal["loglikelihood", "generate"] = declare("loglikelihood", "evaluation", "XNLI, XCOPA, Belebele: log-likelihood of each verbalised choice (acc), or greedy answers parsed by MEGAVERSE's parser and a strict one (acc_megaverse, acc_strict)")
     max_new_tokens: Optional[int] = declare(None, "evaluation", "generation budget of the QA and summary tasks; None: each task's own", ge=1)
     eval_batch_size: int = declare(8, "evaluation", "sequences per forward pass", ge=1)
     fewshot_seed: int = declare(42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)")

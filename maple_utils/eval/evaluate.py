@@ -68,19 +68,43 @@ def _score_generation(model, tokenizer, spec: TaskSpec, prompts: list[str], docs
     return items
 
 
-def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenizer, budget: int
-                   ) -> tuple[list[str], list[int], list[bool]]:
+def _score_choices_generatively(model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict],
+                                batch_size: int, max_new_tokens: int):
+    gen = spec.generative
+    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=gen["stop"],
+                               batch_size=batch_size)
+    items = []
+    for doc, out in zip(docs, outputs):
+        gold = spec.choices[spec.label(doc)].strip()
+        items.append({"output": out, "prediction": out.strip(), "reference": gold,
+                      "scores": metrics.classification_scores(gen["parser"], out, gold,
+                                                              [c.strip() for c in spec.choices])})
+    return items
+
+
+def scoring_mode(cfg, spec: TaskSpec) -> tuple[str, list[str], int | None]:
+    """How a task is scored in a run: (loglikelihood | generate, its metrics, its generation budget)."""
+    if spec.scoring == "generate":
+        return "generate", spec.metrics, cfg.max_new_tokens or spec.max_new_tokens
+    if cfg.classification == "generate":
+        return "generate", spec.generative["metrics"], cfg.max_new_tokens or spec.generative["max_new_tokens"]
+    return "loglikelihood", spec.metrics, None
+
+
+def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenizer, budget: int,
+                   chat: bool = False) -> tuple[list[str], list[int], list[bool]]:
     """Each item's prompt within `budget` tokens: exemplars dropped one by one from the end while it is
     longer (MEGAVERSE, mission_anchors.md 2.1); a prompt too long even with none is left whole, and
-    scoring truncates it from the left (lm-eval's rule). Returns the prompts, the exemplars each kept and
-    whether each is still too long."""
+    scoring truncates it from the left (lm-eval's rule). chat: in the tokenizer's chat template. Returns the
+    prompts, the exemplars each kept and whether each is still too long."""
+    template = tokenizer if chat else None
     prompts, kept, too_long = [], [], []
     for doc in docs:
         n = len(shots)
-        prompt = spec.preamble(shots) + spec.prompt_for(doc)
+        prompt = spec.compose(shots, doc, template)
         while len(scoring.encode(tokenizer, prompt)) > budget and n > 0:
             n -= 1
-            prompt = spec.preamble(shots[:n]) + spec.prompt_for(doc)
+            prompt = spec.compose(shots[:n], doc, template)
         prompts.append(prompt)
         kept.append(n)
         too_long.append(len(scoring.encode(tokenizer, prompt)) > budget)
@@ -120,13 +144,18 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     spec = load_task(task)
     docs, _, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
                                   cfg.data_root, cfg.limit, cfg.split_overrides.get(task))
-    shots, max_new = used.pop("exemplars"), cfg.max_new_tokens or spec.max_new_tokens
-    room = max_new if spec.scoring == "generate" else max(len(tokenizer(c, add_special_tokens=False)["input_ids"])
-                                                           for c in spec.choices)
+    shots = used.pop("exemplars")
+    mode, used["metrics"], max_new = scoring_mode(cfg, spec)
+    used["scoring"] = mode
+    room = max_new if mode == "generate" else max(len(tokenizer(c, add_special_tokens=False)["input_ids"])
+                                                  for c in spec.choices)
     prompts, kept, too_long = fit_to_context(spec, shots, docs, tokenizer,
-                                             scoring.model_max_length(model, tokenizer) - room)
-    if spec.scoring == "loglikelihood":
+                                             scoring.model_max_length(model, tokenizer) - room,
+                                             chat=cfg.prompt_template == "chat")
+    if mode == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
+    elif spec.scoring == "loglikelihood":
+        items = _score_choices_generatively(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size, max_new)
     else:
         items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new)
     shot_ids = [_doc_id(d, i) for i, d in enumerate(shots)]

@@ -148,6 +148,44 @@ def rouge_scores(prediction: str, reference: str, lang: str) -> dict[str, float]
     return {name: scores[name].fmeasure for name in ROUGE_TYPES}
 
 
+# ---------------------------------------------------------------- classification answered by generation
+
+def _first_line(output: str) -> str:
+    lines = output.strip().split("\n")
+    return lines[0] if lines else ""
+
+
+def megaverse_normalize(text: str) -> str:
+    """MEGAVERSE's normalize_answer (MV mega/utils/misc_utils.py): SQuAD v1.1's, after removing "</s>"."""
+    return squad_normalize(text.replace("</s>", ""))
+
+
+def classification_scores(parser: str, output: str, gold: str, choices: list[str]) -> dict[str, float]:
+    """A generated answer to a classification item, scored two ways (mission_anchors.md 2.5):
+
+    - acc_megaverse, MEGAVERSE's parser, quirks kept: `substring` (XNLI, XCOPA) takes the first line, and
+      counts it right when the normalised answer is inside the normalised gold or the gold inside it, so
+      "t" is right for "True", and "choice" for either of XCOPA's "choice1"/"choice2"; an empty answer is
+      wrong. `letter` (Belebele, MV parse_pred) reads A if "A" or "1" is anywhere in the output, else B if
+      "B" or "2", and so on: any capital A wins.
+    - acc_strict: the first line, normalised, must be exactly one choice (Belebele: a bare letter, optionally
+      in parentheses, or the letter and a full stop).
+    """
+    line = _first_line(output)
+    if parser == "substring":
+        pred, ref = megaverse_normalize(line), megaverse_normalize(gold)
+        loose = bool(pred) and (pred in ref or ref in pred)
+        strict = pred == ref and [megaverse_normalize(c) for c in choices].count(pred) == 1
+    elif parser == "letter":
+        loose_letter = next((letter for letter, digit in zip("ABCD", "1234") if letter in output or digit in output), None)
+        loose = loose_letter == gold.strip()
+        match = re.fullmatch(r"\(?([A-D])\)?\.?", line.strip())
+        strict = bool(match) and match.group(1) == gold.strip()
+    else:
+        raise ValueError(f"unknown classification parser {parser!r} (allowed: substring, letter)")
+    return {"acc_megaverse": float(loose), "acc_strict": float(strict)}
+
+
 def score_generation(metrics: list[str], prediction: str, golds: list[str], lang: str) -> dict[str, float]:
     """Per-item scores of a generated answer for the metrics a task asks for."""
     scores: dict[str, float] = {}

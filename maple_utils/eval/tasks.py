@@ -35,6 +35,7 @@ class TaskSpec:
     stop: list = field(default_factory=list)
     instruction: str | None = None
     fewshot_source: dict = field(default_factory=dict)
+    generative: dict = field(default_factory=dict)
     maps: dict = field(default_factory=dict)
     split_overrides: dict = field(default_factory=dict)
     hub: dict = field(default_factory=dict)
@@ -89,6 +90,19 @@ class TaskSpec:
         blocks = ([self.instruction] if self.instruction else []) + [self.prompt_for(d) + self.target(d) for d in exemplars]
         return "".join(block + "\n\n" for block in blocks)
 
+    def compose(self, exemplars: list[dict], doc: dict, tokenizer=None) -> str:
+        """The whole prompt for one item. With a tokenizer: MEGAVERSE's chat form for instruction-tuned
+        models (mission_anchors.md 2.1), in the tokenizer's own chat template: the instruction as the
+        system turn, each exemplar a user turn and the assistant's answer, then the item's user turn."""
+        if tokenizer is None:
+            return self.preamble(exemplars) + self.prompt_for(doc)
+        turns = []
+        for shot in exemplars:
+            turns += [{"role": "user", "content": self.render(shot)},
+                      {"role": "assistant", "content": self.target(shot).strip()}]
+        turns.append({"role": "user", "content": self.render(doc)})
+        return chat_prompt(tokenizer, self.instruction, turns)
+
 
     @property
     def entry(self) -> dict:
@@ -98,6 +112,22 @@ class TaskSpec:
     @property
     def registry_hash(self) -> str:
         return registry.entry_hash(self.entry)
+
+
+def chat_prompt(tokenizer, system: str | None, turns: list[dict]) -> str:
+    """Turns in the tokenizer's chat template, ready for the assistant's answer. A template without a
+    system role (Mistral-Instruct's) gets the system text at the head of the first user turn, as FastChat's
+    `mistral` template that MEGAVERSE uses does."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt_template 'chat': the model's tokenizer has no chat template")
+    if not system:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": system}] + turns, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception:  # jinja2's TemplateError raised by the template itself: no system role
+        first = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
+        return tokenizer.apply_chat_template([first] + turns[1:], tokenize=False, add_generation_prompt=True)
 
 
 def load_task(name: str) -> TaskSpec:
