@@ -34,6 +34,50 @@ def test_release_files_load_in_hub_schema(shared_data, task, code, split, count)
         assert all(spec.answers(d) for d in docs)
 
 
+def _release_files(shared_data):
+    """(task, language, split) of every release file of ../shared/data that a task's local layout names."""
+    from maple_utils.data import languages as lang_table
+
+    found = []
+    for task in ("xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"):
+        spec = load_task(task)
+        for code in spec.languages():
+            config = lang_table.table()[code].config_for(spec.language_column)
+            for split in ("train", "validation", "test"):
+                try:
+                    path = sources.local_path(task, spec.entry, str(shared_data), split, config=config, code=code)
+                except sources.MissingDataError:
+                    continue
+                if path.is_file():
+                    found.append((task, code, split))
+    return found
+
+
+def test_every_release_file_loads_renders_and_scores_its_gold(shared_data):
+    """Every file in ../shared/data that a task reads: it loads in the hub schema, every item renders to a
+    prompt, and its gold answer scores 1 on every metric of the task."""
+    from maple_utils.eval import metrics
+
+    files = _release_files(shared_data)
+    by_task = {t: sum(1 for f in files if f[0] == t) for t in ("xnli", "xcopa", "belebele", "xquad", "mlqa")}
+    # XTREME's 14 XNLI dev files; XCOPA's 11 languages x val/test + COPA's train/val; Belebele id/th/vi; 12 XQuAD; 7 MLQA dev
+    assert by_task == {"xnli": 14, "xcopa": 24, "belebele": 3, "xquad": 12, "mlqa": 7}
+    for task, code, split in files:
+        spec = load_task(task)
+        docs, _ = load_docs(spec, code, split, "local", str(shared_data))
+        assert docs and all(spec.render(d) for d in docs), (task, code, split)
+        for doc in docs:
+            if spec.scoring == "loglikelihood":
+                gold = spec.choices[spec.label(doc)].strip()
+                parser = spec.generative["parser"]
+                assert metrics.classification_scores(parser, gold, gold, [c.strip() for c in spec.choices]) == \
+                    {"acc_megaverse": 1.0, "acc_strict": 1.0}, (task, code, split)
+            else:
+                golds = spec.answers(doc)
+                assert metrics.score_generation(spec.metrics, golds[0], golds, code) == \
+                    {m: 1.0 for m in spec.metrics}, (task, code, split, doc.get("id"))
+
+
 def test_xnli_tsv_labels_map_to_hub_ids(shared_data):
     docs, _ = load_docs(load_task("xnli"), "en", "validation", "local", str(shared_data))
     first = (shared_data / "xnli/xtreme_format/dev-en.tsv").read_text(encoding="utf-8").splitlines()[0]
@@ -60,6 +104,23 @@ def test_evaluation_inputs_are_checked_before_any_model_loads(shared_data, tmp_p
     ok = config.validate_run({"data_source": "local", "data_root": str(shared_data), "tasks": ["xquad", "belebele"],
                               "languages": ["th"]})
     assert set(evaluate.check_inputs(ok)) == {"xquad-th", "belebele-th"}
+
+
+def test_a_damaged_task_file_is_named_with_its_row_before_any_model_loads(shared_data, tmp_path):
+    """A copy of the data folder whose Thai Belebele file has one bad line: check_inputs names file and line."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(shared_data / "belebele", root / "belebele")
+    path = root / "belebele" / "tha_Thai.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[6] = lines[6][:40]  # a line cut short, as a full disk leaves it
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from maple_utils.eval import evaluate
+
+    cfg = config.validate_run({"data_source": "local", "data_root": str(root), "tasks": ["belebele"], "languages": ["th"]})
+    with pytest.raises(DataFileError, match=r"tha_Thai\.jsonl: line 7: not valid JSON"):
+        evaluate.check_inputs(cfg)
 
 
 @pytest.mark.parametrize("content, fmt, needle", [

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from maple_utils import io, results
 from maple_utils.eval import metrics, scoring
-from maple_utils.eval.tasks import TaskSpec, check_data, load_docs, load_fewshot_pool, load_task, pick_fewshot
+from maple_utils.data import sources
+from maple_utils.eval.tasks import (TaskSpec, check_data, data_reads, load_docs, load_fewshot_pool, load_task,
+                                      pick_fewshot)
 
 
 def task_languages(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -31,13 +33,18 @@ def k_for(cfg, spec: TaskSpec) -> int:
 
 
 def check_inputs(cfg) -> dict[str, list[str]]:
-    """Every file or hub id the evaluation will read, checked before any model loads (a MissingDataError
-    names the task, the language and the path expected)."""
+    """Every file or hub id the evaluation will read, checked before any model loads: a MissingDataError
+    names the task, the language and the path expected; a local file is also read, so that a damaged one
+    is named with its row now (DataFileError), not after the model has loaded."""
     found = {}
     for task, code in task_languages(cfg)[0]:
         spec = load_task(task)
         found[f"{task}-{code}"] = check_data(spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec),
                                              cfg.split_overrides.get(task))
+        if cfg.data_source == "local":
+            for name, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "local", cfg.data_root,
+                                                       cfg.split_overrides.get(task)):
+                sources.load(name, entry, "local", cfg.data_root, split, **keys)
     return found
 
 
