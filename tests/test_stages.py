@@ -85,3 +85,24 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     assert out.strip().endswith("done")
     executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()
     assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed
+
+
+def test_a_disk_without_room_for_the_largest_job_stops_the_grid_before_any_job(tmp_path):
+    """The stage registry declares each job's disk need; a need the output disk cannot meet is named with
+    the folder and the space found, and nothing runs (the CLI exits 2)."""
+    from conftest import run_cli
+
+    stages = yaml.safe_load((REPO / "maple_utils" / "registry" / "stages.yaml").read_text())
+    for stage in stages["stages"]:
+        if stage["name"] == "02_train":
+            stage["resources"]["disk_gb"] = 10**7  # ten petabytes
+    edited = tmp_path / "registry"
+    edited.mkdir()
+    (edited / "stages.yaml").write_text(yaml.safe_dump(stages))
+    out = tmp_path / "out"
+    proc = run_cli("run", str(REPO / "params" / "smoke.yaml"), "--out", str(out), env={"MAPLE_REGISTRY": str(edited)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert f"output folder {out} has " in message
+    assert " GB free; the largest job declares 1e+07 GB (stage registry resources.disk_gb)" in message
+    assert not (out / "manifest.jsonl").exists() or "running" not in (out / "manifest.jsonl").read_text()

@@ -1,9 +1,11 @@
-"""Checks before any job of a grid runs: the output folder takes writes, and every local data file the
-grid will read is there and parses (a damaged file is named with its row). A failure here costs seconds,
-not a night of training followed by an evaluation that cannot read its data."""
+"""Checks before any job of a grid runs: the output folder takes writes and has the disk space the next job
+declares, and every local data file the grid will read is there and parses (a damaged file is named with
+its row). A failure here costs seconds, not a night of training followed by an evaluation that cannot
+read its data."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +50,15 @@ def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[P
         path, fmt = sources.local_layout("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")
         files[path] = fmt
     return files
+
+
+def check_disk(out: Path, needed_gb: float, what: str) -> None:
+    """Free space under `out` covers `needed_gb` (a stage's declared resources.disk_gb), or a ConfigError
+    naming the folder, the space found and the need."""
+    free = shutil.disk_usage(out).free / 2**30
+    if free < needed_gb:
+        raise ConfigError(f"output folder {out} has {free:.1f} GB free; {what} declares {needed_gb:g} GB "
+                          "(stage registry resources.disk_gb): free some space or choose another --out")
 
 
 def check_data(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:

@@ -123,6 +123,7 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
             raise ConfigError(f"{plan.grid_path}: {err}") from None
     preflight.check_data(plan.adapters, plan.adapters + plan.bases)
     preflight.check_writable(plan.out)
+    preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
     prepare_out(plan)
     kernel_environment()
     history = read_manifest(plan.out)
@@ -131,12 +132,11 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
     pending = list(plan.jobs)
     running: dict = {}
-    finished = 0
+    progress = Progress(plan.jobs, workers)
+    stopped: ConfigError | None = None
 
-    def report(job: Job, what: str) -> None:
-        nonlocal finished
-        finished += 1
-        echo(f"[{finished:3d}/{len(plan.jobs)}] {job.stage.name:15s} {job.key}  {what}")
+    def report(job: Job, what: str, outcome: str, wall_s: float | None = None) -> None:
+        echo(progress.line(job, what, outcome, wall_s))
 
     def ready(job: Job) -> bool:
         if job.stage.unit == "grid":  # it reads every row: after everything else
@@ -158,20 +158,25 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key,
                                                "status": "blocked", "started": time.time(),
                                                "error": f"upstream not done: {', '.join(blocked)}"})
-                    report(job, "blocked (upstream failed)")
+                    report(job, "blocked (upstream failed)", "blocked")
                     continue
                 if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
                     job.inputs = results.digest(results.aggregate(plan.out))
                 if job.is_done(tokens):
                     status[job.id] = "skipped"
                     tokens[job.id] = job.completion()["token"]
-                    report(job, "already complete")
+                    report(job, "already complete", "skipped")
                     continue
                 if (only is not None and job.id not in only) or (only is None and attempts[job.id] >= max_attempts):
                     status[job.id] = "gave_up" if only is None else "not retried"
                     report(job, f"not run ({attempts[job.id]} attempts failed; `retry` runs it again)"
-                           if only is None else "left as it is")
+                           if only is None else "left as it is", status[job.id])
                     continue
+                try:
+                    preflight.check_disk(plan.out, _disk_gb(job), job.id)
+                except ConfigError as err:  # start nothing more; let the running jobs finish
+                    stopped, pending = err, []
+                    break
                 attempts[job.id] += 1
                 append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "running",
                                            "attempt": attempts[job.id], "started": time.time(),
@@ -187,5 +192,41 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     tokens[job.id] = job.mark_done(tokens)
                 append_manifest(plan.out, entry)
                 status[job.id] = entry["status"]
-                report(job, f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""))
+                report(job, f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""),
+                       entry["status"], entry["wall_s"])
+    if stopped:
+        raise stopped
     return status
+
+
+def _disk_gb(job: Job) -> float:
+    return float(job.stage.resources.get("disk_gb", 0))
+
+
+class Progress:
+    """One line per finished job: its place, the counts per outcome so far, and an ETA from the wall times
+    of the jobs that ran (per stage, the stage's mean; a stage with none yet, the mean over all)."""
+
+    def __init__(self, jobs: list[Job], workers: int):
+        self.total, self.workers = len(jobs), workers
+        self.left = Counter(j.stage.name for j in jobs)
+        self.walls: dict[str, list[float]] = {}
+        self.outcomes: Counter = Counter()
+
+    def line(self, job: Job, what: str, outcome: str, wall_s: float | None) -> str:
+        self.left[job.stage.name] -= 1
+        self.outcomes[outcome] += 1
+        if wall_s is not None:
+            self.walls.setdefault(job.stage.name, []).append(wall_s)
+        done = sum(self.outcomes.values())
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        return f"[{done:3d}/{self.total}] {job.stage.name:15s} {job.key}  {what}  | {counts}{self.eta()}"
+
+    def eta(self) -> str:
+        every = [w for walls in self.walls.values() for w in walls]
+        if not every or not sum(self.left.values()):
+            return ""
+        overall = sum(every) / len(every)
+        seconds = sum(n * (sum(self.walls[s]) / len(self.walls[s]) if s in self.walls else overall)
+                      for s, n in self.left.items()) / self.workers
+        return f" | ETA {seconds / 60:.0f} min" if seconds >= 60 else f" | ETA {seconds:.0f} s"
