@@ -35,6 +35,16 @@ def load_script(name: str):
     return module
 
 
+@pytest.fixture(scope="session")
+def smoke_grid(tmp_path_factory):
+    """The smoke grid run once per session as `make demo` runs it (local executor, 2 workers): the output
+    folder and the finished process."""
+    out = tmp_path_factory.mktemp("smoke")
+    proc = run_cli("run", "params/smoke.yaml", "--out", str(out), "--workers", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
 def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})

@@ -17,11 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke")
-    proc = run_cli("run", "params/smoke.yaml", "--out", str(out), "--workers", "2")  # as `make demo` runs it
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc
+def smoke(smoke_grid):
+    return smoke_grid
 
 
 def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):

@@ -24,6 +24,7 @@ class GridConfig(BaseModel):
     exclude: list[dict[str, Any]] = []
     evaluate_base_models: bool = True
     base_model_quant: Literal[4, 8, 16] = 16
+    slurm: dict[str, Any] = {}  # for --executor slurm: maple_utils.grid.slurm.SlurmSettings
 
 
 def load_yaml(path: str | Path) -> dict:

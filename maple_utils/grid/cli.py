@@ -71,7 +71,7 @@ def status_lines(plan: Plan) -> list[str]:
 
 
 def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, workers: int = 1,
-        retry: bool = False, echo=print) -> int:
+        retry: bool = False, echo=print, executor: str = "local") -> int:
     """Run (or list) every job of a grid, or with retry only the jobs that did not complete; returns the
     number of jobs that did not complete."""
     plan = plan_grid(grid_path, out)
@@ -85,7 +85,7 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
     if retry:
         states = job_states(plan)
         only = {j.id for j in plan.jobs if states[j.id]["status"] in RETRYABLE or j.stage.unit == "grid"}
-    status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only)
+    status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only, executor=executor)
     failed = [j for j, s in status.items() if s not in ("done", "skipped", "not retried")]
     echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {plan.out / layout.REPORT_DIR}/analysis.html")
     if failed:
@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         if name != "status":
             cmd.add_argument("--timeout", type=int, default=None,
                              help="seconds a notebook cell may run (default: the stage registry's time_min)")
-            cmd.add_argument("--workers", type=int, default=1, help="notebooks run at once (CPU: up to the cores)")
+            cmd.add_argument("--workers", type=int, default=1,
+                             help="notebooks run at once (CPU: up to the cores); with slurm, jobs in SLURM at once")
+            cmd.add_argument("--executor", choices=("local", "slurm"), default="local",
+                             help="local: notebooks run here; slurm: each job submitted with sbatch (grid file's "
+                                  "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)")
         if name == "run":
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     args = parser.parse_args(argv)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
-                     workers=args.workers, retry=args.command == "retry")
+                     workers=args.workers, retry=args.command == "retry", executor=args.executor)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

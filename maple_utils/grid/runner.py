@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -23,12 +24,14 @@ from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
 
 RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up")
+_MANIFEST_LOCK = threading.Lock()
 
 
 def append_manifest(out: Path, entry: dict) -> None:
-    """One JSON line per event (a job started, a job ended), written by the runner's one thread. A line cut
-    short by a kill or a full disk is ended before the next one, so it never swallows a later entry."""
-    io.append_jsonl(Path(out) / layout.MANIFEST, entry)
+    """One JSON line per event (a job started, queued or running in SLURM, ended), one writer at a time. A
+    line cut short by a kill or a full disk is ended before the next one, so it never swallows a later entry."""
+    with _MANIFEST_LOCK:
+        io.append_jsonl(Path(out) / layout.MANIFEST, entry)
 
 
 def read_manifest(out: Path) -> list[dict]:
@@ -107,14 +110,23 @@ def stage_timeout(job: Job, override: int | None) -> int | None:
 
 
 def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1, max_attempts: int = 3,
-             only: set[str] | None = None) -> dict[str, str]:
-    """Execute every job that is not complete, up to `workers` notebooks at a time, each as soon as the jobs
-    it needs are complete (the once-per-grid analysis after every other job). A job that did not complete
-    in `max_attempts` attempts is left alone (gave_up) until `retry`; `only` restricts the run to those job
-    ids (what `retry` passes). Returns each job's status (done, skipped, failed, crashed, timed_out,
-    blocked, gave_up)."""
-    from maple_utils.grid import preflight
+             only: set[str] | None = None, executor: str = "local") -> dict[str, str]:
+    """Execute every job that is not complete, up to `workers` notebooks at a time (with `executor="slurm"`,
+    up to `workers` SLURM jobs), each as soon as the jobs it needs are complete (the once-per-grid analysis
+    after every other job). A job that did not complete in `max_attempts` attempts is left alone (gave_up)
+    until `retry`; a job SLURM itself ended (cancelled, preempted, node failure) is submitted again while
+    attempts remain. `only` restricts the run to those job ids (what `retry` passes). Returns each job's
+    status (done, skipped, failed, crashed, timed_out, blocked, gave_up)."""
+    from maple_utils.grid import preflight, slurm
 
+    if executor not in ("local", "slurm"):
+        raise ConfigError(f"--executor {executor!r} is not one of: local, slurm")
+    if executor == "slurm":
+        try:
+            settings = slurm.SlurmSettings.model_validate(plan.grid.slurm)
+        except ValueError as err:
+            raise ConfigError(f"{plan.grid_path}: slurm section: {err}") from None
+        slurm.check_cluster()
     check_notebooks(plan)
     if any(c.data_source == "hub" for c in plan.adapters + plan.bases):
         try:
@@ -127,7 +139,7 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     prepare_out(plan)
     kernel_environment()
     history = read_manifest(plan.out)
-    attempts = Counter(e.get("job") for e in history if e.get("status") == "running")
+    attempts = Counter(e.get("job") for e in history if e.get("status") == "running" and "event" not in e)
     status: dict[str, str] = {}
     tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
     pending = list(plan.jobs)
@@ -181,7 +193,12 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                 append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "running",
                                            "attempt": attempts[job.id], "started": time.time(),
                                            "notebook": str(layout.executed_notebook(job.folder, job.stage.name))})
-                running[pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout))] = job
+                if executor == "slurm":
+                    future = pool.submit(slurm.execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout),
+                                         settings, lambda entry: append_manifest(plan.out, entry))
+                else:
+                    future = pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout))
+                running[future] = job
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -191,6 +208,10 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                 if entry["status"] == "done":
                     tokens[job.id] = job.mark_done(tokens)
                 append_manifest(plan.out, entry)
+                if entry.get("slurm_state") in slurm.RESUBMIT and attempts[job.id] < max_attempts:
+                    echo(f"      {job.stage.name:15s} {job.key}  SLURM ended it ({entry['slurm_state']}): submitted again")
+                    pending.insert(0, job)
+                    continue
                 status[job.id] = entry["status"]
                 report(job, f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""),
                        entry["status"], entry["wall_s"])

@@ -1,0 +1,25 @@
+"""What a SLURM allocation runs: one job's notebook, as the local executor would, leaving its manifest
+entry beside it for the runner.
+
+    python -m maple_utils.grid.slurm_job JOB.pkl ENTRY.json
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+from maple_utils import io
+from maple_utils.grid.runner import execute
+
+
+def main(spec: str, result: str) -> int:
+    job, out, attempt, timeout = pickle.loads(Path(spec).read_bytes())
+    entry = execute(job, Path(out), attempt, timeout)
+    io.write_json(result, entry)  # atomic: the runner reads a whole entry or none
+    return 0 if entry["status"] == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
