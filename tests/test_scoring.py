@@ -178,3 +178,11 @@ def test_quantised_bases_take_the_same_path(llama, saving, quant):
     got = scoring.loglikelihood(model, tok, requests, batch_size=4)
     expected = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
     assert [ll for ll, _ in got] == pytest.approx([ll for ll, _ in expected], abs=1e-3)
+
+
+def test_a_chain_of_prompts_each_one_token_longer_plans_without_recursion():
+    chain = [[1] + [5] * n + [9] for n in range(3000)]
+    order, nodes, node_of = scoring.plan_prefixes(chain, saving=10**9)
+    assert sorted(order) == list(range(3000)) and not nodes and set(node_of) == {None}
+    order, nodes, node_of = scoring.plan_prefixes(chain, saving=1)
+    assert nodes and all(n is None or nodes[n].length < len(chain[i]) for i, n in enumerate(node_of))

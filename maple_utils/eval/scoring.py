@@ -118,9 +118,13 @@ def plan_prefixes(sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAV
     nodes: list[_Node] = []
     node_of: list[int | None] = [None] * len(sequences)
 
-    def split(lo: int, hi: int, depth: int, parent: int | None) -> None:
-        """Rows order[lo:hi] share `depth` tokens; `parent` is the deepest node above them."""
+    # (rows order[lo:hi] that share `depth` tokens, the deepest node above them); a stack, not recursion,
+    # since a chain of prompts each one token longer than the last would nest as deep as it is long
+    stack: list[tuple[int, int, int, int | None]] = [(0, len(order), 0, None)]
+    while stack:
+        lo, hi, depth, parent = stack.pop()
         base = nodes[parent].length if parent is not None else 0
+
         def fits(m: int) -> bool:  # the row keeps a token of its own beyond `depth`
             return len(sequences[order[m]]) - 1 > depth
 
@@ -132,17 +136,14 @@ def plan_prefixes(sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAV
             members = [order[m] for m in range(j, k + 1)]
             if k == j:
                 node_of[members[0]] = parent
-                j += 1
-                continue
-            length = min(shared[j:k] + [len(sequences[i]) - 1 for i in members])
-            if (len(members) - 1) * (length - base) >= saving:
-                nodes.append(_Node(length, parent))
-                split(j, k + 1, length, len(nodes) - 1)
             else:
-                split(j, k + 1, length, parent)
+                length = min(shared[j:k] + [len(sequences[i]) - 1 for i in members])
+                if (len(members) - 1) * (length - base) >= saving:
+                    nodes.append(_Node(length, parent))
+                    stack.append((j, k + 1, length, len(nodes) - 1))
+                else:
+                    stack.append((j, k + 1, length, parent))
             j = k + 1
-
-    split(0, len(order), 0, None)
     for node in node_of:
         while node is not None:
             nodes[node].rows += 1
