@@ -1,7 +1,9 @@
-"""Evaluate one model (a base, or a base with an adapter) on the tasks and languages of a RunConfig.
+"""Evaluate a model (a base, a base with an adapter, or each of several adapters on one base) on the tasks
+and languages of a RunConfig, under the MEGAVERSE protocol of the tasks registry.
 
-Classification tasks pick the choice with the highest log-likelihood; generative tasks decode greedily and
-are scored by the task's metrics. Per-item predictions are kept for error analysis and paired tests.
+Classification tasks pick the choice with the highest log-likelihood (or, with `classification: generate`,
+answer greedily and are parsed); generative tasks decode greedily and are scored by the task's metrics.
+Per-item predictions are kept for error analysis and paired tests.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import sys
 from pathlib import Path
 
 from maple_utils import io, results
-from maple_utils.eval import metrics, scoring
 from maple_utils.data import sources
+from maple_utils.eval import metrics, scoring
 from maple_utils.eval.tasks import (TaskSpec, check_data, data_reads, load_docs, load_fewshot_pool, load_task,
                                       pick_fewshot)
 
