@@ -84,19 +84,26 @@ def test_the_report_is_redone_when_the_rows_change(smoke):
     out, _ = smoke
     plan = planner.plan_grid(SMOKE, out)
     rows_path = out / "runs" / config.run_id(plan.bases[0]) / "results.jsonl"
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines()]
+    original = rows_path.read_text()
+    rows = [json.loads(line) for line in original.splitlines()]
     first = next(r for r in rows if r["stage"] == "03_evaluate" and r["task"] == "xnli")
     first["value"] = 0.987654  # as if that evaluation had been redone with other results
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
-    assert proc.returncode == 0
-    assert proc.stdout.count("already complete") == 39
-    frame = pd.read_parquet(out / "results.parquet")
-    assert 0.987654 in set(frame["value"])
-    xnli = frame[(frame["run_id"] == first["run_id"]) & (frame["task"] == "xnli")]["value"].mean()
-    table = pd.read_csv(out / "report" / "task_table.csv")
-    base = table[(table["model"] == plan.bases[0].model) & (table["dataset"] == "(base)")]
-    assert base["xnli"].item() == pytest.approx(xnli)  # the mean over languages, with the changed row
+    try:
+        proc = run_cli("run", "params/smoke.yaml", "--out", str(out))
+        assert proc.returncode == 0
+        assert proc.stdout.count("already complete") == 39
+        frame = pd.read_parquet(out / "results.parquet")
+        assert 0.987654 in set(frame["value"])
+        xnli = frame[(frame["run_id"] == first["run_id"]) & (frame["task"] == "xnli")]["value"].mean()
+        table = pd.read_csv(out / "report" / "task_table.csv")
+        base = table[(table["model"] == plan.bases[0].model) & (table["dataset"] == "(base)")]
+        assert base["xnli"].item() == pytest.approx(xnli)  # the mean over languages, with the changed row
+    finally:  # the session's smoke grid is the reference of other tests (the SLURM executor's)
+        rows_path.write_text(original)
+        restored = run_cli("report", "params/smoke.yaml", "--out", str(out))
+    assert restored.returncode == 0 and "report:" in restored.stdout
+    assert 0.987654 not in set(pd.read_parquet(out / "results.parquet")["value"])
 
 
 def test_a_failing_run_is_isolated_and_kept(tmp_path):

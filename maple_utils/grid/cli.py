@@ -71,8 +71,9 @@ def status_lines(plan: Plan) -> list[str]:
 
 
 def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, workers: int = 1,
-        retry: bool = False, echo=print, executor: str = "local") -> int:
-    """Run (or list) every job of a grid, or with retry only the jobs that did not complete; returns the
+        retry: bool = False, echo=print, executor: str = "local", report_only: bool = False) -> int:
+    """Run (or list) every job of a grid, with retry only the jobs that did not complete, or with
+    report_only only the analysis (results.parquet and the report, from the rows there are); returns the
     number of jobs that did not complete."""
     plan = plan_grid(grid_path, out)
     if dry_run:
@@ -82,7 +83,9 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
     from maple_utils.grid.runner import run_plan
 
     only = None
-    if retry:
+    if report_only:
+        only = {j.id for j in plan.jobs if j.stage.unit == "grid"}
+    elif retry:
         states = job_states(plan)
         only = {j.id for j in plan.jobs if states[j.id]["status"] in RETRYABLE or j.stage.unit == "grid"}
     status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only, executor=executor)
@@ -100,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("run", "expand a grid and execute every job that is not complete"),
                        ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
-                       ("status", "a table of jobs per stage and status, and the notebooks of failed jobs")):
+                       ("status", "a table of jobs per stage and status, and the notebooks of failed jobs"),
+                       ("report", "gather the rows there are into results.parquet and redo the analysis report")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
         cmd.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
-        if name != "status":
+        if name in ("run", "retry"):
             cmd.add_argument("--timeout", type=int, default=None,
                              help="seconds a notebook cell may run (default: the stage registry's time_min)")
             cmd.add_argument("--workers", type=int, default=1,
@@ -121,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             for line in status_lines(plan_grid(args.grid, args.out)):
                 print(line)
             return 0
-        if args.workers < 1:
-            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-        failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
-                     workers=args.workers, retry=args.command == "retry", executor=args.executor)
+        if args.command == "report":
+            failed = run(args.grid, args.out, report_only=True)
+        else:
+            if args.workers < 1:
+                raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+            failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
+                         workers=args.workers, retry=args.command == "retry", executor=args.executor)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
