@@ -56,8 +56,11 @@ def completion_marker(folder: str | Path, stage: str) -> Path:
     return Path(folder) / COMPLETED_DIR / stage
 
 
+PREDICTIONS_DIR = "predictions"
+
+
 def predictions(run_dir: str | Path, task: str, language: str) -> Path:
-    return Path(run_dir) / "predictions" / f"{task}-{language}.jsonl"
+    return Path(run_dir) / PREDICTIONS_DIR / f"{task}-{language}.jsonl"
 
 
 def alpaca_eval_outputs(run_dir: str | Path) -> Path:

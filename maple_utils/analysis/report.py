@@ -38,7 +38,7 @@ def task_table(frame):
         return pd.DataFrame()
     table = _with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
     table["average"] = table.mean(axis=1)
-    return table.reset_index()
+    return table.reset_index().rename_axis(columns=None)
 
 
 def _with_run_columns(rows):
@@ -110,8 +110,20 @@ def rank_quant_figure(table, path_png: Path):
     return path_png
 
 
-def write_report(out_dir: str, frame) -> dict[str, Path]:
-    """<out>/report/: the task table (md, tex, csv), the training table, the figure (png, pdf), analysis.html."""
+def _embedded_image(path: Path, alt: str) -> str:
+    """An <img> whose PNG is inside the page, so the report opens from disk, moved or mailed."""
+    import base64
+
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(alt)}'><figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
+    """<out>/report/: Table 1 (numbers as md, tex, csv; the display form with intervals and marks as md), the
+    paired comparisons, Table 2, the training table, the figure (png, pdf) and analysis.html, one
+    self-contained page. paper: the study's own finetuned rows beside ours in Tables 1 and 2."""
+    from maple_utils.analysis import stats, tables
+
     out = resolve(out_dir)
     report = out / layout.REPORT_DIR
     report.mkdir(parents=True, exist_ok=True)
@@ -122,23 +134,51 @@ def write_report(out_dir: str, frame) -> dict[str, Path]:
     note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
             "paper's numbers." if limited else "Full evaluation sets.")
     rounded = table.round(3)
+    numbers, display, found = tables.table1(table, frame, out, paper=paper)
     paths = {"table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
              "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
-             "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False))}
-    train = training_table(frame)
-    if len(train):
-        paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
+             "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False)),
+             "table1_csv": io.write_text(report / "table1.csv", numbers.to_csv(index=False)),
+             "table1_md": io.write_text(report / "table1.md", display.to_markdown(index=False) + "\n"),
+             "table1_tex": io.write_text(report / "table1.tex", numbers.round(3).to_latex(index=False, float_format="%.3f",
+                                                                                          na_rep="--")),
+             "comparisons_csv": io.write_text(report / "comparisons.csv", found.to_csv(index=False))}
     wins = win_rate_table(frame)
     if len(wins):
         paths["win_rate_md"] = io.write_text(report / "win_rate_table.md", wins.round(2).to_markdown(index=False) + "\n")
+    wins2 = tables.table2(frame, paper=paper)
+    paths["table2_md"] = io.write_text(report / "table2.md", wins2.round(2).to_markdown(index=False) + "\n")
+    train = training_table(frame)
+    if len(train):
+        paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
     paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
+    from maple_utils.analysis import figures
+
+    ranked = tables.best_configurations(table)
+    drawn = [figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
+             figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
+             figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
+             figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png")]
+    paths["figures_json"] = io.write_json(report / "figures.json", [{**f, "path": str(f["path"])} for f in drawn])
+    legend = (f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
+              f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
+              f"its runner-up on that task is not significant (paired permutation test, Holm-corrected over all "
+              f"{len(found)} comparisons, alpha {stats.ALPHA}). missing: the task was not evaluated; NA: the study reports none.")
     body = (f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
-            f"<h2>Task-wise performance (Table 1 layout)</h2>{rounded.to_html(index=False)}"
-            f"<h2>Average score by rank and quantisation</h2><img src='rank_quant.png' alt='average score by rank'>")
-    if len(wins):
-        body += f"<h2>AlpacaEval win rate against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
+            f"<h2>Table 1: task-wise performance at the best rank and quantisation</h2>"
+            f"<p>{html.escape(legend)}</p>{display.to_html(index=False, na_rep='')}"
+            f"<h2>Every configuration</h2>{rounded.to_html(index=False)}"
+            f"<h2>Average score by rank and quantisation</h2>{_embedded_image(paths['figure'], 'Average score over tasks by LoRA rank and quantisation')}"
+            + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in drawn) +
+            f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{wins2.round(2).to_html(index=False, na_rep='')}"
+            + (f"<h2>AlpacaEval win rate of every run against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
+               if len(wins) else "") +
+            f"<h2>Paired comparisons</h2>{found.round(4).to_html(index=False) if len(found) else '<p>No pair of configurations to compare.</p>'}")
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}")
     paths["html"] = io.write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"
-                                              f"<title>MAPLE report</title><body>{body}</body>\n")
+                                              f"<title>MAPLE report</title><style>{style}</style><body>{body}</body>\n")
     return paths

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 PACKAGED = Path(__file__).resolve().parent
-NAMES = ("stages", "tasks", "languages", "datasets", "models", "templates")
+NAMES = ("stages", "tasks", "languages", "datasets", "models", "templates", "baselines")
 
 
 def folder_for(name: str) -> Path:

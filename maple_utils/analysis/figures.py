@@ -1,0 +1,140 @@
+"""The study's figures from the tidy rows, drawn with seaborn in one colour-blind-safe palette.
+
+Each function saves a PNG and a PDF and returns the PNG's path with what the figure shows (its title, axis
+labels and legend entries), which the report lists and the tests check. A missing cell is left empty
+(a blank heatmap square, a missing bar), never drawn as zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maple_utils import registry
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", palette="colorblind")
+    return plt, sns
+
+
+def _save(fig, path: Path) -> dict:
+    """Save PNG and PDF; what the figure shows."""
+    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    legends = [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    legends += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    facts = {"title": fig._suptitle.get_text() if fig._suptitle else "",
+             "xlabels": sorted({ax.get_xlabel() for ax in axes if ax.get_xlabel()}),
+             "ylabels": sorted({ax.get_ylabel() for ax in axes if ax.get_ylabel()}),
+             "legend": legends, "colorbar": any(ax.get_label() == "<colorbar>" for ax in fig.axes)}
+    if fig._suptitle:  # above the panels' own titles; bbox_inches="tight" keeps it in the picture
+        fig._suptitle.set_y(1.03)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return {"path": path, **facts}
+
+
+def _missing(ax, what: str) -> None:
+    """An empty panel that says what is missing, rather than bars at zero."""
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def rank_quant_heatmaps(table, path: Path) -> dict:
+    """Figure 1: the model average over tasks at every rank x quantisation, one heatmap per model x dataset."""
+    plt, sns = _pyplot()
+    tuned = table[table["dataset"] != "(base)"]
+    panels = list(tuned.groupby(["model", "dataset"])) or [(("(none)", "(none)"), tuned)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    vmin, vmax = (tuned["average"].min(), tuned["average"].max()) if len(tuned) else (0, 1)
+    for ax, ((model, dataset), part) in zip(axes[0], panels):
+        grid = part.pivot_table(index="quant", columns="rank", values="average", aggfunc="mean")
+        sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=vmin, vmax=vmax, ax=ax,
+                    cbar=ax is axes[0][-1], cbar_kws={"label": "average score"})
+        ax.set_title(f"{model} / {dataset}", fontsize=9)
+        ax.grid(False)
+        ax.set_xlabel("LoRA rank")
+        ax.set_ylabel("quantisation (bits)" if ax is axes[0][0] else "")
+    fig.suptitle("Figure 1: average score over tasks by rank and quantisation")
+    return _save(fig, path)
+
+
+def best_vs_off_the_shelf(numbers, path: Path) -> dict:
+    """Figure 2: per task, the best finetuned configuration of each model x dataset, the base models and the
+    study's baselines."""
+    plt, sns = _pyplot()
+    from maple_utils.analysis.tables import tasks_of
+
+    tasks = tasks_of(numbers)
+    rows = numbers[numbers["kind"] != "study: finetuned"].copy()
+    rows["system"] = rows.apply(lambda r: r["model"] if r["kind"] == "study: baseline" else
+                                f"{r['model']} / {r['dataset']}", axis=1)
+    long = rows.melt(id_vars=["system", "kind"], value_vars=tasks, var_name="task", value_name="score").dropna()
+    long["score"] = long["score"].astype(float)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks)), 3.8))
+    sns.barplot(data=long, x="task", y="score", hue="system", ax=ax)
+    ax.set_xlabel("task")
+    ax.set_ylabel("score (accuracy, F1 or ROUGE-L)")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
+    fig.suptitle("Figure 2: best finetuned models against off-the-shelf models")
+    return _save(fig, path)
+
+
+def belebele_by_group(frame, ranked, path: Path) -> dict:
+    """Figure 3: Belebele accuracy by language group (G1 = MultiAlpaca's languages, G2 = the rest of
+    Bactrian-X-22's, G3 = neither; registry/languages.yaml) for each model x dataset at its best
+    configuration, and the base models."""
+    import pandas as pd
+
+    plt, sns = _pyplot()
+    from maple_utils.analysis.report import _with_run_columns
+
+    groups = {row["code"]: row["group"] for row in registry.read("languages")["languages"]}
+    rows = _with_run_columns(frame[(frame["task"] == "belebele") & (frame["metric"] == "acc")])
+    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
+    chosen = pd.concat([rows.merge(best, on=["model", "dataset", "rank", "quant"]), rows[rows["dataset"] == "(base)"]])
+    chosen = chosen.assign(group=chosen["language"].map(groups), system=chosen["model"] + " / " + chosen["dataset"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    if len(chosen):
+        sns.barplot(data=chosen, x="group", y="value", hue="system", order=["G1", "G2", "G3"], ax=ax, errorbar=None)
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
+    else:
+        _missing(ax, "no Belebele rows in these results")
+    ax.set_xlabel("language group (G1: MultiAlpaca's 11, G2: Bactrian-X-22's other 11, G3: neither)")
+    ax.set_ylabel("Belebele accuracy")
+    fig.suptitle("Figure 3: Belebele by language group")
+    return _save(fig, path)
+
+
+def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
+    """Figure 4: XQuAD F1 per language for each model x dataset at its best configuration and the base
+    models; the study's baselines, which it reports as averages only, as dashed lines."""
+    import pandas as pd
+
+    plt, sns = _pyplot()
+    from maple_utils.analysis.report import _with_run_columns
+
+    rows = _with_run_columns(frame[(frame["task"] == "xquad") & (frame["metric"] == "squad_f1")])
+    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
+    chosen = pd.concat([rows.merge(best, on=["model", "dataset", "rank", "quant"]), rows[rows["dataset"] == "(base)"]])
+    chosen = chosen.assign(system=chosen["model"] + " / " + chosen["dataset"])
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    if len(chosen):
+        sns.barplot(data=chosen, x="language", y="value", hue="system", ax=ax, errorbar=None)
+    else:
+        _missing(ax, "no XQuAD rows in these results")
+    for (_, row), style in zip(numbers[numbers["kind"] == "study: baseline"].iterrows(), ("--", ":", "-.", (0, (1, 3)))):
+        if row.get("xquad") is not None and row["xquad"] == row["xquad"]:
+            ax.axhline(float(row["xquad"]), linestyle=style, color="grey", linewidth=1, label=f"{row['model']} (study, mean)")
+    ax.set_xlabel("language")
+    ax.set_ylabel("XQuAD F1")
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
+    fig.suptitle("Figure 4: XQuAD by language against the baselines")
+    return _save(fig, path)

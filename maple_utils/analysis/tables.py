@@ -1,0 +1,155 @@
+"""The study's tables from the tidy rows, with the statistics it lacked.
+
+Table 1 puts each model x dataset at its best rank and quantisation beside the base models and the study's
+baselines (registry/baselines.yaml). The best configuration is the one with the highest model average
+over tasks, as the study chooses it; a configuration that lacks a task the others of its model x dataset
+have cannot be best (its average would be over fewer tasks); ties go to the smaller rank, then the fewer
+bits (the cheaper adapter). Task cells carry a bootstrap interval from the per-item predictions, and a
+cell where the best configuration is not significantly better than the runner-up (paired permutation
+test, Holm-corrected over every comparison of the report) is marked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from maple_utils import registry
+from maple_utils.analysis import stats
+
+NOT_SIGNIFICANT = "†"  # the mark of a cell whose lead over the runner-up is not significant
+
+
+def tasks_of(table) -> list[str]:
+    from maple_utils.analysis.report import primary_metrics
+
+    return [t for t in primary_metrics() if t in table.columns]
+
+
+def best_configurations(table):
+    """Per finetuned model x dataset: its configurations ranked by the rule above (rank 1 = best)."""
+    tasks = tasks_of(table)
+    tuned = table[table["dataset"] != "(base)"].copy()
+    if tuned.empty:
+        return tuned.assign(place=[])
+    present = tuned.groupby(["model", "dataset"])[tasks].transform(lambda c: c.notna().any())
+    tuned["complete"] = (tuned[tasks].notna() | ~present).all(axis=1)
+    tuned = tuned.sort_values(["model", "dataset", "complete", "average", "rank", "quant"],
+                              ascending=[True, True, False, False, True, True])
+    tuned["place"] = tuned.groupby(["model", "dataset"]).cumcount() + 1
+    return tuned
+
+
+def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0):
+    """Table 1 (numbers), its display form (cells with intervals and marks) and the comparisons behind the
+    marks."""
+    import pandas as pd
+
+    tasks = tasks_of(table)
+    ranked = best_configurations(table)
+    best = ranked[ranked["place"] == 1].assign(kind="ours: best rank x quantisation")
+    base = table[table["dataset"] == "(base)"].assign(kind="ours: base model")
+    rows = [base, best]
+    study = registry.read("baselines")
+    rows.append(pd.DataFrame(study["table1"]["baselines"]).assign(kind="study: baseline", dataset="NA"))
+    if paper:
+        rows.append(pd.DataFrame(study["table1"]["finetuned"]).assign(kind="study: finetuned"))
+    numbers = pd.concat(rows, ignore_index=True)[["kind", "model", "dataset", "rank", "quant", *tasks, "average"]]
+    numbers[["rank", "quant"]] = numbers[["rank", "quant"]].astype("Int64")  # blank, not NaN, for the study's rows
+    found = comparisons(ranked, frame, out_dir, seed)
+    display = numbers.copy().astype(object)
+    run_ids = _run_ids(frame)
+    for i, row in numbers.iterrows():
+        for task in tasks:
+            value = row[task]
+            if pd.isna(value):
+                display.at[i, task] = "missing" if row["kind"].startswith("ours") else "NA"
+                continue
+            text = f"{value:.3f}"
+            run_id = run_ids.get((row["model"], row["dataset"], row["rank"], row["quant"]))
+            if row["kind"].startswith("ours") and run_id:
+                scores = stats.item_scores(Path(out_dir) / "runs" / run_id, task, _metric(task))
+                if scores:
+                    low, high = stats.bootstrap_ci(scores, seed=seed)
+                    text += f" [{low:.3f}, {high:.3f}]"
+            if row["kind"] == "ours: best rank x quantisation":
+                mine = found[(found["kind"] == "best vs runner-up") & (found["model"] == row["model"])
+                             & (found["dataset"] == row["dataset"]) & (found["task"] == task)]
+                if len(mine) and not mine["significant"].iloc[0]:
+                    text += f" {NOT_SIGNIFICANT}"
+            display.at[i, task] = text
+        display.at[i, "average"] = f"{row['average']:.3f}" if pd.notna(row["average"]) else "NA"
+    return numbers, display, found
+
+
+def _metric(task: str) -> str:
+    from maple_utils.analysis.report import primary_metrics
+
+    return primary_metrics()[task]
+
+
+def _run_ids(frame) -> dict:
+    from maple_utils.analysis.report import _with_run_columns
+
+    ev = _with_run_columns(frame[frame["stage"] == "03_evaluate"])
+    return {(r.model, r.dataset, r.rank, r.quant): r.run_id for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()}
+
+
+def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
+    """Paired tests per task, on the items both configurations scored: the best configuration of each
+    model x dataset against its runner-up, and 4-bit against 16-bit at each model x dataset x rank. One
+    Holm correction over all of them."""
+    import pandas as pd
+
+    run_ids = _run_ids(frame)
+    pairs = []
+    for (model, dataset), group in ranked.groupby(["model", "dataset"]):
+        group = group.sort_values("place")
+        if len(group) >= 2:
+            pairs.append(("best vs runner-up", model, dataset, group.iloc[0], group.iloc[1]))
+        for rank, same_rank in group.groupby("rank"):
+            by_bits = {int(r["quant"]): r for _, r in same_rank.iterrows()}
+            if 4 in by_bits and 16 in by_bits:
+                pairs.append(("4-bit vs 16-bit", model, dataset, by_bits[4], by_bits[16]))
+    records = []
+    for kind, model, dataset, a, b in pairs:
+        ids = [run_ids.get((model, dataset, r["rank"], r["quant"])) for r in (a, b)]
+        if None in ids:
+            continue
+        for task in tasks_of(ranked):
+            sa, sb = (stats.item_scores(Path(out_dir) / "runs" / i, task, _metric(task)) for i in ids)
+            diffs = stats.paired_differences(sa, sb)
+            if not len(diffs):
+                continue
+            records.append({"kind": kind, "model": model, "dataset": dataset, "task": task,
+                            "a": f"r{a['rank']} q{a['quant']}", "b": f"r{b['rank']} q{b['quant']}",
+                            "items": len(diffs), "mean_difference": float(np.mean(diffs)),
+                            "p": stats.paired_permutation_p(diffs, seed=seed)})
+    found = pd.DataFrame(records, columns=["kind", "model", "dataset", "task", "a", "b", "items", "mean_difference", "p"])
+    found["p_holm"] = stats.holm(list(found["p"])) if len(found) else []
+    found["significant"] = found["p_holm"] < stats.ALPHA
+    return found
+
+
+def table2(frame, paper: bool = False):
+    """Table 2: the best AlpacaEval win rate per model x dataset, its rank and quantisation, beside the
+    study's baselines (and, in paper mode, the study's own rows)."""
+    import pandas as pd
+
+    from maple_utils.analysis.report import win_rate_table
+
+    wins = win_rate_table(frame)
+    study = registry.read("baselines")["table2"]
+    rows = []
+    if len(wins):
+        tuned = wins.sort_values(["model", "dataset", "win_rate", "rank", "quant"], ascending=[True, True, False, True, True])
+        rows.append(tuned.groupby(["model", "dataset"]).head(1).assign(kind="ours"))
+    rows.append(pd.DataFrame(study["baselines"]).assign(kind="study: baseline", dataset="NA"))
+    if paper:
+        rows.append(pd.DataFrame(study["finetuned"]).assign(kind="study: finetuned"))
+    columns = ["kind", "model", "dataset", "rank", "quant", "win_rate", "standard_error", "judge"]
+    table = pd.concat(rows, ignore_index=True).reindex(columns=columns)
+    table[["rank", "quant"]] = table[["rank", "quant"]].astype("Int64")
+    return table
+

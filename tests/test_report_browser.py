@@ -1,0 +1,55 @@
+"""The HTML report opened in headless Chromium: every figure loads from the page itself, the tables render,
+and a screenshot shows a page, not a blank."""
+
+import json
+import re
+
+import pytest
+
+from maple_utils.analysis import report
+
+from synthetic_results import synthetic_grid
+
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images];
+  const tables = [...document.querySelectorAll('table')];
+  document.body.setAttribute('data-check', JSON.stringify({
+    images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
+    tables: tables.length, rows: tables.map(t => t.rows.length), title: document.title}));
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    import chromium_local
+
+    try:
+        chromium_local.executable()
+    except chromium_local.Unavailable as err:
+        pytest.skip(str(err))
+    return chromium_local
+
+
+def test_the_report_opens_in_headless_chromium_with_its_figures_and_tables(chromium, tmp_path):
+    import matplotlib.pyplot as plt
+
+    frame, _ = synthetic_grid(tmp_path)
+    page = report.write_report(str(tmp_path), frame)["html"]
+    assert "src='rank_quant.png'" not in page.read_text()  # the figure travels inside the page
+    checked = tmp_path / "report" / "checked.html"
+    checked.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
+    proc = chromium.run("--virtual-time-budget=5000", "--dump-dom", checked.as_uri())
+    found = re.search(r'data-check="([^"]+)"', proc.stdout)
+    assert found, proc.stdout[-2000:] + proc.stderr[-2000:]
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    assert check["title"] == "MAPLE report"
+    assert check["images"] >= 1 and check["loaded"] == check["images"]
+    # Table 1, every configuration, Table 2, the paired comparisons: each with a header and rows
+    assert check["tables"] >= 4 and all(rows >= 2 for rows in check["rows"])
+    shot = tmp_path / "report.png"
+    proc = chromium.run(f"--screenshot={shot}", "--window-size=1300,2000", page.as_uri())
+    assert shot.is_file(), proc.stderr[-2000:]
+    pixels = plt.imread(shot)
+    assert pixels.shape[0] == 2000 and pixels.std() > 0.05  # text, tables and a figure, not a blank page
