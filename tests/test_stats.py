@@ -89,3 +89,19 @@ def test_table1_best_configuration_averages_intervals_and_marks_by_hand(tmp_path
     assert display.loc[ours.name, "xnli"].endswith(tables.NOT_SIGNIFICANT)
     base = numbers[numbers["kind"] == "ours: base model"].iloc[0]
     assert base["average"] == pytest.approx((0.25 + 0.0) / 2)
+
+
+def test_english_degradation_and_the_difference_to_the_study_by_hand(tmp_path):
+    from maple_utils.analysis import report, tables
+
+    frame, _ = synthetic_grid(tmp_path)
+    table = report.task_table(frame)
+    english = tables.english_degradation(frame, tables.best_configurations(table)).set_index("task")
+    # best r8q4 on English: XNLI 3/4 against the base's 1/4; XQuAD (0.5 + 1.0) / 2 against 0
+    assert english.loc["xnli", "change"] == pytest.approx(0.5) and english.loc["xquad", "change"] == pytest.approx(0.75)
+    # the same rows under the study's model name: ours minus the study's Llama-2-7b / multialpaca row
+    renamed = frame.assign(model="meta-llama/Llama-2-7b-hf", dataset=frame["dataset"].replace({"d": "multialpaca"}))
+    numbers, _, _ = tables.table1(report.task_table(renamed), renamed, tmp_path)
+    versus = tables.paper_differences(numbers).iloc[0]
+    assert versus["xnli"] == pytest.approx(0.75 - 0.35) and versus["xquad"] == pytest.approx(0.625 - 0.64)
+    assert "xlsum" not in versus and versus["average"] == pytest.approx(0.6875 - 0.39)

@@ -159,6 +159,12 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
              figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
              figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
              figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png")]
+    english = tables.english_degradation(frame, ranked)
+    capacity = tables.trainable_share_vs_score(table, frame)
+    versus_study = tables.paper_differences(numbers)
+    paths["english_csv"] = io.write_text(report / "english_degradation.csv", english.to_csv(index=False))
+    paths["capacity_csv"] = io.write_text(report / "trainable_share_vs_score.csv", capacity.to_csv(index=False))
+    paths["versus_study_csv"] = io.write_text(report / "versus_study.csv", versus_study.to_csv(index=False))
     paths["figures_json"] = io.write_json(report / "figures.json", [{**f, "path": str(f["path"])} for f in drawn])
     legend = (f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
               f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
@@ -171,6 +177,13 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
             f"<h2>Average score by rank and quantisation</h2>{_embedded_image(paths['figure'], 'Average score over tasks by LoRA rank and quantisation')}"
             + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in drawn) +
             f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{wins2.round(2).to_html(index=False, na_rep='')}"
+            + f"<h2>English after multilingual finetuning (best configuration minus base)</h2>"
+              f"{english.round(3).to_html(index=False, na_rep='') if len(english) else '<p>No English rows.</p>'}"
+            + f"<h2>Share of trainable parameters and score</h2>"
+              f"{capacity.round(4).to_html(index=False) if len(capacity) else '<p>No training rows.</p>'}"
+            + (f"<h2>Ours minus the study's (paper mode)</h2>{versus_study.round(3).to_html(index=False)}" if paper and len(versus_study)
+               else "<p>Paper mode: none of these runs is a model and dataset the study reports, so there is no difference "
+                    "to show beside its Table 1 rows.</p>" if paper else "")
             + (f"<h2>AlpacaEval win rate of every run against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
                if len(wins) else "") +
             f"<h2>Paired comparisons</h2>{found.round(4).to_html(index=False) if len(found) else '<p>No pair of configurations to compare.</p>'}")

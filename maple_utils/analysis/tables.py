@@ -96,25 +96,38 @@ def _run_ids(frame) -> dict:
     return {(r.model, r.dataset, r.rank, r.quant): r.run_id for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()}
 
 
+# dataset pairs the study compares: multilingual data against English Alpaca; translated (Bactrian-X) data
+# against LLM-generated (MultiAlpaca) data on the same 11 languages
+DATASET_CONTRASTS = [("multilingual vs Alpaca", d, "alpaca") for d in ("multialpaca", "bactrian-x-11", "bactrian-x-22")]
+DATASET_CONTRASTS += [("translated vs generated", "bactrian-x-11", "multialpaca")]
+
+
 def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
     """Paired tests per task, on the items both configurations scored: the best configuration of each
-    model x dataset against its runner-up, and 4-bit against 16-bit at each model x dataset x rank. One
-    Holm correction over all of them."""
+    model x dataset against its runner-up; 4-bit against 16-bit at each model x dataset x rank; and, per
+    model, the best configurations of the dataset pairs the study contrasts (DATASET_CONTRASTS). One Holm
+    correction over all of them."""
     import pandas as pd
 
     run_ids = _run_ids(frame)
     pairs = []
+    best = {}
     for (model, dataset), group in ranked.groupby(["model", "dataset"]):
         group = group.sort_values("place")
+        best[(model, dataset)] = group.iloc[0]
         if len(group) >= 2:
             pairs.append(("best vs runner-up", model, dataset, group.iloc[0], group.iloc[1]))
         for rank, same_rank in group.groupby("rank"):
             by_bits = {int(r["quant"]): r for _, r in same_rank.iterrows()}
             if 4 in by_bits and 16 in by_bits:
                 pairs.append(("4-bit vs 16-bit", model, dataset, by_bits[4], by_bits[16]))
+    for model in sorted({m for m, _ in best}):
+        for kind, first, second in DATASET_CONTRASTS:
+            if (model, first) in best and (model, second) in best:
+                pairs.append((kind, model, f"{first} vs {second}", best[(model, first)], best[(model, second)]))
     records = []
     for kind, model, dataset, a, b in pairs:
-        ids = [run_ids.get((model, dataset, r["rank"], r["quant"])) for r in (a, b)]
+        ids = [run_ids.get((model, a["dataset"], a["rank"], a["quant"])), run_ids.get((model, b["dataset"], b["rank"], b["quant"]))]
         if None in ids:
             continue
         for task in tasks_of(ranked):
@@ -153,3 +166,52 @@ def table2(frame, paper: bool = False):
     table[["rank", "quant"]] = table[["rank", "quant"]].astype("Int64")
     return table
 
+
+
+def english_degradation(frame, ranked):
+    """The study's forgetting analysis: on English, each model x dataset's best configuration minus its base
+    model, per task (primary metric); negative = finetuning lost English ability."""
+    import pandas as pd
+
+    from maple_utils.analysis.report import _with_run_columns, primary_metrics
+
+    primary = primary_metrics()
+    en = _with_run_columns(frame[(frame["language"] == "en") & frame["task"].isin(primary)])
+    en = en[en["metric"] == en["task"].map(primary)]
+    base = en[en["dataset"] == "(base)"].set_index(["model", "task"])["value"]
+    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
+    tuned = en.merge(best, on=["model", "dataset", "rank", "quant"])
+    rows = [{"model": r.model, "dataset": r.dataset, "rank": r.rank, "quant": r.quant, "task": r.task,
+             "finetuned": r.value, "base": base.get((r.model, r.task)),
+             "change": r.value - base[(r.model, r.task)] if (r.model, r.task) in base.index else None}
+            for r in tuned.itertuples()]
+    return pd.DataFrame(rows, columns=["model", "dataset", "rank", "quant", "task", "finetuned", "base", "change"])
+
+
+def trainable_share_vs_score(table, frame):
+    """Share of trainable parameters against the model average, per configuration (the study's
+    rank-as-capacity analysis)."""
+    from maple_utils.analysis.report import training_table
+
+    train = training_table(frame)
+    if train.empty or "trainable_pct" not in train:
+        return train
+    return table.merge(train[["model", "dataset", "rank", "quant", "trainable_pct"]],
+                       on=["model", "dataset", "rank", "quant"])[["model", "dataset", "rank", "quant", "trainable_pct", "average"]]
+
+
+def paper_differences(numbers):
+    """Ours minus the study's, per task, where a best configuration of ours is a model x dataset the study
+    reports (models matched by registry/models.yaml `study_name`); empty on other models."""
+    import pandas as pd
+
+    names = {k: v.get("study_name") for k, v in registry.read("models")["models"].items() if v.get("study_name")}
+    study = pd.DataFrame(registry.read("baselines")["table1"]["finetuned"])
+    ours = numbers[numbers["kind"] == "ours: best rank x quantisation"].assign(
+        study_model=lambda t: t["model"].map(names)).dropna(subset=["study_model"])
+    tasks = tasks_of(numbers)
+    joined = ours.merge(study, left_on=["study_model", "dataset"], right_on=["model", "dataset"], suffixes=("", "_study"))
+    out = joined[["model", "dataset", "rank", "quant"]].copy()
+    for task in [*tasks, "average"]:
+        out[task] = joined[task].astype(float) - joined[f"{task}_study"].astype(float)
+    return out
