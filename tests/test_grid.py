@@ -78,14 +78,15 @@ def test_every_table_and_figure_of_the_study_is_drawn(smoke):
     assert set(table1["kind"]) == {"ours: base model", "ours: best rank x quantisation", "study: baseline",
                                    "study: finetuned"}
     drawn = json.loads((report / "figures.json").read_text())
-    assert [f["title"].split(":")[0] for f in drawn] == ["Figure 1", "Figure 2", "Figure 3", "Figure 4"]
+    assert [f["title"].split(":")[0] for f in drawn] == ["Figure 1", "Figure 1b", "Figure 2", "Figure 3", "Figure 4"]
     for figure in drawn:
         assert figure["xlabels"] and figure["ylabels"], figure
         assert figure["legend"] or figure["colorbar"], figure  # a heatmap's legend is its colour bar
         png = report / figure["path"].split("/")[-1]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".pdf").exists()
     page = (report / "analysis.html").read_text()
-    assert page.count("data:image/png;base64,") == 5 and "src='rank_quant.png'" not in page
+    assert page.count("data:image/png;base64,") == 6 and "src='rank_quant.png'" not in page
+    assert "Provenance" in page and "What is missing" in page
 
 
 def test_rerun_skips_completed_runs(smoke):

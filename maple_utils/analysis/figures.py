@@ -66,6 +66,32 @@ def rank_quant_heatmaps(table, path: Path) -> dict:
     return _save(fig, path)
 
 
+def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
+    """Figure 1b: each task's score at every rank x quantisation, one row of heatmaps per model x dataset."""
+    plt, sns = _pyplot()
+    from maple_utils.analysis.tables import tasks_of
+
+    tasks = tasks_of(table)
+    tuned = table[table["dataset"] != "(base)"]
+    panels = list(tuned.groupby(["model", "dataset"])) or [(("(none)", "(none)"), tuned)]
+    fig, axes = plt.subplots(len(panels), max(1, len(tasks)), figsize=(2.6 * max(1, len(tasks)), 2.4 * len(panels)),
+                             squeeze=False)
+    for row, ((model, dataset), part) in zip(axes, panels):
+        for ax, task in zip(row, tasks or ["(none)"]):
+            grid = part.pivot_table(index="quant", columns="rank", values=task, aggfunc="mean") if task in part else None
+            if grid is not None and grid.size:
+                sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": "score"})
+            else:
+                _missing(ax, "no rows")
+            ax.grid(False)
+            ax.set_title(f"{model} / {dataset}: {task}", fontsize=8)
+            ax.set_xlabel("LoRA rank")
+            ax.set_ylabel("quantisation (bits)")
+    fig.suptitle("Figure 1b: each task's score by rank and quantisation")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def best_vs_off_the_shelf(numbers, path: Path) -> dict:
     """Figure 2: per task, the best finetuned configuration of each model x dataset, the base models and the
     study's baselines."""

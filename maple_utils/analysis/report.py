@@ -118,6 +118,27 @@ def _embedded_image(path: Path, alt: str) -> str:
     return f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(alt)}'><figcaption>{html.escape(alt)}</figcaption></figure>"
 
 
+def provenance(out: Path) -> dict:
+    """What produced these rows, from the runs' records: the grid, the code (git shas, dirty or not), the
+    package versions and hardware, and the task x language pairs a task lacked."""
+    records = [io.read_json(p) for p in sorted((out / "runs").glob(f"*/{layout.RUN_RECORD}"))] if (out / "runs").is_dir() else []
+    sections = [section for record in records for section in record.get("stages", {}).values()]
+    lacking = sorted({(n["task"], n["language"]) for s in sections for n in s.get("not_evaluated", [])})
+    first = sections[0] if sections else {}
+    return {"grid": (out / layout.GRID_FILE).name if (out / layout.GRID_FILE).exists() else "",
+            "runs": len(records), "git_sha": sorted({str(s.get("git_sha")) for s in sections}),
+            "dirty": any(s.get("dirty") for s in sections), "versions": first.get("versions", {}),
+            "hardware": first.get("hardware", {}), "not_evaluated": [f"{t}/{c}" for t, c in lacking]}
+
+
+def missing_cells(table) -> list[str]:
+    """Every configuration x task of the table with no score, named."""
+    from maple_utils.analysis.tables import tasks_of
+
+    return [f"{r['model']} / {r['dataset']} / r{r['rank']} q{r['quant']}: {task}"
+            for _, r in table.iterrows() for task in tasks_of(table) if r[task] != r[task]]
+
+
 def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     """<out>/report/: Table 1 (numbers as md, tex, csv; the display form with intervals and marks as md), the
     paired comparisons, Table 2, the training table, the figure (png, pdf) and analysis.html, one
@@ -156,6 +177,7 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
 
     ranked = tables.best_configurations(table)
     drawn = [figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
+             figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),
              figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
              figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
              figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png")]
@@ -189,6 +211,11 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
             f"<h2>Paired comparisons</h2>{found.round(4).to_html(index=False) if len(found) else '<p>No pair of configurations to compare.</p>'}")
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
+    facts, gaps = provenance(out), missing_cells(table)
+    body += ("<h2>Provenance</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in facts.items())
+             + "</ul><h2>What is missing</h2>"
+             + ("<ul>" + "".join(f"<li>{html.escape(g)}</li>" for g in gaps) + "</ul>" if gaps
+                else "<p>Every configuration has a score for every task evaluated.</p>"))
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
              "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}")
