@@ -84,8 +84,10 @@ def test_table1_best_configuration_averages_intervals_and_marks_by_hand(tmp_path
     row = found[(found["kind"] == "best vs runner-up") & (found["task"] == "xnli")].iloc[0]
     diffs = np.array([0, 0, 1, 0, 0, 0, 0, 1], dtype=float)
     assert row["items"] == 8 and row["p"] == pytest.approx(stats.paired_permutation_p(diffs)) == pytest.approx(0.5)
-    # ... Holm over the family (best vs runner-up on xnli and xquad; 4-bit vs 16-bit at rank 8 on both)
-    assert len(found) == 4 and list(found["p_holm"]) == pytest.approx(stats.holm(list(found["p"])))
+    # ... Holm over the family (on xnli and xquad each: best vs runner-up, best vs base, 4-bit vs 16-bit at rank 8)
+    assert len(found) == 6 and list(found["p_holm"]) == pytest.approx(stats.holm(list(found["p"])))
+    versus_base = found[(found["kind"] == "finetuned vs base") & (found["task"] == "xquad")].iloc[0]
+    assert versus_base["mean_difference"] == pytest.approx(np.mean([0.5, 1.0, 1.0, 0.0]))
     assert display.loc[ours.name, "xnli"].endswith(tables.NOT_SIGNIFICANT)
     base = numbers[numbers["kind"] == "ours: base model"].iloc[0]
     assert base["average"] == pytest.approx((0.25 + 0.0) / 2)

@@ -104,9 +104,9 @@ DATASET_CONTRASTS += [("translated vs generated", "bactrian-x-11", "multialpaca"
 
 def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
     """Paired tests per task, on the items both configurations scored: the best configuration of each
-    model x dataset against its runner-up; 4-bit against 16-bit at each model x dataset x rank; and, per
-    model, the best configurations of the dataset pairs the study contrasts (DATASET_CONTRASTS). One Holm
-    correction over all of them."""
+    model x dataset against its runner-up and against its base model; 4-bit against 16-bit at each model x
+    dataset x rank; and, per model, the best configurations of the dataset pairs the study contrasts
+    (DATASET_CONTRASTS). One Holm correction over all of them."""
     import pandas as pd
 
     run_ids = _run_ids(frame)
@@ -121,6 +121,10 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
             by_bits = {int(r["quant"]): r for _, r in same_rank.iterrows()}
             if 4 in by_bits and 16 in by_bits:
                 pairs.append(("4-bit vs 16-bit", model, dataset, by_bits[4], by_bits[16]))
+    bases = {key[0]: {"dataset": "(base)", "rank": key[2], "quant": key[3]} for key in run_ids if key[1] == "(base)"}
+    for (model, dataset), top in best.items():
+        if model in bases:
+            pairs.append(("finetuned vs base", model, dataset, top, bases[model]))
     for model in sorted({m for m, _ in best}):
         for kind, first, second in DATASET_CONTRASTS:
             if (model, first) in best and (model, second) in best:
