@@ -35,12 +35,17 @@ def load_script(name: str):
     return module
 
 
+# An API key in the environment of the session's smoke grid: no file or output of the run may contain it.
+SECRET_MARKER = "sk-maple-test-SECRET-4f1c9e"
+
+
 @pytest.fixture(scope="session")
 def smoke_grid(tmp_path_factory):
-    """The smoke grid run once per session as `make demo` runs it (local executor, 2 workers): the output
-    folder and the finished process."""
+    """The smoke grid run once per session as `make demo` runs it (local executor, 2 workers), with an API
+    key in its environment: the output folder and the finished process."""
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_cli("run", "params/smoke.yaml", "--out", str(out), "--workers", "2")
+    proc = run_cli("run", "params/smoke.yaml", "--out", str(out), "--workers", "2",
+                   env={"OPENAI_API_KEY": SECRET_MARKER})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 

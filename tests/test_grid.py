@@ -36,6 +36,19 @@ def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
     assert "results: " in proc.stdout and "report: " in proc.stdout
 
 
+def test_an_api_key_in_the_environment_reaches_no_file_and_no_output(smoke):
+    """OPENAI_API_KEY was set for the whole run: no executed notebook, log, row, record or manifest line
+    holds it, nor does anything the run printed."""
+    from conftest import SECRET_MARKER
+
+    out, proc = smoke
+    marker = SECRET_MARKER.encode()
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 100  # notebooks, adapters, rows, records, predictions, the report
+    assert [str(p) for p in files if marker in p.read_bytes()] == []
+    assert SECRET_MARKER not in proc.stdout and SECRET_MARKER not in proc.stderr
+
+
 def test_run_folders_hold_notebooks_adapters_records_and_predictions(smoke):
     out, _ = smoke
     plan = planner.plan_grid(SMOKE, out)
