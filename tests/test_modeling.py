@@ -88,3 +88,17 @@ def test_batched_generation_with_left_padding_equals_one_by_one(tok):
     single = [scoring.generate(model, tok, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
     assert batched == single
     assert tok.padding_side == "right"  # restored for training
+
+
+def test_a_pickled_adapter_is_refused_before_the_base_loads(tmp_path):
+    import torch
+
+    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj"], 16)
+    model.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    (tmp_path / "adapter_model.safetensors").unlink()
+    torch.save(weights, tmp_path / "adapter_model.bin")
+    with pytest.raises(ValueError, match="no adapter_model.safetensors .found: adapter_model.bin.; only safetensors"):
+        modeling.load_adapted("tiny-llama", 16, str(tmp_path))

@@ -7,6 +7,8 @@ bitsandbytes runs the 4- and 8-bit layers on the CPU too, so every path is exerc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from maple_utils.embedded.models import resolve_model
 
 
@@ -23,7 +25,7 @@ def load_tokenizer(model: str):
     """The model's tokenizer, with a pad token distinct from EOS so EOS stays in the training labels."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(model))
+    tok = AutoTokenizer.from_pretrained(resolve_model(model), trust_remote_code=False)
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
             tok.pad_token = tok.unk_token  # Llama-2 and Mistral: <unk> pads without resizing embeddings
@@ -52,7 +54,8 @@ def load_base(model: str, quant: int):
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": compute_dtype()}
+    # safetensors only (a pickled checkpoint can run code when loaded) and no code from the model's repo
+    kwargs = {"dtype": compute_dtype(), "use_safetensors": True, "trust_remote_code": False}
     qconfig = quantization_config(quant)
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
@@ -84,8 +87,21 @@ def attach_lora(base, rank: int, alpha: int, dropout: float, target_modules: lis
     return get_peft_model(base, config)
 
 
+def check_adapter(adapter_dir: str | Path) -> Path:
+    """An adapter folder that holds safetensors weights; a pickled adapter_model.bin is refused, since
+    loading a pickle can run code."""
+    folder = Path(adapter_dir)
+    if not (folder / "adapter_model.safetensors").is_file():
+        found = sorted(p.name for p in folder.glob("adapter_model.*")) if folder.is_dir() else []
+        raise ValueError(f"adapter {folder}: no adapter_model.safetensors (found: {', '.join(found) or 'nothing'}); "
+                         "only safetensors adapters are loaded")
+    return folder
+
+
 def load_adapted(model: str, quant: int, adapter_dir: str | None):
     """Base model with a trained adapter loaded the plain PEFT way, or the base alone when no adapter."""
+    if adapter_dir:
+        check_adapter(adapter_dir)
     base = load_base(model, quant)
     if not adapter_dir:
         return base
@@ -103,6 +119,8 @@ def load_adapters(model: str, quant: int, adapter_dirs: dict[str, str]):
 
     if not adapter_dirs:
         raise ValueError("load_adapters: no adapters given (a base alone loads with load_adapted)")
+    for folder in adapter_dirs.values():
+        check_adapter(folder)
     (first, first_dir), *rest = adapter_dirs.items()
     adapted = PeftModel.from_pretrained(load_base(model, quant), first_dir, adapter_name=first)
     for name, folder in rest:
