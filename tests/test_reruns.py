@@ -73,7 +73,8 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
     assert (ev["seed"] == 5).all() and (ev["limit"] == 2).all() and (ev["k_shot"] == 1).all() and (ev["quant"] == 8).all()
     xnli = registry.read("tasks")["tasks"]["xnli"]
     assert set(ev[ev["task"] == "xnli"]["registry_hash"]) == {registry.entry_hash(xnli)}
-    assert set(ev["task_version"]) == {1}
+    tasks = registry.read("tasks")["tasks"]
+    assert set(zip(ev["task"], ev["task_version"])) == {(t, tasks[t]["version"]) for t in ("xnli", "xquad")}
     assert (rows[rows["stage"] == "02_train"]["seed"] == 7).all()
     assert (rows[rows["stage"] == "01_data"]["seed"] == 3).all()
 
