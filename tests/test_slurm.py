@@ -1,5 +1,8 @@
-"""The SLURM executor on a real single-node cluster (tests/slurm_local.py): the smoke grid gives the local
-executor's results, and a job cancelled with scancel while it runs is submitted again and completes."""
+"""The SLURM executor on a real single-node cluster (tests/slurm_local.py): part of the smoke grid (one model,
+two adapters and its base model: 13 jobs) gives the local executor's rows for those runs, and a job
+cancelled with scancel while it runs is submitted again and completes. The whole smoke grid through SLURM
+equalled the local executor's too (2026-11-26, 584 s with the local run, see the issue notes); the part
+keeps the suite within its time."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO, run_cli
 
@@ -61,9 +65,12 @@ def _cancel_first_running_training(out, env, cancelled: list) -> None:
 def test_smoke_grid_through_slurm_equals_local_and_a_cancelled_job_is_resubmitted(cluster, smoke_grid, tmp_path):
     local_out, _ = smoke_grid
     grid = tmp_path / "smoke_slurm.yaml"
+    spec = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    spec["axes"].update(model=["tiny-llama"], rank=[4], quant=[4, 16])  # the same runs, so the same run ids
+    spec["exclude"] = []
     # a CPU-only node of a few cores: no GPU requests, each job on one core
-    grid.write_text((REPO / "params" / "smoke.yaml").read_text()
-                    + "\nslurm: {gpus: false, max_cpus: 1, max_memory_gb: 4, poll_s: 0.5}\n")
+    spec["slurm"] = {"gpus": False, "max_cpus": 1, "max_memory_gb": 4, "poll_s": 0.5}
+    grid.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
     cancelled: list = []
     watcher = threading.Thread(target=_cancel_first_running_training, args=(out, cluster, cancelled), daemon=True)
@@ -74,7 +81,11 @@ def test_smoke_grid_through_slurm_equals_local_and_a_cancelled_job_is_resubmitte
     watcher.join(timeout=5)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert cancelled, "no training job was seen running in SLURM"
-    pd.testing.assert_frame_equal(_comparable(out), _comparable(local_out), check_exact=False, rtol=0, atol=1e-6)
+    ours = _comparable(out)
+    local = _comparable(local_out)
+    local = local[local["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
+    assert ours["run_id"].nunique() == 4  # the data set, two adapters and the base model
+    pd.testing.assert_frame_equal(ours, local, check_exact=False, rtol=0, atol=1e-6)
     # the cancelled attempt is in the manifest with SLURM's state, and a later attempt completed
     entries = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     job = cancelled[0]["job"]
@@ -85,7 +96,7 @@ def test_smoke_grid_through_slurm_equals_local_and_a_cancelled_job_is_resubmitte
     assert "SLURM ended it (CANCELLED): submitted again" in proc.stdout
     # every other job ran once
     done = [e["job"] for e in entries if e.get("status") == "done"]
-    assert len(done) == len(set(done)) == 40
+    assert len(done) == len(set(done)) == 13
     status = run_cli("status", str(grid), "--out", str(out))
     assert status.returncode == 0 and "not complete" not in status.stdout
 
