@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
+from system_packages import Unavailable, install
 
-class Unavailable(Exception):
-    """Chromium cannot be installed here; the tests that need it skip with this reason."""
+__all__ = ["Unavailable", "executable", "run"]
 
 
 def executable() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):
             return shutil.which(name)
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise Unavailable("Chromium is not installed and this user cannot install it (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
-        if proc.returncode:
-            raise Unavailable(f"`{' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    install(["chromium"], "Chromium")
     return shutil.which("chromium")
 
 

@@ -12,24 +12,15 @@ import subprocess
 import time
 from pathlib import Path
 
-PACKAGES = ["slurm-wlm", "munge"]
+from system_packages import Unavailable, install
+
 CTLD_PORT, SLURMD_PORT = 6917, 6918  # beside a cluster the machine may already run on 6817/6818
-
-
-class Unavailable(Exception):
-    """SLURM cannot be installed or started here; the tests that need it skip with this reason."""
+__all__ = ["Unavailable", "start", "stop"]
 
 
 def ensure_installed() -> None:
-    if all(shutil.which(tool) for tool in ("sbatch", "slurmctld", "slurmd", "munged")):
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise Unavailable("SLURM is not installed and this user cannot install it (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *PACKAGES]):
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
-        if proc.returncode:
-            raise Unavailable(f"`{' '.join(args)}` failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+    if not all(shutil.which(tool) for tool in ("sbatch", "slurmctld", "slurmd", "munged")):
+        install(["slurm-wlm", "munge"], "SLURM")
 
 
 def _munge_works() -> bool:
