@@ -23,17 +23,16 @@ def _pyplot():
     return plt, sns
 
 
-def _save(fig, path: Path) -> dict:
-    """Save PNG and PDF; what the figure shows."""
+def _save(fig, path: Path, title: str) -> dict:
+    """Title the figure above its panels, save PNG and PDF; what the figure shows."""
+    fig.suptitle(title, y=1.03)  # above the panels' own titles; bbox_inches="tight" keeps it in the picture
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     legends = [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     legends += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    facts = {"title": fig._suptitle.get_text() if fig._suptitle else "",
+    facts = {"title": title,
              "xlabels": sorted({ax.get_xlabel() for ax in axes if ax.get_xlabel()}),
              "ylabels": sorted({ax.get_ylabel() for ax in axes if ax.get_ylabel()}),
              "legend": legends, "colorbar": any(ax.get_label() == "<colorbar>" for ax in fig.axes)}
-    if fig._suptitle:  # above the panels' own titles; bbox_inches="tight" keeps it in the picture
-        fig._suptitle.set_y(1.03)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -62,8 +61,7 @@ def rank_quant_heatmaps(table, path: Path) -> dict:
         ax.grid(False)
         ax.set_xlabel("LoRA rank")
         ax.set_ylabel("quantisation (bits)" if ax is axes[0][0] else "")
-    fig.suptitle("Figure 1: average score over tasks by rank and quantisation")
-    return _save(fig, path)
+    return _save(fig, path, "Figure 1: average score over tasks by rank and quantisation")
 
 
 def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
@@ -87,9 +85,8 @@ def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
             ax.set_title(f"{model} / {dataset}: {task}", fontsize=8)
             ax.set_xlabel("LoRA rank")
             ax.set_ylabel("quantisation (bits)")
-    fig.suptitle("Figure 1b: each task's score by rank and quantisation")
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, "Figure 1b: each task's score by rank and quantisation")
 
 
 def best_vs_off_the_shelf(numbers, path: Path) -> dict:
@@ -109,8 +106,7 @@ def best_vs_off_the_shelf(numbers, path: Path) -> dict:
     ax.set_xlabel("task")
     ax.set_ylabel("score (accuracy, F1 or ROUGE-L)")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
-    fig.suptitle("Figure 2: best finetuned models against off-the-shelf models")
-    return _save(fig, path)
+    return _save(fig, path, "Figure 2: best finetuned models against off-the-shelf models")
 
 
 def belebele_by_group(frame, ranked, path: Path) -> dict:
@@ -135,8 +131,7 @@ def belebele_by_group(frame, ranked, path: Path) -> dict:
         _missing(ax, "no Belebele rows in these results")
     ax.set_xlabel("language group (G1: MultiAlpaca's 11, G2: Bactrian-X-22's other 11, G3: neither)")
     ax.set_ylabel("Belebele accuracy")
-    fig.suptitle("Figure 3: Belebele by language group")
-    return _save(fig, path)
+    return _save(fig, path, "Figure 3: Belebele by language group")
 
 
 def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
@@ -162,5 +157,4 @@ def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
     ax.set_xlabel("language")
     ax.set_ylabel("XQuAD F1")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
-    fig.suptitle("Figure 4: XQuAD by language against the baselines")
-    return _save(fig, path)
+    return _save(fig, path, "Figure 4: XQuAD by language against the baselines")

@@ -7,14 +7,16 @@ lm-eval's (HFLM, lm-evaluation-harness 0.4.13): BOS as the tokenizer adds it, th
 from the joint encoding, contexts truncated from the left. The arithmetic differs, because under the
 MEGAVERSE protocol most of it repeats:
 
-- every prompt of a (task, language) starts with the same k exemplars: their tokens (the longest common
-  token prefix of the batch of requests) run once, and every row attends to that one key/value cache;
+- a prefix tree over the requests (`plan_prefixes`): the k exemplars every prompt of a (task, language)
+  starts with, and an XQuAD passage asked several questions, run once; each batch starts its rows from
+  copies of their prefixes' key/value caches, so rows of different prefixes share a batch;
 - every choice of an item shares its context: the context runs once, single-token choices are read from
   its last position, longer ones run only their own tokens on top of the context's cache;
 - the LM head runs only at positions whose log-probabilities are needed;
-- in generation each row stops on its own stop string or EOS and leaves the batch.
+- in generation each row stops on its own stop string or EOS and leaves the batch, and the cache grows in
+  place instead of being copied at every step.
 
-Rows are left-padded between the shared prefix and their own tokens, with explicit position ids, so each
+Rows are left-padded between their cached prefix and their own tokens, with explicit position ids, so each
 token sees exactly the positions and keys it would see alone. torch is imported inside the functions, so
 the package imports without it.
 """
