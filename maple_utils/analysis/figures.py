@@ -41,6 +41,34 @@ def _save(fig, path: Path, title: str) -> dict:
     return {"path": path, **facts}
 
 
+def rank_quant_lines(table, path: Path) -> dict:
+    """Average score against LoRA rank, one line per quantisation, one panel per model; base models dashed."""
+    plt, sns = _pyplot()
+    models = list(dict.fromkeys(table["model"])) or ["(none)"]
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        part = table[table["model"] == model]
+        tuned = part[part["dataset"] != "(base)"].sort_values(["dataset", "quant", "rank"]).assign(
+            setting=lambda t: t["dataset"] + ", " + t["quant"].astype(str) + "-bit")
+        if len(tuned):
+            sns.lineplot(data=tuned, x="rank", y="average", hue="setting", hue_order=list(dict.fromkeys(tuned["setting"])),
+                         marker="o", ax=ax, legend=ax is axes[0][-1])
+        for _, row in part[part["dataset"] == "(base)"].iterrows():
+            ax.axhline(row["average"], linestyle="--", color="grey", label=f"base, {row['quant']}-bit")
+        ax.set_title(model)
+        ax.set_xlabel("LoRA rank")
+        if len(tuned):
+            ranks = sorted(tuned["rank"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ranks, [str(r) for r in ranks])
+            ax.minorticks_off()
+        ax.set_ylabel("")
+    axes[0][0].set_ylabel("average score over tasks")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return _save(fig, path, "Average score over tasks by LoRA rank, one line per quantisation")
+
+
 def _missing(ax, what: str) -> None:
     """An empty panel that says what is missing, rather than bars at zero."""
     ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="grey")
@@ -109,20 +137,27 @@ def best_vs_off_the_shelf(numbers, path: Path) -> dict:
     return _save(fig, path, "Figure 2: best finetuned models against off-the-shelf models")
 
 
+def _best_and_base_rows(frame, ranked, task: str, metric: str):
+    """One task's per-language rows of each model x dataset at its best configuration, and of the base
+    models, each labelled with its system."""
+    import pandas as pd
+
+    from maple_utils.analysis.tables import with_run_columns
+
+    rows = with_run_columns(frame[(frame["task"] == task) & (frame["metric"] == metric)])
+    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
+    chosen = pd.concat([rows.merge(best, on=["model", "dataset", "rank", "quant"]), rows[rows["dataset"] == "(base)"]])
+    return chosen.assign(system=chosen["model"] + " / " + chosen["dataset"])
+
+
 def belebele_by_group(frame, ranked, path: Path) -> dict:
     """Figure 3: Belebele accuracy by language group (G1 = MultiAlpaca's languages, G2 = the rest of
     Bactrian-X-22's, G3 = neither; registry/languages.yaml) for each model x dataset at its best
     configuration, and the base models."""
-    import pandas as pd
-
     plt, sns = _pyplot()
-    from maple_utils.analysis.report import _with_run_columns
-
     groups = {row["code"]: row["group"] for row in registry.read("languages")["languages"]}
-    rows = _with_run_columns(frame[(frame["task"] == "belebele") & (frame["metric"] == "acc")])
-    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
-    chosen = pd.concat([rows.merge(best, on=["model", "dataset", "rank", "quant"]), rows[rows["dataset"] == "(base)"]])
-    chosen = chosen.assign(group=chosen["language"].map(groups), system=chosen["model"] + " / " + chosen["dataset"])
+    chosen = _best_and_base_rows(frame, ranked, "belebele", "acc")
+    chosen = chosen.assign(group=chosen["language"].map(groups))
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     if len(chosen):
         sns.barplot(data=chosen, x="group", y="value", hue="system", order=["G1", "G2", "G3"], ax=ax, errorbar=None)
@@ -137,15 +172,8 @@ def belebele_by_group(frame, ranked, path: Path) -> dict:
 def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
     """Figure 4: XQuAD F1 per language for each model x dataset at its best configuration and the base
     models; the study's baselines, which it reports as averages only, as dashed lines."""
-    import pandas as pd
-
     plt, sns = _pyplot()
-    from maple_utils.analysis.report import _with_run_columns
-
-    rows = _with_run_columns(frame[(frame["task"] == "xquad") & (frame["metric"] == "squad_f1")])
-    best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
-    chosen = pd.concat([rows.merge(best, on=["model", "dataset", "rank", "quant"]), rows[rows["dataset"] == "(base)"]])
-    chosen = chosen.assign(system=chosen["model"] + " / " + chosen["dataset"])
+    chosen = _best_and_base_rows(frame, ranked, "xquad", "squad_f1")
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     if len(chosen):
         sns.barplot(data=chosen, x="language", y="value", hue="system", ax=ax, errorbar=None)

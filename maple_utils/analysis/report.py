@@ -1,4 +1,4 @@
-"""Tables, figures and the HTML report from the tidy result rows.
+"""The report: every table and figure of the analysis into <out>/report/, and one self-contained HTML page.
 
 Reads only the result rows (the runs' results.jsonl, gathered into results.parquet), so anything that
 writes the schema can be analysed.
@@ -10,104 +10,14 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from maple_utils import io, layout, registry, results
+from maple_utils import io, layout, results
+from maple_utils.analysis.tables import task_table, training_table, win_rate_table
 from maple_utils.paths import resolve
-
-RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
-
-
-def primary_metrics() -> dict[str, str]:
-    """The metric each task reports in the study's Table 1 (its first metric in the tasks registry)."""
-    return {name: spec["metrics"][0] for name, spec in registry.read("tasks")["tasks"].items()}
-
 
 def load(out_dir: str):
     """All result rows of a grid folder, gathered afresh from its runs (and rewritten to results.parquet),
     so the analysis never reads a stale copy."""
     return results.aggregate(resolve(out_dir))
-
-
-def task_table(frame):
-    """Study Table 1 layout: one row per model x dataset x rank x quant, one column per task (mean over
-    languages of its primary metric), and the model average."""
-    import pandas as pd
-
-    primary = primary_metrics()
-    ev = frame[frame["task"].isin(primary) & (frame["metric"] == frame["task"].map(primary))].copy()
-    if ev.empty:
-        return pd.DataFrame()
-    table = _with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
-    table["average"] = table.mean(axis=1)
-    return table.reset_index().rename_axis(columns=None)
-
-
-def _with_run_columns(rows):
-    """Run columns fit for display: base models as dataset "(base)" and rank 0, ranks and bits as integers."""
-    rows = rows.copy()
-    rows["dataset"] = rows["dataset"].fillna("(base)")
-    rows["rank"] = rows["rank"].fillna(0).astype(int)
-    rows["quant"] = rows["quant"].astype(int)
-    return rows
-
-
-def training_table(frame):
-    from maple_utils import stages
-
-    train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
-    if train.empty:
-        return train
-    return _with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
-
-
-def win_rate_table(frame):
-    """AlpacaEval win rate (percent, against the reference generator) per run, with its standard error,
-    the number of judged pairs and the judge; empty when nothing was judged."""
-    import pandas as pd
-
-    rows = frame[(frame["task"] == "alpaca_eval") & (frame["metric"] == "win_rate")]
-    if rows.empty:
-        return pd.DataFrame()
-    rows = _with_run_columns(rows)
-    table = rows[RUN_COLUMNS + ["value", "stderr", "n", "scoring"]].rename(
-        columns={"value": "win_rate", "stderr": "standard_error", "n": "judged", "scoring": "judge"})
-    return table.sort_values(RUN_COLUMNS).reset_index(drop=True)
-
-
-def rank_quant_figure(table, path_png: Path):
-    """Average score against LoRA rank, one line per quantisation, one panel per model; base models dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", palette="colorblind")  # colour-blind-safe, the same in every figure
-    models = list(dict.fromkeys(table["model"])) or ["(none)"]
-    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
-        part = table[table["model"] == model]
-        tuned = part[part["dataset"] != "(base)"].sort_values(["dataset", "quant", "rank"]).assign(
-            setting=lambda t: t["dataset"] + ", " + t["quant"].astype(str) + "-bit")
-        if len(tuned):
-            sns.lineplot(data=tuned, x="rank", y="average", hue="setting", hue_order=list(dict.fromkeys(tuned["setting"])),
-                         marker="o", ax=ax, legend=ax is axes[0][-1])
-        for _, row in part[part["dataset"] == "(base)"].iterrows():
-            ax.axhline(row["average"], linestyle="--", color="grey", label=f"base, {row['quant']}-bit")
-        ax.set_title(model)
-        ax.set_xlabel("LoRA rank")
-        if len(tuned):
-            ranks = sorted(tuned["rank"].unique())
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(ranks, [str(r) for r in ranks])
-            ax.minorticks_off()
-        ax.set_ylabel("")
-    axes[0][0].set_ylabel("average score over tasks")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path_png, dpi=120)
-    fig.savefig(path_png.with_suffix(".pdf"))
-    plt.close(fig)
-    return path_png
 
 
 def _embedded_image(path: Path, alt: str) -> str:
@@ -143,7 +53,7 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     """<out>/report/: Table 1 (numbers as md, tex, csv; the display form with intervals and marks as md), the
     paired comparisons, Table 2, the training table, the figure (png, pdf) and analysis.html, one
     self-contained page. paper: the study's own finetuned rows beside ours in Tables 1 and 2."""
-    from maple_utils.analysis import stats, tables
+    from maple_utils.analysis import figures, stats, tables
 
     out = resolve(out_dir)
     report = out / layout.REPORT_DIR
@@ -172,9 +82,7 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     train = training_table(frame)
     if len(train):
         paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
-    paths["figure"] = rank_quant_figure(table, report / "rank_quant.png")
-    from maple_utils.analysis import figures
-
+    paths["figure"] = figures.rank_quant_lines(table, report / "rank_quant.png")["path"]
     ranked = tables.best_configurations(table)
     drawn = [figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
              figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),

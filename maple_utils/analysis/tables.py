@@ -1,4 +1,5 @@
-"""The study's tables from the tidy rows, with the statistics it lacked.
+"""The study's tables from the tidy rows, with the statistics it lacked: the per-configuration task table,
+the training and win-rate tables, Table 1, Table 2, the paired comparisons and the study's analyses.
 
 Table 1 puts each model x dataset at its best rank and quantisation beside the base models and the study's
 baselines (registry/baselines.yaml). The best configuration is the one with the highest model average
@@ -18,12 +19,64 @@ import numpy as np
 from maple_utils import registry
 from maple_utils.analysis import stats
 
+RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
+
+
+def primary_metrics() -> dict[str, str]:
+    """The metric each task reports in the study's Table 1 (its first metric in the tasks registry)."""
+    return {name: spec["metrics"][0] for name, spec in registry.read("tasks")["tasks"].items()}
+
+
+def task_table(frame):
+    """Study Table 1 layout: one row per model x dataset x rank x quant, one column per task (mean over
+    languages of its primary metric), and the model average."""
+    import pandas as pd
+
+    primary = primary_metrics()
+    ev = frame[frame["task"].isin(primary) & (frame["metric"] == frame["task"].map(primary))].copy()
+    if ev.empty:
+        return pd.DataFrame()
+    table = with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
+    table["average"] = table.mean(axis=1)
+    return table.reset_index().rename_axis(columns=None)
+
+
+def with_run_columns(rows):
+    """Run columns fit for display: base models as dataset "(base)" and rank 0, ranks and bits as integers."""
+    rows = rows.copy()
+    rows["dataset"] = rows["dataset"].fillna("(base)")
+    rows["rank"] = rows["rank"].fillna(0).astype(int)
+    rows["quant"] = rows["quant"].astype(int)
+    return rows
+
+
+def training_table(frame):
+    from maple_utils import stages
+
+    train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
+    if train.empty:
+        return train
+    return with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
+
+
+def win_rate_table(frame):
+    """AlpacaEval win rate (percent, against the reference generator) per run, with its standard error,
+    the number of judged pairs and the judge; empty when nothing was judged."""
+    import pandas as pd
+
+    rows = frame[(frame["task"] == "alpaca_eval") & (frame["metric"] == "win_rate")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = with_run_columns(rows)
+    table = rows[RUN_COLUMNS + ["value", "stderr", "n", "scoring"]].rename(
+        columns={"value": "win_rate", "stderr": "standard_error", "n": "judged", "scoring": "judge"})
+    return table.sort_values(RUN_COLUMNS).reset_index(drop=True)
+
+
 NOT_SIGNIFICANT = "†"  # the mark of a cell whose lead over the runner-up is not significant
 
 
 def tasks_of(table) -> list[str]:
-    from maple_utils.analysis.report import primary_metrics
-
     return [t for t in primary_metrics() if t in table.columns]
 
 
@@ -57,7 +110,8 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
         rows.append(pd.DataFrame(study["table1"]["finetuned"]).assign(kind="study: finetuned"))
     numbers = pd.concat(rows, ignore_index=True)[["kind", "model", "dataset", "rank", "quant", *tasks, "average"]]
     numbers[["rank", "quant"]] = numbers[["rank", "quant"]].astype("Int64")  # blank, not NaN, for the study's rows
-    found = comparisons(ranked, frame, out_dir, seed)
+    scores_of = _scores_reader(out_dir)
+    found = comparisons(ranked, frame, out_dir, seed, scores_of)
     display = numbers.copy().astype(object)
     run_ids = _run_ids(frame)
     for i, row in numbers.iterrows():
@@ -69,7 +123,7 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
             text = f"{value:.3f}"
             run_id = run_ids.get((row["model"], row["dataset"], row["rank"], row["quant"]))
             if row["kind"].startswith("ours") and run_id:
-                scores = stats.item_scores(Path(out_dir) / "runs" / run_id, task, _metric(task))
+                scores = scores_of(run_id, task)
                 if scores:
                     low, high = stats.bootstrap_ci(scores, seed=seed)
                     text += f" [{low:.3f}, {high:.3f}]"
@@ -84,15 +138,11 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
 
 
 def _metric(task: str) -> str:
-    from maple_utils.analysis.report import primary_metrics
-
     return primary_metrics()[task]
 
 
 def _run_ids(frame) -> dict:
-    from maple_utils.analysis.report import _with_run_columns
-
-    ev = _with_run_columns(frame[frame["stage"] == "03_evaluate"])
+    ev = with_run_columns(frame[frame["stage"] == "03_evaluate"])
     return {(r.model, r.dataset, r.rank, r.quant): r.run_id for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()}
 
 
@@ -102,13 +152,22 @@ DATASET_CONTRASTS = [("multilingual vs Alpaca", d, "alpaca") for d in ("multialp
 DATASET_CONTRASTS += [("translated vs generated", "bactrian-x-11", "multialpaca")]
 
 
-def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
+def _scores_reader(out_dir: str | Path):
+    """item_scores of (run id, task) on the task's primary metric, each predictions file read once per report
+    (the same run appears in Table 1 and in several comparisons)."""
+    from functools import cache
+
+    return cache(lambda run_id, task: stats.item_scores(Path(out_dir) / "runs" / run_id, task, _metric(task)))
+
+
+def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=None):
     """Paired tests per task, on the items both configurations scored: the best configuration of each
     model x dataset against its runner-up and against its base model; 4-bit against 16-bit at each model x
     dataset x rank; and, per model, the best configurations of the dataset pairs the study contrasts
     (DATASET_CONTRASTS). One Holm correction over all of them."""
     import pandas as pd
 
+    scores_of = scores_of or _scores_reader(out_dir)
     run_ids = _run_ids(frame)
     pairs = []
     best = {}
@@ -135,7 +194,7 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0):
         if None in ids:
             continue
         for task in tasks_of(ranked):
-            sa, sb = (stats.item_scores(Path(out_dir) / "runs" / i, task, _metric(task)) for i in ids)
+            sa, sb = (scores_of(i, task) for i in ids)
             diffs = stats.paired_differences(sa, sb)
             if not len(diffs):
                 continue
@@ -153,8 +212,6 @@ def table2(frame, paper: bool = False):
     """Table 2: the best AlpacaEval win rate per model x dataset, its rank and quantisation, beside the
     study's baselines (and, in paper mode, the study's own rows)."""
     import pandas as pd
-
-    from maple_utils.analysis.report import win_rate_table
 
     wins = win_rate_table(frame)
     study = registry.read("baselines")["table2"]
@@ -177,10 +234,8 @@ def english_degradation(frame, ranked):
     model, per task (primary metric); negative = finetuning lost English ability."""
     import pandas as pd
 
-    from maple_utils.analysis.report import _with_run_columns, primary_metrics
-
     primary = primary_metrics()
-    en = _with_run_columns(frame[(frame["language"] == "en") & frame["task"].isin(primary)])
+    en = with_run_columns(frame[(frame["language"] == "en") & frame["task"].isin(primary)])
     en = en[en["metric"] == en["task"].map(primary)]
     base = en[en["dataset"] == "(base)"].set_index(["model", "task"])["value"]
     best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
@@ -195,8 +250,6 @@ def english_degradation(frame, ranked):
 def trainable_share_vs_score(table, frame):
     """Share of trainable parameters against the model average, per configuration (the study's
     rank-as-capacity analysis)."""
-    from maple_utils.analysis.report import training_table
-
     train = training_table(frame)
     if train.empty or "trainable_pct" not in train:
         return train

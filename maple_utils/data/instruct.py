@@ -26,6 +26,11 @@ def template(name: str) -> dict:
     return registry.read("templates")["templates"][name]
 
 
+def uses_chat_template(name: str) -> bool:
+    """Whether a template means the model's own chat template (instruction-tuned baselines)."""
+    return bool(template(name).get("chat_template", False))
+
+
 def format_prompt(template_name: str, instruction: str, input_text: str | None) -> str:
     t = template(template_name)
     if input_text:

@@ -14,6 +14,7 @@ from pathlib import Path
 from maple_utils import io, layout, registry, results
 from maple_utils.data import instruct, sources
 from maple_utils.eval import metrics, scoring
+from maple_utils.eval.tasks import chat_prompt
 
 
 def spec() -> dict:
@@ -36,11 +37,9 @@ def load_eval_set(cfg) -> tuple[list[dict], sources.Origin]:
 def render_prompts(tokenizer, records: list[dict], cfg) -> tuple[list[str], bool]:
     """Each instruction in the run's template, and whether that is the model's own chat template (which
     writes BOS itself)."""
-    if instruct.template(cfg.prompt_template).get("chat_template", False):
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(f"prompt_template 'chat': the tokenizer of {cfg.model} has no chat template")
-        return [tokenizer.apply_chat_template([{"role": "user", "content": r["instruction"]}], tokenize=False,
-                                              add_generation_prompt=True) for r in records], True
+    if instruct.uses_chat_template(cfg.prompt_template):
+        return [chat_prompt(tokenizer, None, [{"role": "user", "content": r["instruction"]}], cfg.model)
+                for r in records], True
     return [instruct.format_prompt(cfg.prompt_template, r["instruction"], None) for r in records], False
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from maple_utils import io, results
-from maple_utils.data import sources
+from maple_utils.data import instruct, sources
 from maple_utils.eval import metrics, scoring
 from maple_utils.eval.tasks import (TaskSpec, check_data, data_reads, load_docs, load_fewshot_pool, load_task,
                                       pick_fewshot)
@@ -160,7 +160,7 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
                                                   for c in spec.choices)
     prompts, kept, too_long = fit_to_context(spec, shots, docs, tokenizer,
                                              scoring.model_max_length(model, tokenizer) - room,
-                                             chat=cfg.prompt_template == "chat")
+                                             chat=instruct.uses_chat_template(cfg.prompt_template))
     if mode == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
     elif spec.scoring == "loglikelihood":

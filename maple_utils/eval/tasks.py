@@ -114,18 +114,20 @@ class TaskSpec:
         return registry.entry_hash(self.entry)
 
 
-def chat_prompt(tokenizer, system: str | None, turns: list[dict]) -> str:
+def chat_prompt(tokenizer, system: str | None, turns: list[dict], model: str = "the model") -> str:
     """Turns in the tokenizer's chat template, ready for the assistant's answer. A template without a
     system role (Mistral-Instruct's) gets the system text at the head of the first user turn, as FastChat's
     `mistral` template that MEGAVERSE uses does."""
+    from jinja2.exceptions import TemplateError
+
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("prompt_template 'chat': the model's tokenizer has no chat template")
+        raise ValueError(f"prompt_template 'chat': the tokenizer of {model} has no chat template")
     if not system:
         return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     try:
         return tokenizer.apply_chat_template([{"role": "system", "content": system}] + turns, tokenize=False,
                                              add_generation_prompt=True)
-    except Exception:  # jinja2's TemplateError raised by the template itself: no system role
+    except TemplateError:  # raised by the template itself (raise_exception): it has no system role
         first = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
         return tokenizer.apply_chat_template([first] + turns[1:], tokenize=False, add_generation_prompt=True)
 

@@ -133,7 +133,8 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
             sources.require_hub()
         except sources.MissingDataError as err:
             raise ConfigError(f"{plan.grid_path}: {err}") from None
-    preflight.check_data(plan.adapters, plan.adapters + plan.bases)
+    if only is None or any(j.stage.unit != "grid" for j in plan.jobs if j.id in only):
+        preflight.check_data(plan.adapters, plan.adapters + plan.bases)  # `report` reads no data files
     preflight.check_writable(plan.out)
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
     prepare_out(plan)
