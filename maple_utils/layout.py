@@ -11,6 +11,7 @@
     run_record.json             one section per stage: the config fields it read, provenance, facts
     results.jsonl               this run's result rows
     train_record.json, adapter/ training's record and the adapter
+    checkpoints/step-NNNNNN/    training checkpoints, removed once the adapter is saved
     predictions/<task>-<lang>.jsonl
     alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache),
                                 annotations.json (the judgements in alpaca_eval's annotation format)
@@ -35,6 +36,7 @@ RUN_RECORD = "run_record.json"
 ROWS = "results.jsonl"
 TRAIN_RECORD = "train_record.json"
 ADAPTER = "adapter"
+CHECKPOINTS = "checkpoints"
 PREPARED_DATA = "train.jsonl"
 DATA_STATS = "stats.json"
 COMPLETED_DIR = ".completed"

@@ -43,6 +43,11 @@ class StageRun:
         """The adapter an evaluation loads; None for a base model evaluated alone."""
         return self.folder / layout.ADAPTER if self.cfg is not None and self.cfg.dataset else None
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where training checkpoints go while the adapter is being trained."""
+        return self.folder / layout.CHECKPOINTS
+
     def write_rows(self, rows: list[dict]) -> Path:
         return results.write_rows(self.folder, self.stage.name, rows)
 

@@ -1,13 +1,18 @@
-"""The LoRA training loop: prompt-masked tokenisation, batches, optimiser, guards, the training record.
+"""The LoRA training loop: optimiser and schedule, padding-free steps, checkpoints and resume, guards, the
+training record and the saved adapter.
 
-A plain loop rather than the HF Trainer: it is short, its every step is visible, and it trains the same
-way on a CPU with bitsandbytes layers as on a GPU. The loss covers the response and EOS only.
+A plain loop rather than the HF Trainer: it is short, every step is visible, and it trains the same way on
+a CPU with bitsandbytes layers as on a GPU. The loss covers the response and EOS only and is averaged over
+every response token of the optimiser step (so gradient accumulation never changes the result), and the
+LM head runs only on the positions that carry a target: prompt tokens need no logits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
-import os
 import random
 import resource
 import shutil
@@ -15,9 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from maple_utils.train import batches, checkpoint, varlen
+
 
 class TrainingError(RuntimeError):
-    """Training stopped on a guard (non-finite loss, empty data); nothing is saved as an adapter."""
+    """Training stopped on a guard (non-finite loss); nothing is saved as an adapter."""
 
 
 def seed_everything(seed: int) -> None:
@@ -30,43 +37,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def tokenize(records: list[dict], tokenizer, max_length: int) -> list[dict]:
-    """input_ids = prompt + response + EOS; labels mask the prompt (-100) and keep the response and EOS."""
-    examples = []
-    for r in records:
-        prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
-        response = tokenizer(r["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        if tokenizer.bos_token_id is not None:
-            prompt = [tokenizer.bos_token_id] + prompt
-        ids = (prompt + response)[:max_length]
-        labels = ([-100] * len(prompt) + response)[:max_length]
-        if any(label != -100 for label in labels):  # a prompt longer than max_length teaches nothing
-            examples.append({"input_ids": ids, "labels": labels})
-    if not examples:
-        raise TrainingError(f"no example keeps a response within max_length={max_length}")
-    return examples
-
-
-def collate(batch: list[dict], pad_id: int):
-    """Right-padded tensors; padding is masked from attention and loss."""
+def make_optimizer(params: list, cfg, quantised: bool):
+    """AdamW, or bitsandbytes' paged 8-bit AdamW (QLoRA's optimiser: its state pages to host memory instead of
+    running out of GPU memory on a long batch) for a 4- or 8-bit base on a GPU when `optimizer` is auto."""
     import torch
 
-    width = max(len(e["input_ids"]) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, e in enumerate(batch):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, :n] = torch.tensor(e["labels"])
-        mask[i, :n] = 1
-    return ids, mask, labels
+    name = cfg.optimizer
+    if name == "auto":
+        name = "paged_adamw_8bit" if quantised and torch.cuda.is_available() else "adamw"
+    if name == "paged_adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=0.0), name
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0), name
 
 
-def total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None) -> int:
-    if max_steps:
-        return max_steps
-    return max(1, math.ceil(epochs * math.ceil(n_examples / (batch_size * grad_accum))))
+def lr_factor(kind: str, step: int, warmup: int, steps: int) -> float:
+    """The learning rate's multiplier at a step: linear warmup, then linear or cosine decay to 0, or flat."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+def make_schedule(optimizer, kind: str, warmup: int, steps: int):
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(kind, s, warmup, steps))
+
+
+def _micro_batch(examples: list[dict], indices: list[int], packing: str, pad_id: int) -> dict:
+    chosen = [examples[i] for i in indices]
+    return batches.pack(chosen) if packing == "padding_free" else batches.pad(chosen, pad_id)
+
+
+def _loss_sum(model, micro: dict, device):
+    """Summed cross-entropy over the micro-batch's targets, with logits only where a target is."""
+    import torch
+    import torch.nn.functional as F
+
+    targets = micro["targets"].to(device)
+    keep = (targets != batches.IGNORE).nonzero().squeeze(1)
+    inputs = {k: micro[k].to(device) for k in ("input_ids", "position_ids", "attention_mask") if k in micro}
+    if "position_ids" in inputs:  # one packed row: the LM head runs on the kept positions only
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits[0]
+    else:
+        logits = model(**inputs, use_cache=False).logits.reshape(-1, model.config.vocab_size)[keep]
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum") if keep.numel() else torch.zeros(())
 
 
 def _peak_memory_mb() -> float:
@@ -77,84 +98,175 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def train(model, tokenizer, examples: list[dict], cfg, progress: bool = True) -> dict:
-    """Train the model's trainable (LoRA) parameters with cfg's hyperparameters; returns the loss curve
-    and throughput facts."""
+# Dense bf16/fp16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets (sparsity figures halved), for MFU.
+PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362,
+               "A10G": 70, "A10": 125, "L4": 121, "V100": 125, "T4": 65, "RTX 4090": 165, "RTX 3090": 71}
+
+
+def mfu(trainable: int, total: int, tokens_per_s: float) -> float | None:
+    """Model FLOPs utilisation on a GPU: (6 x trainable + 4 x frozen) FLOPs per token, the forward and the
+    activation gradients for every weight and weight gradients only for the trainable ones; None on a CPU
+    or an unknown GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    if peak is None:
+        return None
+    return round((6 * trainable + 4 * (total - trainable)) * tokens_per_s / (peak * 1e12), 4)
+
+
+def data_hash(examples: list[dict]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e["input_ids"], e["labels"]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _resume_point(root: Path | None, expected: dict):
+    """The newest complete checkpoint trained on these data in this order, or None (announced)."""
+    if root is None:
+        return None
+    found = checkpoint.latest(root)
+    if found is None:
+        return None
+    folder, state = found
+    differs = [k for k, v in expected.items() if state.get(k) != v]
+    if differs:
+        print(f"checkpoint {folder} not resumed: its {', '.join(differs)} differ from this run's; training afresh")
+        shutil.rmtree(root, ignore_errors=True)
+        return None
+    return folder, state
+
+
+def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Path | None = None,
+          progress: bool = True) -> dict:
+    """Train the model's trainable (LoRA) parameters with cfg's hyperparameters, checkpointing every
+    `cfg.checkpoint_every` steps under `checkpoints` and resuming from the newest complete checkpoint there.
+    Returns the training record: loss curve, throughput and memory facts."""
     import torch
     from tqdm import tqdm
 
-    learning_rate, batch_size, grad_accum = cfg.learning_rate, cfg.batch_size, cfg.grad_accum
-    epochs, max_steps, warmup_ratio, max_grad_norm, seed = (cfg.epochs, cfg.max_steps, cfg.warmup_ratio,
-                                                            cfg.max_grad_norm, cfg.seed)
-
-    steps = total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
-    warmup = int(warmup_ratio * steps)
+    examples = data.examples
+    order = batches.DataOrder(len(examples), cfg.batch_size, cfg.grad_accum, cfg.seed)
+    steps = batches.total_steps(len(examples), order.per_step, cfg.epochs, cfg.max_steps)
+    warmup = int(cfg.warmup_ratio * steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
-    rng = random.Random(seed)
-    order: list[int] = []
+    quantised = any(getattr(p, "quant_state", None) is not None or p.dtype == torch.int8 for p in model.parameters())
+    optimizer, optimizer_name = make_optimizer(params, cfg, quantised)
+    schedule = make_schedule(optimizer, cfg.lr_scheduler, warmup, steps)
+    root = Path(checkpoints) if checkpoints is not None and cfg.checkpoint_every else None
+    identity = {"data": data_hash(examples), "order": order.state(0), "steps": steps, "packing": cfg.packing,
+                "lr_scheduler": cfg.lr_scheduler, "optimizer": optimizer_name}
+    state = {"curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0, "resumed_from": None}
+    start_step = 0
+    resume = _resume_point(root, identity)
+    if resume is not None:
+        folder, saved = resume
+        checkpoint.restore(folder, saved, model, optimizer, schedule)
+        state = {k: saved[k] for k in state}
+        start_step = state["resumed_from"] = saved["step"]
+        print(f"resumed from {folder} after step {start_step} of {steps}")
     device = next(model.parameters()).device
     model.train()
     model.config.use_cache = False  # no KV cache while training
-    curve, tokens, padded, supervised = [], 0, 0, 0
-    start = time.perf_counter()
-    bar = tqdm(total=steps, desc="train", disable=not progress, file=sys.stdout, mininterval=1.0)
-    for step in range(steps):
-        loss_sum = 0.0
-        for _ in range(grad_accum):
-            if len(order) < batch_size:
-                order += rng.sample(range(len(examples)), len(examples))
-            batch = [examples[order.pop()] for _ in range(batch_size)]
-            ids, mask, labels = collate(batch, tokenizer.pad_token_id)
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-            if not torch.isfinite(loss):
-                raise TrainingError(f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate "
-                                    "or use bf16/fp32 compute")
-            (loss / grad_accum).backward()
-            loss_sum += loss.item() / grad_accum
-            tokens += int(mask.sum())
-            padded += mask.numel()
-            supervised += int((labels != -100).sum())
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        curve.append({"step": step + 1, "loss": loss_sum, "lr": schedule.get_last_lr()[0]})
-        bar.set_postfix(loss=f"{loss_sum:.3f}")
-        bar.update()
+    attention = varlen.padding_free(model) if cfg.packing == "padding_free" else contextlib.nullcontext()
+    session_tokens, start = 0, time.perf_counter()
+    bar = tqdm(total=steps, initial=start_step, desc="train", disable=not progress, file=sys.stdout, mininterval=1.0)
+    with attention:
+        for step in range(start_step, steps):
+            micro = [_micro_batch(examples, idx, cfg.packing, tokenizer.pad_token_id) for idx in order.step(step)]
+            n_targets = sum(int((m["targets"] != batches.IGNORE).sum()) for m in micro)
+            step_loss = 0.0
+            for m in micro:
+                loss = _loss_sum(model, m, device) / max(1, n_targets)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate "
+                                        "or use bf16/fp32 compute")
+                if loss.requires_grad:
+                    loss.backward()
+                step_loss += loss.item()
+                state["tokens"] += m["tokens"]
+                state["slots"] += m["slots"]
+                session_tokens += m["tokens"]
+            state["supervised"] += n_targets
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["curve"].append({"step": step + 1, "loss": step_loss, "lr": schedule.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{step_loss:.3f}")
+            bar.update()
+            if root is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
+                elapsed = state["wall_s"] + time.perf_counter() - start
+                checkpoint.save(root, step + 1, model, optimizer, schedule,
+                                {**identity, **state, "wall_s": elapsed}, keep=cfg.keep_checkpoints)
     bar.close()
-    wall = time.perf_counter() - start
+    session_wall = time.perf_counter() - start
     model.eval()
-    return {"steps": steps, "examples": len(examples), "tokens": tokens, "supervised_tokens": supervised,
-            "padding_fraction": round(1 - tokens / max(1, padded), 4), "tokens_per_s": round(tokens / wall, 1),
-            "wall_s": round(wall, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
-            "final_loss": curve[-1]["loss"], "curve": curve}
+    tokens_per_s = session_tokens / session_wall if session_wall > 0 else 0.0
+    return {"steps": steps, "examples": len(examples), "truncated": data.truncated, "dropped": data.dropped,
+            "tokens": state["tokens"], "supervised_tokens": state["supervised"],
+            "padding_fraction": round(1 - state["tokens"] / max(1, state["slots"]), 4),
+            "tokens_per_s": round(tokens_per_s, 1), "wall_s": round(state["wall_s"] + session_wall, 2),
+            "peak_memory_mb": round(_peak_memory_mb(), 1), "final_loss": state["curve"][-1]["loss"],
+            "resumed_from_step": state["resumed_from"], "packing": cfg.packing, "optimizer": optimizer_name,
+            "lr_scheduler": cfg.lr_scheduler, "curve": state["curve"]}
 
 
-def save_adapter(model, tokenizer, adapter_dir: str | Path) -> Path:
-    """save_pretrained into a temporary folder, then rename: the adapter folder is whole or absent."""
-    adapter_dir = Path(adapter_dir)
-    tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    os.replace(tmp, adapter_dir)
-    return adapter_dir
+def model_card(cfg, summary: dict) -> str:
+    """The adapter's README.md: Hub metadata, then what it was trained on and how."""
+    from maple_utils.data import instruct
+
+    languages = cfg.train_languages or instruct.dataset_spec(cfg.dataset)["languages"]
+    meta = ["---", f"base_model: {cfg.model}", "library_name: peft", "tags: [lora, maple]",
+            "language: [" + ", ".join(languages) + "]", "---"]
+    lines = [f"# {cfg.model} + LoRA r{cfg.rank} on {cfg.dataset} ({cfg.quant}-bit base)", "",
+             "Trained with MAPLE (notebooks/02_train.ipynb). Load it with "
+             "`PeftModel.from_pretrained(base, this_folder)` on the base model quantised as below.", "",
+             "| setting | value |", "|---|---|"]
+    for key in ("model", "quant", "dataset", "rank", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
+                "lr_scheduler", "batch_size", "grad_accum", "max_length", "prompt_template", "seed"):
+        lines.append(f"| {key} | {getattr(cfg, key)} |")
+    for key in ("steps", "examples", "final_loss", "trainable_params", "trainable_pct"):
+        lines.append(f"| {key} | {summary.get(key)} |")
+    lines += ["", "The effective configuration is `maple_config.json`; the training record is the run's "
+              "`train_record.json`."]
+    return "\n".join(meta + lines) + "\n"
 
 
-SUMMARY_METRICS = ("final_loss", "tokens_per_s", "trainable_pct", "peak_memory_mb", "wall_s", "steps")
+def save_adapter(model, tokenizer, adapter_dir: str | Path, cfg=None, summary: dict | None = None) -> Path:
+    """save_pretrained with the tokenizer, the effective config and a model card, into a temporary folder
+    renamed into place: the adapter folder is whole or absent."""
+    from maple_utils import io
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if cfg is not None:
+            (tmp / "maple_config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str) + "\n")
+            (tmp / "README.md").write_text(model_card(cfg, summary or {}), encoding="utf-8")
+
+    return io.atomic_dir(Path(adapter_dir), write)
+
+
+SUMMARY_METRICS = ("final_loss", "tokens_per_s", "trainable_pct", "padding_fraction", "peak_memory_mb", "wall_s",
+                   "steps")
+
+
+def summarise(record: dict, trainable: int, total: int) -> dict:
+    return {"trainable_params": trainable, "total_params": total,
+            "trainable_pct": round(100 * trainable / total, 4), "mfu": mfu(trainable, total, record["tokens_per_s"]),
+            **record}
 
 
 def report(run, record: dict, trainable: int, total: int, model_revision: dict) -> dict:
     """Write train_record.json, the stage's result rows and its run-record section; returns the summary."""
     from maple_utils import io, layout, results
 
-    summary = {"trainable_params": trainable, "total_params": total,
-               "trainable_pct": round(100 * trainable / total, 4), **record}
+    summary = summarise(record, trainable, total)
     io.write_json(run.folder / layout.TRAIN_RECORD, summary)
     rows = [results.make_row(run.identity(), task="train", language="all", metric=m, value=float(summary[m]),
                              n=record["examples"], seed=run.cfg.seed) for m in SUMMARY_METRICS]
@@ -162,3 +274,14 @@ def report(run, record: dict, trainable: int, total: int, model_revision: dict) 
     # provenance here; the training facts live once, in train_record.json
     run.record(model=model_revision, train_record=layout.TRAIN_RECORD)
     return {k: v for k, v in summary.items() if k != "curve"}
+
+
+def finish(run, model, tokenizer, record: dict, trainable: int, total: int, base) -> dict:
+    """The end of 02_train: the record and rows, then the adapter (written last and whole), then the
+    checkpoints go (the adapter supersedes them; a kill before this point resumes from them)."""
+    from maple_utils.train import modeling
+
+    out = report(run, record, trainable, total, modeling.revision(run.cfg.model, base))
+    save_adapter(model, tokenizer, run.adapter_dir, run.cfg, out)
+    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+    return out
