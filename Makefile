@@ -8,7 +8,7 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo test test-fast lab notebooks dry-run-paper bench-setup bench-eval clean
+.PHONY: setup demo test test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -31,11 +31,14 @@ notebooks: setup  # rewrite the notebooks' parameters cells from the field decla
 dry-run-paper: setup
 	$(PY) -m maple_utils.grid run params/paper.yaml --out runs/paper --dry-run
 
-bench-setup: setup  # the peers the benchmarks measure against (lm-eval), from PyPI
+bench-setup: setup  # the peers the benchmarks measure against (lm-eval, TRL), from PyPI
 	$(PY) -m pip install -r bench/requirements.txt
 
 bench-eval: bench-setup  # evaluation throughput vs lm-eval's HFLM; see docs/benchmarks.md
 	$(PY) bench/eval_throughput.py
+
+bench-train: bench-setup  # training throughput vs TRL's SFTTrainer; see docs/benchmarks.md
+	$(PY) bench/train_throughput.py
 
 clean:
 	rm -rf runs/smoke runs/notebooks .cache/maple

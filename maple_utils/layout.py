@@ -5,7 +5,8 @@
   manifest.jsonl                one line per job attempt
   results.parquet               every result row, gathered from the runs
   report/                       tables, figures, analysis.html
-  data/<data_id>/               a prepared instruction set: train.jsonl, stats.json, results.jsonl
+  data/<data_id>/               a prepared instruction set: train.jsonl, stats.json, problems.jsonl (records
+                                dropped as bad), results.jsonl
   runs/<run_id>/                an adapter's (or a base model's) folder:
     config.json                 the full effective config as planned
     run_record.json             one section per stage: the config fields it read, provenance, facts
@@ -39,6 +40,7 @@ ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
 PREPARED_DATA = "train.jsonl"
 DATA_STATS = "stats.json"
+DATA_PROBLEMS = "problems.jsonl"
 COMPLETED_DIR = ".completed"
 
 

@@ -105,8 +105,9 @@ def open_stage(name: str, namespace: dict) -> StageRun:
         cfg = config.validate_run(own, where)
         folder = _folder(run_dir) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
         stored = _stored_config(folder)
-        if stored is not None and stored.subset(stage.fields) != cfg.subset(stage.fields):
-            diff = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.fields if getattr(stored, f) != getattr(cfg, f)}
+        if stored is not None and stored.subset(stage.outcome_fields) != cfg.subset(stage.outcome_fields):
+            diff = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.outcome_fields
+                    if getattr(stored, f) != getattr(cfg, f)}
             raise ConfigError(f"{where}: {folder / layout.CONFIG} was planned with other values {diff} "
                               "(stored, given): use another run_dir, or remove that folder")
     else:  # an evaluation of a run: what was trained is in its config.json
@@ -144,24 +145,30 @@ def prepared_data(run: StageRun) -> list[dict]:
     path = job_folder("dataset", config.data_id(run.cfg), run.out_dir) / layout.PREPARED_DATA
     if path.exists():
         return io.read_jsonl(path)
-    records, _ = instruct.prepare(run.cfg)
+    records, _, _ = instruct.prepare(run.cfg)
     io.write_jsonl(path, records)
     return records
 
 
-def prepare_data(run: StageRun) -> tuple[list[dict], list[dict]]:
-    """01_data: prepare the set afresh, write it with its per-language counts and result rows."""
+def prepare_data(run: StageRun) -> tuple[list[dict], list[dict], list[dict]]:
+    """01_data: prepare the set afresh, write it with its per-language counts, every dropped record
+    (problems.jsonl: file, row, kind, detail) and result rows of both."""
     from maple_utils.data import instruct
 
-    records, origins = instruct.prepare(run.cfg)
+    records, origins, problems = instruct.prepare(run.cfg)
     stats = instruct.language_stats(records)
+    dropped = instruct.problem_counts(problems, {o["location"]: o["language"] for o in origins})
     io.write_jsonl(run.folder / layout.PREPARED_DATA, records)
     io.write_json(run.folder / layout.DATA_STATS, stats)
+    io.write_jsonl(run.folder / layout.DATA_PROBLEMS, [vars(p) for p in problems])
     entry_hash = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
     identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
     rows = [results.make_row(identity, task="data", language=s["language"], metric="examples",
                              value=float(s["examples"]), n=s["examples"], seed=run.cfg.data_seed,
                              registry_hash=entry_hash) for s in stats]
+    rows += [results.make_row(identity, task="data", language=d["language"], metric=f"dropped_{d['kind']}",
+                              value=float(d["dropped"]), n=d["dropped"], seed=run.cfg.data_seed,
+                              registry_hash=entry_hash) for d in dropped]
     run.write_rows(rows)
-    run.record(data=origins)
-    return records, stats
+    run.record(data=origins, dropped=dropped)
+    return records, stats, dropped

@@ -59,6 +59,11 @@ class Stage:
         return config_fields.fields_of(self.groups)
 
     @property
+    def outcome_fields(self) -> list[str]:
+        """The fields its output depends on: what its fingerprint and an adapter's id hash."""
+        return config_fields.outcome_fields(self.fields)
+
+    @property
     def parameters(self) -> list[str]:
         return self.fields + list(self.paths)
 

@@ -59,14 +59,18 @@ def test_hub_ids_and_local_folders_are_accepted_as_models(tmp_path):
 def test_run_ids_are_pinned():
     # Literal ids: a change to the id scheme, to the fields it hashes or to their values renames every adapter,
     # so it must show here, never silently.
-    assert config.run_id(RunConfig()) == "tiny-llama_multialpaca_r8_q4-54de7ab8"
+    assert config.run_id(RunConfig()) == "tiny-llama_multialpaca_r8_q4-3acc2b19"
     assert config.run_id(validate_run({"model": "tiny-mistral", "dataset": "alpaca", "rank": 64, "quant": 16,
-                                       "epochs": 3.0})) == "tiny-mistral_alpaca_r64_q16-e4635ae5"
+                                       "epochs": 3.0})) == "tiny-mistral_alpaca_r64_q16-1008ac9e"
     assert config.run_id(validate_run({"dataset": None, "rank": None, "quant": 16})) == "tiny-llama_base_q16-fe0a6e5a"
 
 
 def test_run_id_tracks_only_what_training_depends_on():
     rid = config.run_id(RunConfig())
+    # how training runs (checkpoints, packing, recomputation) is not what it learns: same id
+    assert config.run_id(validate_run({"checkpoint_every": 5, "keep_checkpoints": 1, "packing": "padded",
+                                       "gradient_checkpointing": True})) == rid
+    assert config.run_id(validate_run({"lr_scheduler": "cosine"})) != rid
     assert len(rid.rsplit("-", 1)[1]) == 8
     assert config.run_id(validate_run({"rank": 16})) != rid
     assert config.run_id(validate_run({"learning_rate": 1e-4})) != rid

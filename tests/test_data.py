@@ -155,32 +155,61 @@ def test_gzipped_json_arrays_read_like_the_bactrian_x_release(tmp_path):
 
 
 def test_instruction_releases_load_and_validate(shared_data, caplog):
-    alpaca_records, origins = instruct_data.load_records("alpaca", None, "local", str(shared_data))
-    # the sample has two records with an empty output (rows 2336 and 4659): dropped, and said so
+    alpaca_records, origins, problems = instruct_data.load_records("alpaca", None, "local", str(shared_data))
+    # the sample has two records with an empty output (rows 2336 and 4659): dropped, and said so with the row
     assert len(alpaca_records) == 4998 and alpaca_records[0]["language"] == "en"
     assert origins[0]["location"].endswith("alpaca/alpaca_5000.json") and origins[0]["revision"]
-    assert "dropped 2 record(s)" in caplog.text
-    multi, _ = instruct_data.load_records("multialpaca", ["es", "ja", "pt"], "local", str(shared_data))
-    assert len(multi) == 9958 + 10191 + 10825 - 1  # one ja record has an empty field
-    assert "ja.jsonl: dropped 1 record(s)" in caplog.text
+    assert [(p.row, p.kind) for p in problems] == [(2336, "empty_output"), (4659, "empty_output")]
+    assert "2 record(s) dropped" in caplog.text and "alpaca_5000.json row 2336: field 'output' is empty" in caplog.text
+    multi, origins, problems = instruct_data.load_records("multialpaca", ["es", "ja", "pt"], "local", str(shared_data))
+    assert len(multi) + len(problems) == 9958 + 10191 + 10825  # the release's line counts (data README)
+    assert {p.kind for p in problems} <= set(instruct_data.PROBLEM_KINDS) and any("ja.jsonl" in str(p) for p in problems)
     assert all(isinstance(r["input"], str) for r in multi)  # null inputs become ""
+    counts = instruct_data.problem_counts(problems, {o["location"]: o["language"] for o in origins})
+    assert sum(c["dropped"] for c in counts) == len(problems) and {c["language"] for c in counts} <= {"es", "ja", "pt"}
     matched = instruct_data.size_match(multi, 300, seed=1)
     assert len(matched) == 300 and {r["language"] for r in matched} == {"es", "ja", "pt"}
     assert matched == instruct_data.size_match(multi, 300, seed=1)
 
 
-def test_bad_records_are_all_reported_with_file_and_row(tmp_path):
+def test_size_matching_gives_a_small_language_all_it_has_and_the_rest_to_the_others():
+    records = [{"language": lang, "i": i} for lang, n in (("ar", 3), ("de", 50), ("es", 50)) for i in range(n)]
+    matched = instruct_data.size_match(records, 40, seed=0)
+    counts = {lang: sum(1 for r in matched if r["language"] == lang) for lang in ("ar", "de", "es")}
+    assert counts == {"ar": 3, "de": 18, "es": 19} and len(matched) == 40
+    assert len({(r["language"], r["i"]) for r in matched}) == 40  # no record twice
+
+
+def _write_jsonl(tmp_path, rows, lang="es") -> None:
     folder = tmp_path / "multialpaca" / "multialpaca"
-    folder.mkdir(parents=True)
-    rows = [{"instruction": "ok", "input": None, "output": "fine"}, {"instruction": "", "output": "x"},
-            {"instruction": "x", "input": 3, "output": None}, {"instruction": 5, "output": "x"}]
-    (folder / "es.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{lang}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_bad_records_are_dropped_counted_and_all_reported_with_file_and_row(tmp_path, caplog):
+    good = {"instruction": "ok", "input": None, "output": "fine"}
+    rows = [good, {"instruction": "", "output": "x"}, {"instruction": "x", "input": 3, "output": "y"},
+            {"instruction": 5, "output": "x"}, {"instruction": "q", "output": "bad \ufffd bytes"}, dict(good),
+            {"instruction": "two", "output": "kept"}, {"prompt": "other shape"}]
+    _write_jsonl(tmp_path, rows)
+    records, _, problems = instruct_data.load_records("multialpaca", ["es"], "local", str(tmp_path))
+    assert [r["output"] for r in records] == ["fine", "kept"]
+    assert [(p.row, p.kind) for p in problems] == [(2, "empty_instruction"), (3, "wrong_type"), (4, "wrong_type"),
+                                                   (5, "undecodable"), (6, "duplicate"), (8, "missing_field")]
+    assert "6 record(s) dropped" in caplog.text
+    for line in ("es.jsonl row 3: field 'input' must be a string or null", "es.jsonl row 4: field 'instruction' must",
+                 "row 8: no field 'instruction' (fields: prompt)"):
+        assert line in caplog.text
+
+
+def test_a_file_of_the_wrong_shape_or_empty_fails_naming_it(tmp_path):
+    _write_jsonl(tmp_path, [{"prompt": "a", "completion": "b"}, {"text": "c"}])
+    _write_jsonl(tmp_path, [], lang="de")
     with pytest.raises(instruct_data.DataError) as err:
-        instruct_data.load_records("multialpaca", ["es"], "local", str(tmp_path))
+        instruct_data.load_records("multialpaca", ["es", "de"], "local", str(tmp_path))
     message = str(err.value)
-    assert "3 invalid records" in message
-    assert "es.jsonl row 4: field 'instruction'" in message
-    assert "row 3: field 'output'" in message and "row 3: field 'input'" in message
+    assert "2 unusable file(s)" in message and "de.jsonl: no records for language de" in message
+    assert "es.jsonl: no record has the instruction shape" in message and "es.jsonl row 1: no field 'instruction'" in message
 
 
 def test_alpaca_eval_reference_outputs(shared_data):
@@ -227,3 +256,41 @@ def test_a_relative_data_root_means_the_same_folder_from_any_working_directory(s
     assert len(load_docs(load_task("xquad"), "ro", "validation", "local", cfg.data_root)[0]) == 1190
     assert len(instruct_data.load_records("alpaca", None, "local", cfg.data_root)[0]) == 4998
     assert len(alpaca.load_eval_set(cfg)[0]) == 805
+
+
+def test_bactrian_x_release_files_load_in_any_of_its_languages(tmp_path):
+    # Bactrian-X's release layout: data/<lang>.json.gz (a JSON array with ids shared across languages), or unpacked
+    folder = tmp_path / "bactrian-x" / "data"
+    folder.mkdir(parents=True)
+    afrikaans = [{"instruction": "Gee drie wenke.", "input": "", "output": "1. Eet gesond.", "id": "alpaca-0"},
+                 {"instruction": "Vertaal.", "input": "Hallo", "output": "Hello", "id": "dolly-3"}]
+    (folder / "af.json.gz").write_bytes(gzip.compress(json.dumps(afrikaans).encode()))
+    (folder / "sw.json").write_text(json.dumps([{"instruction": "Salamu", "input": "", "output": "Habari",
+                                                 "id": "alpaca-0"}]), encoding="utf-8")
+    cfg = config.validate_run({"dataset": "bactrian-x", "train_languages": ["af", "sw"], "data_source": "local",
+                               "data_root": str(tmp_path), "rank": 8})
+    records, origins, problems = instruct_data.load_records(cfg.dataset, cfg.train_languages, "local", cfg.data_root)
+    assert [(r["language"], r["output"]) for r in records] == [("af", "1. Eet gesond."), ("af", "Hello"), ("sw", "Habari")]
+    assert origins[0]["location"].endswith("af.json.gz") and origins[1]["location"].endswith("sw.json") and not problems
+    with pytest.raises(config.ConfigError, match="train_languages \\['xx'\\] are not in bactrian-x .allowed: af, ar"):
+        config.validate_run({"dataset": "bactrian-x", "train_languages": ["xx"], "rank": 8})
+    assert len(instruct_data.dataset_spec("bactrian-x")["languages"]) == 52
+
+
+def test_the_data_stage_counts_and_lists_dropped_records(tmp_path):
+    from maple_utils import io, layout, runs
+
+    _write_jsonl(tmp_path, [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": "b"},
+                            {"instruction": "c", "output": ""}, {"instruction": "d", "output": "e"}])
+    namespace = {"dataset": "multialpaca", "train_languages": ["es"], "max_train_examples": None, "data_seed": 1,
+                 "prompt_template": "alpaca", "data_source": "local", "data_root": str(tmp_path),
+                 "out_dir": str(tmp_path / "out")}
+    run = runs.open_stage("01_data", namespace)
+    records, stats, dropped = runs.prepare_data(run)
+    assert len(records) == 2 and stats[0]["examples"] == 2
+    assert dropped == [{"language": "es", "kind": "duplicate", "dropped": 1},
+                       {"language": "es", "kind": "empty_output", "dropped": 1}]
+    listed = io.read_jsonl(run.folder / layout.DATA_PROBLEMS)
+    assert [(p["row"], p["kind"]) for p in listed] == [(2, "duplicate"), (3, "empty_output")]
+    rows = {(r["metric"], r["language"]): r["value"] for r in io.read_jsonl(run.folder / layout.ROWS)}
+    assert rows == {("examples", "es"): 2.0, ("dropped_duplicate", "es"): 1.0, ("dropped_empty_output", "es"): 1.0}

@@ -51,6 +51,13 @@ def test_labels_mask_the_prompt_and_keep_eos(tok):
     assert ex["labels"][:prompt_len] == [-100] * prompt_len
     assert ex["labels"][prompt_len:] == ex["input_ids"][prompt_len:]
     assert ex["labels"][-1] == tok.eos_token_id and tok.pad_token_id != tok.eos_token_id
+    # the tokens are those of the text the model reads when it answers: prompt and response as one string
+    record = _records(2)[1]
+    assert ex["input_ids"] != data.examples[1]["input_ids"]
+    assert data.examples[1]["input_ids"][1:-1] == tok(record["prompt"] + record["response"],
+                                                      add_special_tokens=False)["input_ids"]
+    separate = tok(record["response"], add_special_tokens=False)["input_ids"]
+    assert [t for t in data.examples[1]["labels"] if t != -100][:-1] != separate  # not a word-initial first piece
     padded = batches.pad(data.examples, tok.pad_token_id)
     assert (padded["targets"].reshape(2, -1)[padded["attention_mask"] == 0] == -100).all()
 

@@ -23,9 +23,11 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MAX_K_SHOT = 32  # the study's largest k is 8 (MEGAVERSE); 32 XQuAD exemplars already exceed a 4k context
 
 
-def declare(default: Any, group: str, doc: str, **constraints) -> Any:
-    """A field of `group` with its one-line description (shown as the notebook parameter's comment)."""
-    return Field(default, description=doc, json_schema_extra={"group": group}, **constraints)
+def declare(default: Any, group: str, doc: str, outcome: bool = True, **constraints) -> Any:
+    """A field of `group` with its one-line description (shown as the notebook parameter's comment).
+    outcome=False marks a field that changes how a job runs but not what it produces (how often to
+    checkpoint): it stays out of run ids and fingerprints, so changing it never renames or reruns a job."""
+    return Field(default, description=doc, json_schema_extra={"group": group, "outcome": outcome}, **constraints)
 
 
 def known_models() -> dict:
@@ -67,7 +69,7 @@ class RunConfig(BaseModel):
     lora_dropout: float = declare(0.05, "lora", "dropout on the LoRA input", ge=0.0, lt=1.0)
     target_modules: list[str] = declare(["q_proj", "k_proj", "v_proj", "o_proj"], "lora", "linear layers that get adapters, or one preset of the models registry: q_v, attention, all_linear", min_length=1)
     # --- training
-    learning_rate: float = declare(3e-4, "training", "peak learning rate (linear warmup, then linear decay)", gt=0, le=1.0)
+    learning_rate: float = declare(3e-4, "training", "peak learning rate (linear warmup, then lr_scheduler)", gt=0, le=1.0)
     epochs: float = declare(1.0, "training", "passes over the data; ignored when max_steps is set", gt=0, le=100)
     max_steps: Optional[int] = declare(None, "training", "optimiser steps; None: as many as epochs make", ge=1)
     batch_size: int = declare(4, "training", "examples per micro-batch", ge=1)
@@ -78,10 +80,11 @@ class RunConfig(BaseModel):
     seed: int = declare(42, "training", "seed of the LoRA initialisation and the batch order")
     lr_scheduler: Literal["linear", "cosine", "constant"] = declare("linear", "training", "learning-rate schedule after the warmup: linear or cosine decay to 0, or constant")
     optimizer: Literal["auto", "adamw", "paged_adamw_8bit"] = declare("auto", "training", "auto: paged 8-bit AdamW for a 4- or 8-bit base on a GPU (QLoRA), else AdamW")
-    packing: Literal["padding_free", "padded"] = declare("padding_free", "training", "padding_free: each micro-batch is one row of its examples end to end, attention kept within each; padded: right-padded rows")
-    gradient_checkpointing: bool = declare(False, "training", "recompute activations in the backward pass: less memory, about a third more compute")
-    checkpoint_every: Optional[int] = declare(100, "training", "optimiser steps between checkpoints a killed run resumes from; None: none", ge=1)
-    keep_checkpoints: int = declare(2, "training", "newest checkpoints kept while training (all are removed once the adapter is saved)", ge=1)
+    # how training runs, not what it learns (the same losses, to float rounding; tested): outcome=False
+    packing: Literal["padding_free", "padded"] = declare("padding_free", "training", "padding_free: each micro-batch is one row of its examples end to end, attention kept within each; padded: right-padded rows", outcome=False)
+    gradient_checkpointing: bool = declare(False, "training", "recompute activations in the backward pass: less memory, about a third more compute", outcome=False)
+    checkpoint_every: Optional[int] = declare(100, "training", "optimiser steps between checkpoints a killed run resumes from; None: none", outcome=False, ge=1)
+    keep_checkpoints: int = declare(2, "training", "newest checkpoints kept while training (all are removed once the adapter is saved)", outcome=False, ge=1)
     # --- evaluation: the six benchmarks (03_evaluate)
     tasks: list[str] = declare(["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"], "evaluation", "tasks of the tasks registry", min_length=1)
     languages: list[str] = declare(["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1)
@@ -143,7 +146,14 @@ class RunConfig(BaseModel):
             raise ValueError(f"target_modules {v} has an empty name (allowed: module names such as q_proj, v_proj)")
         return v
 
-    @field_validator("languages", "train_languages")
+    @field_validator("train_languages")
+    @classmethod
+    def _train_languages_named(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list selects nothing (allowed: None for all, or language codes of the dataset)")
+        return v  # checked against the dataset's own languages below (Bactrian-X has 52, beyond the language table)
+
+    @field_validator("languages")
     @classmethod
     def _languages_known(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not v:
@@ -204,6 +214,11 @@ class RunConfig(BaseModel):
 
 def group_of(name: str) -> str:
     return RunConfig.model_fields[name].json_schema_extra["group"]
+
+
+def outcome_fields(names) -> list[str]:
+    """Those of the fields that change what a job produces (run ids and fingerprints hash only these)."""
+    return [n for n in names if RunConfig.model_fields[n].json_schema_extra["outcome"]]
 
 
 def groups() -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ BASE_FIELDS = ("model", "quant")
 def _stage_fields(unit: str) -> list[str]:
     from maple_utils import stages
 
-    return [f for s in stages.of_unit(unit) for f in s.fields]
+    return [f for s in stages.of_unit(unit) for f in s.outcome_fields]
 
 
 def train_fields() -> list[str]:

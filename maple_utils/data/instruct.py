@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from dataclasses import dataclass
 
 from maple_utils import registry
 from maple_utils.data import sources
@@ -38,73 +39,152 @@ def format_prompt(template_name: str, instruction: str, input_text: str | None) 
     return t["no_input"].format(instruction=instruction)
 
 
-def validate_records(records: list[dict], origin: str) -> list[str]:
-    """Every structural problem in the records, as 'origin row N: ...' lines (empty when all are valid).
+@dataclass(frozen=True)
+class Problem:
+    """One bad record: where it is and what is wrong with it."""
 
-    An empty instruction or output is not an error: real releases have them (Alpaca has empty outputs), and
-    `load_records` drops those rows.
-    """
-    problems = []
-    for i, rec in enumerate(records, start=1):
-        if not isinstance(rec, dict):
-            problems.append(f"{origin} row {i}: not an object")
-            continue
-        for key in ("instruction", "output"):
-            if not isinstance(rec.get(key), str):
-                problems.append(f"{origin} row {i}: field {key!r} must be a string, got {rec.get(key)!r:.60}")
-        if rec.get("input") is not None and not isinstance(rec["input"], str):
-            problems.append(f"{origin} row {i}: field 'input' must be a string or null, got {rec['input']!r:.60}")
-    return problems
+    location: str  # the file (or hub id) read
+    row: int  # 1-based record number in that file
+    kind: str  # one of PROBLEM_KINDS
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.location} row {self.row}: {self.detail}"
+
+
+# Structural problems mean the record is not an instruction record at all; when every record of a file has
+# one, the file is of the wrong shape and fails. The others are dropped from an otherwise good file.
+STRUCTURAL = ("not_an_object", "missing_field", "wrong_type")
+PROBLEM_KINDS = STRUCTURAL + ("empty_instruction", "empty_output", "undecodable", "duplicate")
+
+
+def _undecodable(text: str) -> bool:
+    """U+FFFD (what a decoder leaves for bytes it could not read) or a lone surrogate (not encodable)."""
+    if "\ufffd" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _problem(rec) -> tuple[str, str] | None:
+    if not isinstance(rec, dict):
+        return "not_an_object", f"not an object but a {type(rec).__name__}"
+    for key in ("instruction", "output"):
+        if key not in rec:
+            return "missing_field", f"no field {key!r} (fields: {', '.join(map(str, rec)) or 'none'})"
+        if not isinstance(rec[key], str):
+            return "wrong_type", f"field {key!r} must be a string, got {rec[key]!r:.60}"
+    if rec.get("input") is not None and not isinstance(rec["input"], str):
+        return "wrong_type", f"field 'input' must be a string or null, got {rec['input']!r:.60}"
+    for key in ("instruction", "output"):
+        if not rec[key].strip():
+            return f"empty_{key}", f"field {key!r} is empty"
+    for key in ("instruction", "input", "output"):
+        if isinstance(rec.get(key), str) and _undecodable(rec[key]):
+            return "undecodable", f"field {key!r} holds undecodable text (U+FFFD or a lone surrogate)"
+    return None
+
+
+def check_records(records: list, location: str) -> tuple[list[dict], list[Problem]]:
+    """The good records of one file, and a Problem for every other one (exact duplicates of an earlier
+    record of the same file included)."""
+    kept, problems, seen = [], [], set()
+    for row, rec in enumerate(records, start=1):
+        problem = _problem(rec)
+        if problem is None:
+            key = (rec["instruction"], rec.get("input") or "", rec["output"])
+            if key in seen:
+                problem = ("duplicate", "exact duplicate of an earlier record (instruction, input and output)")
+            seen.add(key)
+        if problem is None:
+            kept.append(rec)
+        else:
+            problems.append(Problem(location, row, *problem))
+    return kept, problems
+
+
+def _shown(problems: list, limit: int = 20) -> str:
+    lines = [str(p) for p in problems[:limit]] + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
+    return "\n  - " + "\n  - ".join(lines)
 
 
 def load_records(name: str, languages: list[str] | None = None, source: str = "embedded",
-                 root: str | None = None) -> tuple[list[dict], list[dict]]:
-    """Validated records {language, instruction, input, output} of a dataset's languages, and their origins."""
+                 root: str | None = None) -> tuple[list[dict], list[dict], list[Problem]]:
+    """Good records {language, instruction, input, output} of a dataset's languages, where they came from,
+    and every bad record dropped. A file with no records, or with no record of the instruction shape,
+    fails with a DataError naming the file and its first rows."""
     spec = dataset_spec(name)
-    records, problems, origins = [], [], []
+    records, origins, problems, fatal = [], [], [], []
     for code in languages or spec["languages"]:
         raw, origin = sources.load(name, spec, source, root, "train", config=code, lang=code)
         origins.append({"language": code, **origin.as_dict()})
         if not raw:
-            problems.append(f"{origin.location}: no records for language {code}")
-        found = validate_records(raw, origin.location)
-        problems += found
-        if found:
+            fatal.append(f"{origin.location}: no records for language {code}")
             continue
-        kept = [r for r in raw if r["instruction"].strip() and r["output"].strip()]
-        if len(kept) < len(raw):
-            log.warning("%s: dropped %d record(s) with an empty instruction or output", origin.location,
-                        len(raw) - len(kept))
+        kept, found = check_records(raw, origin.location)
+        structural = [p for p in found if p.kind in STRUCTURAL]
+        if len(structural) == len(raw):
+            fatal.append(f"{origin.location}: no record has the instruction shape (string 'instruction' and "
+                         f"'output', optional 'input'); first rows:" + _shown(structural, 3).replace("\n", "\n  "))
+            continue
+        problems += found
         records += [{"language": code, "instruction": r["instruction"], "input": r.get("input") or "",
                      "output": r["output"]} for r in kept]
+    if fatal:
+        raise DataError(f"dataset {name}: {len(fatal)} unusable file(s)" + _shown(fatal))
     if problems:
-        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
-        raise DataError(f"dataset {name}: {len(problems)} invalid records\n  - " + "\n  - ".join(shown))
-    return records, origins
+        log.warning("dataset %s: %d record(s) dropped:%s", name, len(problems), _shown(problems))
+    return records, origins, problems
+
+
+def problem_counts(problems: list[Problem], languages_of: dict[str, str]) -> list[dict]:
+    """{language, kind, dropped} per language and kind of problem found."""
+    counts = Counter((languages_of.get(p.location, "all"), p.kind) for p in problems)
+    return [{"language": lang, "kind": kind, "dropped": n} for (lang, kind), n in sorted(counts.items())]
 
 
 def size_match(records: list[dict], max_examples: int | None, seed: int) -> list[dict]:
-    """At most max_examples records, spread evenly over languages, drawn with a fixed seed."""
+    """At most max_examples records, stratified by language with a fixed seed: every language gets an equal
+    share, and what a small language cannot fill goes to the others (so the total is max_examples whenever
+    the data have that many)."""
     if max_examples is None or len(records) <= max_examples:
         return records
     by_lang: dict[str, list[dict]] = {}
     for r in records:
         by_lang.setdefault(r["language"], []).append(r)
+    quota, remaining = {}, max_examples
+    by_size = sorted(by_lang, key=lambda c: (len(by_lang[c]), c))  # small languages first: they cap out
+    for i, code in enumerate(by_size):
+        quota[code] = min(len(by_lang[code]), remaining // (len(by_size) - i))
+        remaining -= quota[code]
+    for code in sorted(by_lang):  # the floor divisions' leftovers, one each in code order
+        if remaining and quota[code] < len(by_lang[code]):
+            quota[code] += 1
+            remaining -= 1
     rng = random.Random(seed)
-    share, extra = divmod(max_examples, len(by_lang))
     chosen = []
-    for i, (code, recs) in enumerate(sorted(by_lang.items())):
-        chosen += rng.sample(recs, min(len(recs), share + (1 if i < extra else 0)))
+    for code in sorted(by_lang):
+        chosen += rng.sample(by_lang[code], quota[code])
     return chosen
 
 
-def prepare(cfg) -> tuple[list[dict], list[dict]]:
-    """Records with their rendered prompt and response, ready for tokenisation; and where they came from."""
-    records, origins = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
+def prepare(cfg) -> tuple[list[dict], list[dict], list[Problem]]:
+    """Records with their rendered prompt and response, ready for tokenisation; where they came from; and
+    the records dropped as bad."""
+    records, origins, problems = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
     records = size_match(records, cfg.max_train_examples, cfg.data_seed)
     prepared = [{"language": r["language"], "prompt": format_prompt(cfg.prompt_template, r["instruction"], r["input"]),
                  "response": r["output"]} for r in records]
-    return prepared, origins
+    return prepared, origins, problems
+
+
+def lengths(records: list[dict]) -> list[dict]:
+    """Per-record prompt and response lengths in characters, for the 01 notebook's plot."""
+    return [{"language": r["language"], "prompt_chars": len(r["prompt"]), "response_chars": len(r["response"])}
+            for r in records]
 
 
 def language_stats(records: list[dict]) -> list[dict]:

@@ -39,7 +39,7 @@ class Job:
         return layout.completion_marker(self.folder, self.stage.name)
 
     def fingerprint(self, upstream: dict[str, str]) -> str:
-        used = self.cfg.subset(self.stage.fields) if self.cfg is not None else {}
+        used = self.cfg.subset(self.stage.outcome_fields) if self.cfg is not None else {}
         return registry.stable_hash({"config": used, "registry": self.registry_hashes, "inputs": self.inputs,
                                      "upstream": {n: upstream.get(n) for n in self.needs}}, n=16)
 

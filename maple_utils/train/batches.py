@@ -25,15 +25,31 @@ class Tokenized:
     dropped: int  # examples whose prompt alone fills max_length (nothing left to learn)
 
 
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def tokenize(records: list[dict], tokenizer, max_length: int) -> Tokenized:
-    """input_ids = BOS + prompt + response + EOS; labels are IGNORE over BOS and the prompt and the token
-    ids over the response and EOS, which the model learns to emit."""
+    """input_ids = BOS + tokens of (prompt + response) + EOS; labels are IGNORE over BOS and the prompt and
+    the token ids over the response and EOS, which the model learns to emit.
+
+    Prompt and response are encoded as one text, as the model will read them when it answers: encoding the
+    response alone would start it with a word-initial piece (Llama's "▁The" for "The" after a newline) that
+    the model never sees at inference. The prompt's tokens are the shared prefix of the prompt's own encoding
+    and the joint one (a piece that merges across the boundary is learned as part of the response)."""
     examples, truncated, dropped = [], 0, 0
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     for r in records:
         prompt = bos + tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
-        response = tokenizer(r["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids, labels = prompt + response, [IGNORE] * len(prompt) + response
+        ids = bos + tokenizer(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]
+        ids.append(tokenizer.eos_token_id)
+        n_prompt = _shared_prefix(prompt, ids)
+        labels = [IGNORE] * n_prompt + ids[n_prompt:]
         cut = len(ids) > max_length
         ids, labels = ids[:max_length], labels[:max_length]
         if all(label == IGNORE for label in labels):
