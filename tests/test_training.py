@@ -174,16 +174,21 @@ def _trained_weights(tok, **settings):
     cfg = config.validate_run({"quant": 16, "rank": 4, "max_steps": 3, "learning_rate": 5e-3, "lora_dropout": 0.0,
                                **settings})
     loop.seed_everything(0)
-    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16)
+    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16,
+                                 gradient_checkpointing=cfg.gradient_checkpointing)
+    base = model.get_base_model()
+    assert getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", None)) \
+        == cfg.gradient_checkpointing
     record = loop.train(model, tok, batches.tokenize(_records(), tok, 64), cfg, progress=False)
     return record, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_gradient_accumulation_and_padding_leave_the_update_unchanged(tok):
+def test_accumulation_padding_and_recomputation_leave_the_update_unchanged(tok):
     import torch
 
     reference, weights = _trained_weights(tok, batch_size=4, grad_accum=1)
-    for settings in ({"batch_size": 2, "grad_accum": 2}, {"batch_size": 4, "packing": "padded"}):
+    for settings in ({"batch_size": 2, "grad_accum": 2}, {"batch_size": 4, "gradient_checkpointing": True},
+                     {"batch_size": 4, "packing": "padded"}):
         record, other = _trained_weights(tok, **settings)
         assert [c["loss"] for c in record["curve"]] == pytest.approx([c["loss"] for c in reference["curve"]], abs=1e-5)
         assert all(torch.allclose(weights[n], other[n], atol=1e-6) for n in weights), settings
