@@ -82,9 +82,17 @@ def _stored_config(folder: Path) -> RunConfig | None:
     return config.validate_run(io.read_json(path), str(path))
 
 
-def _folder(run_dir: str) -> Path:
-    """The run folder as given, made absolute and free of '..' (so rows never name '..' as their run)."""
-    return resolve(run_dir).resolve()
+def _folder(run_dir: str, out_dir: Path, where: str) -> Path:
+    """The run folder as given, made absolute and free of '..' and symlinks (so rows never name '..' as
+    their run), which must lie inside <out_dir>/runs: a notebook parameter cannot make a run write
+    anywhere else."""
+    folder = resolve(run_dir).resolve()
+    runs_root = layout.runs_dir(out_dir).resolve()
+    if runs_root not in folder.parents:
+        raise ConfigError(f"{where}: run_dir {run_dir!r} is {folder}, outside {runs_root} (allowed: a folder "
+                          f"inside <out_dir>/{layout.RUNS_DIR}, e.g. '' for the run's own, or set out_dir to "
+                          "the grid's output folder)")
+    return folder
 
 
 def open_stage(name: str, namespace: dict) -> StageRun:
@@ -103,7 +111,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     run_dir = params.get("run_dir", "")
     if stage.unit == "adapter":
         cfg = config.validate_run(own, where)
-        folder = _folder(run_dir) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
+        folder = _folder(run_dir, out_dir, where) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
         stored = _stored_config(folder)
         if stored is not None and stored.subset(stage.outcome_fields) != cfg.subset(stage.outcome_fields):
             diff = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.outcome_fields
@@ -112,7 +120,7 @@ def open_stage(name: str, namespace: dict) -> StageRun:
                               "(stored, given): use another run_dir, or remove that folder")
     else:  # an evaluation of a run: what was trained is in its config.json
         if run_dir:
-            folder = _folder(run_dir)
+            folder = _folder(run_dir, out_dir, where)
             stored = _stored_config(folder)
             if stored is None:
                 raise ConfigError(f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "

@@ -55,10 +55,25 @@ def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subproce
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(session, config, items):
     """nbval runs the notebooks at their defaults, which write to runs/notebooks: start that scratch
-    folder afresh so that the analysis reads only what this session's earlier notebooks wrote."""
+    folder afresh so that the analysis reads only what this session's earlier notebooks wrote.
+
+    `make test` runs the suite on two processes (pytest-xdist, --dist loadgroup). What must share one
+    process is grouped: the notebooks (they run in order on one scratch folder), every module that uses the
+    session's smoke grid (it is run once, and a module's own fixtures, such as the SLURM cluster, once);
+    every other module is a group of its own, so its module fixtures are built once."""
     if any(str(item.fspath).endswith(".ipynb") for item in items):
         import shutil
 
         shutil.rmtree(REPO / "runs" / "notebooks", ignore_errors=True)
+    smoke_modules = {item.fspath for item in items if "smoke_grid" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            group = "notebooks"
+        elif item.fspath in smoke_modules:
+            group = "smoke"
+        else:
+            group = Path(str(item.fspath)).name
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -195,3 +195,20 @@ def test_paper_grid_declares_every_choice_the_study_leaves_unstated():
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
         assert "#" in line, f"{key} has no comment giving its evidence"
     assert len(fixed["languages"]) == 41
+
+
+def test_a_notebook_run_dir_cannot_write_outside_the_output_folder(tmp_path):
+    from maple_utils import runs
+
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "runs" / "link").symlink_to(tmp_path / "elsewhere")
+    params = {**RunConfig().model_dump(), "out_dir": str(out)}
+    for run_dir in (str(tmp_path / "elsewhere"), str(out / "runs" / "x" / ".." / ".."), str(out / "runs"),
+                    str(out / "runs" / "link")):
+        with pytest.raises(ConfigError, match="run_dir .* outside .*runs \\(allowed: a folder inside <out_dir>/runs"):
+            runs.open_stage("02_train", {**params, "run_dir": run_dir})
+    assert not any((tmp_path / "elsewhere").iterdir()) and not (out / "config.json").exists()
+    inside = runs.open_stage("02_train", {**params, "run_dir": str(out / "runs" / "mine" / "x" / "..")})
+    assert inside.folder == (out / "runs" / "mine").resolve()

@@ -218,3 +218,29 @@ def test_an_output_folder_that_takes_no_writes_stops_the_grid_at_once(tmp_path):
     proc = run_cli("run", str(SMOKE), "--out", str(blocker / "out"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"output folder {blocker / 'out'} is not writable" in proc.stderr
+
+
+def test_an_attempt_cut_off_by_a_killed_runner_is_marked_interrupted_not_failed(tmp_path):
+    train = {"job": "02_train:a", "stage": "02_train", "key": "a"}
+    evaluate = {"job": "03_evaluate:a", "stage": "03_evaluate", "key": "a"}
+    for entry in ({**train, "status": "running", "attempt": 1}, {**train, "status": "failed", "attempt": 1},
+                  {**evaluate, "status": "running", "attempt": 1}, {**evaluate, "status": "done", "attempt": 1},
+                  {**train, "status": "running", "attempt": 2}):  # then the runner was killed
+        runner.append_manifest(tmp_path, entry)
+    runner.close_interrupted(tmp_path, runner.read_manifest(tmp_path))
+    latest = runner.latest(runner.read_manifest(tmp_path))
+    assert latest["02_train:a"]["status"] == "interrupted" and latest["02_train:a"]["attempt"] == 2
+    assert latest["03_evaluate:a"]["status"] == "done"
+    assert "interrupted" in runner.RETRYABLE and "interrupted" not in runner.FAILED  # retried; not held against it
+
+
+def test_each_gpu_job_gets_a_gpu_of_its_own_and_cpu_jobs_none(tmp_path):
+    plan = planner.plan_grid(str(REPO / "params" / "smoke.yaml"), str(tmp_path / "out"))
+    train, data = plan.jobs_of("02_train"), plan.jobs_of("01_data")[0]
+    pool = runner.DevicePool(["5", "7"])
+    assert [pool.take(j) for j in train[:2]] == ["5", "7"]
+    assert not pool.can_start(train[2]) and pool.can_start(data) and pool.take(data) is None
+    pool.give_back("5")
+    assert pool.can_start(train[2]) and pool.take(train[2]) == "5"
+    cpu = runner.DevicePool([])
+    assert cpu.can_start(train[0]) and cpu.take(train[0]) is None

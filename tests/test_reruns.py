@@ -61,7 +61,8 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
     assert stages["04_alpaca_eval"]["prompt_template"] == "alpaca"
     assert {(p["task"], p["language"]) for p in stages["03_evaluate"]["not_evaluated"]} == {("xquad", "sw")}
     train_record = json.loads((folder / layout.TRAIN_RECORD).read_text())
-    assert train_record["examples"] == 6 and train_record["steps"] == 2 * 2  # ceil(2 x ceil(6 / (2 x 2)))
+    # every step trains batch_size x grad_accum examples, running on into the next epoch: ceil(2 x 6 / (2 x 2))
+    assert train_record["examples"] == 6 and train_record["steps"] == 3
     assert json.loads((folder / layout.CONFIG).read_text()) == cfg.model_dump()
     data_record = json.loads((out / layout.DATA_DIR / config.data_id(cfg) / layout.RUN_RECORD).read_text())
     assert data_record["stages"]["01_data"]["data"][0]["revision"].startswith("sha256:")

@@ -52,3 +52,47 @@ def test_provenance_names_the_commit_versions_and_hardware():
     assert record["maple_utils"] == str(REPO / "maple_utils")  # the code that ran, not another clone's
     assert record["versions"]["torch"] and record["versions"]["peft"] and record["hardware"]["cpus"]
     json.dumps(record)
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from maple_utils import io
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, as a full disk does
+root = Path(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (2048, resource.RLIM_INFINITY))
+outcomes = []
+for name, write in [
+    ("record", lambda: io.write_json(root / "record.json", {"rows": ["x" * 100] * 100})),
+    ("manifest", lambda: io.append_jsonl(root / "manifest.jsonl", {"job": "b", "note": "y" * 5000})),
+    ("adapter", lambda: io.atomic_dir(root / "adapter", lambda tmp: (tmp / "w.bin").write_bytes(b"z" * 5000))),
+]:
+    try:
+        write()
+        outcomes.append([name, "written"])
+    except OSError as err:
+        outcomes.append([name, f"errno {err.errno}"])
+print(json.dumps(outcomes))
+"""
+
+
+def test_a_disk_that_fills_mid_write_leaves_the_previous_state_readable(tmp_path):
+    import subprocess
+    import sys
+
+    io.write_json(tmp_path / "record.json", {"rows": ["old"]})
+    io.append_jsonl(tmp_path / "manifest.jsonl", {"job": "a", "status": "done"})
+    io.atomic_dir(tmp_path / "adapter", lambda tmp: (tmp / "w.bin").write_bytes(b"old"))
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["record", "errno 27"], ["manifest", "errno 27"],
+                                                                ["adapter", "errno 27"]]  # EFBIG: no room
+    # every earlier state is whole and readable; no temporary file or folder is left behind
+    assert io.read_json(tmp_path / "record.json") == {"rows": ["old"]}
+    assert (tmp_path / "adapter" / "w.bin").read_bytes() == b"old"
+    assert io.read_appended(tmp_path / "manifest.jsonl") == [{"job": "a", "status": "done"}]  # the cut line skipped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "manifest.jsonl", "record.json"]
+    io.append_jsonl(tmp_path / "manifest.jsonl", {"job": "b", "status": "done"})  # room again: nothing swallowed
+    assert [e["job"] for e in io.read_appended(tmp_path / "manifest.jsonl")] == ["a", "b"]

@@ -51,7 +51,8 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
                           {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
                            "execution_count": None, "source": []},
                           {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
-                           "source": ["import maple_utils\n", "print('CODE', maple_utils.__file__)"]}],
+                           "source": ["import os\n", "import maple_utils\n", "print('CODE', maple_utils.__file__)\n",
+                                      "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))"]}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
@@ -77,14 +78,14 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/07_extra.ipynb'))))")
     assert json.loads(declared) == ["model", "quant", "out_dir", "run_dir"]
     # The new stage's notebook runs through the runner, and its kernel runs the copy's code, not the
-    # checkout's that the shared venv has installed.
+    # checkout's that the shared venv has installed; a GPU the runner hands out is the only one it sees.
     out = python("from maple_utils.grid import planner, runner\n"
                  "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
                  "runner.kernel_environment()\n"
-                 "print(runner.execute(p.jobs_of('07_extra')[0], p.out)['status'])")
+                 "print(runner.execute(p.jobs_of('07_extra')[0], p.out, device='3')['status'])")
     assert out.strip().endswith("done")
     executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()
-    assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed
+    assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed and "DEVICE 3" in executed
 
 
 def test_a_disk_without_room_for_the_largest_job_stops_the_grid_before_any_job(tmp_path):

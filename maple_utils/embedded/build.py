@@ -39,6 +39,8 @@ def build_atomically(name: str, key: str, build: Callable[[Path], None]) -> Path
     try:
         build(tmp)
         (tmp / ".complete").write_text(key + "\n")
+        if marker.exists():  # another process finished it meanwhile: keep theirs, which may be in use
+            return target
         if target.exists():  # an incomplete leftover from a crash
             shutil.rmtree(target)
         try:

@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("run", "retry"):
             cmd.add_argument("--timeout", type=int, default=None,
                              help="seconds a notebook cell may run (default: the stage registry's time_min)")
-            cmd.add_argument("--workers", type=int, default=1,
-                             help="notebooks run at once (CPU: up to the cores); with slurm, jobs in SLURM at once")
+            cmd.add_argument("--workers", type=int, default=None,
+                             help="notebooks run at once (default: one per visible GPU, each job on its own GPU; "
+                                  "1 on a CPU); with slurm, jobs in SLURM at once (default 1)")
             cmd.add_argument("--executor", choices=("local", "slurm"), default="local",
                              help="local: notebooks run here; slurm: each job submitted with sbatch (grid file's "
                                   "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)")
@@ -128,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             failed = run(args.grid, args.out, report_only=True)
         else:
-            if args.workers < 1:
+            if args.workers is not None and args.workers < 1:
                 raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+            if args.workers is None:  # one worker per GPU, each job on its own GPU; one on a CPU
+                from maple_utils.grid.runner import visible_gpus
+
+                args.workers = (len(visible_gpus()) if args.executor == "local" else 0) or 1
             failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
                          workers=args.workers, retry=args.command == "retry", executor=args.executor)
     except ConfigError as err:

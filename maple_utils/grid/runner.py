@@ -23,7 +23,8 @@ from maple_utils.grid.planner import Job, Plan, check_notebooks
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
 
-RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up")
+RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up", "interrupted")
+FAILED = ("failed", "crashed", "timed_out")  # attempts that count towards max_attempts (the job's own doing)
 _MANIFEST_LOCK = threading.Lock()
 
 
@@ -38,7 +39,97 @@ def read_manifest(out: Path) -> list[dict]:
     return io.read_appended(Path(out) / layout.MANIFEST)
 
 
-def latest(entries: list[dict]) -> dict[str, dict]:
+def close_interrupted(out: Path, history: list[dict]) -> list[dict]:
+    """Attempts whose runner died before they ended (killed, or the machine went down) get an `interrupted`
+    entry, so `status` tells them from running ones; they do not count against a job's max_attempts."""
+    ended = []
+    for job, entry in latest(e for e in history if "event" not in e).items():
+        if entry.get("status") == "running":
+            ended.append({"job": job, "stage": entry.get("stage"), "key": entry.get("key"),
+                          "attempt": entry.get("attempt"), "status": "interrupted", "started": entry.get("started"),
+                          "notebook": entry.get("notebook"),
+                          "error": "the runner stopped before this attempt ended (killed, or the machine went down)"})
+            append_manifest(out, ended[-1])
+    return history + ended
+
+
+KERNEL_FILES = "maple-kernel-"  # + runner pid: the temporary folder of a kernel's sockets and connection file
+
+
+def clear_stale_kernel_files() -> list[Path]:
+    """Remove the kernel folders of runners that no longer exist (a SIGKILL skips their clean-up)."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{KERNEL_FILES}*"):
+        pid = folder.name[len(KERNEL_FILES):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this machine lets the runner use: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists."""
+    import subprocess
+
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [d.strip() for d in given.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listed.splitlines() if line.startswith("GPU "))]
+
+
+class DevicePool:
+    """One GPU per running job that needs one (its kernel sees only that GPU through CUDA_VISIBLE_DEVICES);
+    jobs whose stage needs no GPU, and every job on a machine without GPUs, take none."""
+
+    def __init__(self, gpus: list[str]):
+        self.free, self.total = list(gpus), len(gpus)
+        self.lock = threading.Lock()
+
+    def needs(self, job: Job) -> bool:
+        return self.total > 0 and bool(job.stage.resources.get("gpus"))
+
+    def can_start(self, job: Job) -> bool:
+        return not self.needs(job) or bool(self.free)
+
+    def take(self, job: Job) -> str | None:
+        if not self.needs(job):
+            return None
+        with self.lock:
+            return self.free.pop(0)
+
+    def give_back(self, device: str | None) -> None:
+        if device is not None:
+            with self.lock:
+                self.free.append(device)
+
+
+def _kernel_manager(env: dict):
+    """A kernel manager whose kernels start with `env` added to the runner's environment."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class EnvKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **env}
+            return await super()._async_pre_start_kernel(**kw)
+
+    return EnvKernelManager
+
+
+def latest(entries) -> dict[str, dict]:
     """Each job's latest manifest entry."""
     out: dict[str, dict] = {}
     for e in entries:
@@ -54,9 +145,10 @@ def kernel_environment() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([source, *paths])
 
 
-def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -> dict:
+def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, device: str | None = None) -> dict:
     """Run one notebook with papermill; returns the manifest entry: done, failed (a cell raised: its index,
-    exception name and value), timed_out (a cell ran past `timeout` seconds) or crashed (the kernel died)."""
+    exception name and value), timed_out (a cell ran past `timeout` seconds) or crashed (the kernel died).
+    `device`: the GPU its kernel sees (CUDA_VISIBLE_DEVICES), when the runner hands out GPUs."""
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
@@ -66,15 +158,19 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None) -
     output = layout.executed_notebook(job.folder, job.stage.name)
     started = time.time()
     entry = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "notebook": str(output),
-             "started": started}
+             "started": started, **({"device": device} if device is not None else {})}
+    extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device})} if device is not None else {}
     # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
-    # together, and none of ipykernel's warnings about unencrypted TCP.
-    sockets = tempfile.mkdtemp(prefix="maple-kernel-")
-    kernel_config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
+    # together, and none of ipykernel's warnings about unencrypted TCP. The connection file (it holds the
+    # kernel's key) goes there too, and the folder is named after this runner, so a runner started after a
+    # kill clears what the killed one left (clear_stale_kernel_files).
+    sockets = tempfile.mkdtemp(prefix=f"{KERNEL_FILES}{os.getpid()}-")
+    kernel_config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel"),
+                                              "connection_file": os.path.join(sockets, "kernel.json")}})
     try:
         papermill.execute_notebook(str(notebooks_dir() / job.stage.notebook), str(output), parameters=job.params,
                                    kernel_name="python3", cwd=str(notebooks_dir()), progress_bar=False,
-                                   execution_timeout=timeout, config=kernel_config)
+                                   execution_timeout=timeout, config=kernel_config, **extra)
     except PapermillExecutionError as err:
         entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index, exception=err.ename)
     except CellTimeoutError as err:
@@ -139,8 +235,11 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
     prepare_out(plan)
     kernel_environment()
-    history = read_manifest(plan.out)
+    clear_stale_kernel_files()
+    history = close_interrupted(plan.out, read_manifest(plan.out))
     attempts = Counter(e.get("job") for e in history if e.get("status") == "running" and "event" not in e)
+    failures = Counter(e.get("job") for e in history if e.get("status") in FAILED)
+    devices = DevicePool(visible_gpus() if executor == "local" else [])
     status: dict[str, str] = {}
     tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
     pending = list(plan.jobs)
@@ -164,6 +263,8 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
             for job in startable:
                 if len(running) >= workers:
                     break
+                if not devices.can_start(job):  # every GPU is busy: a job that needs none may still start
+                    continue
                 pending.remove(job)
                 blocked = [d for d in job.needs if status[d] not in ("done", "skipped")]
                 if blocked:
@@ -180,9 +281,9 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     tokens[job.id] = job.completion()["token"]
                     report(job, "already complete", "skipped")
                     continue
-                if (only is not None and job.id not in only) or (only is None and attempts[job.id] >= max_attempts):
+                if (only is not None and job.id not in only) or (only is None and failures[job.id] >= max_attempts):
                     status[job.id] = "gave_up" if only is None else "not retried"
-                    report(job, f"not run ({attempts[job.id]} attempts failed; `retry` runs it again)"
+                    report(job, f"not run ({failures[job.id]} attempts failed; `retry` runs it again)"
                            if only is None else "left as it is", status[job.id])
                     continue
                 try:
@@ -198,14 +299,19 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     future = pool.submit(slurm.execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout),
                                          settings, lambda entry: append_manifest(plan.out, entry))
                 else:
-                    future = pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout))
+                    device = devices.take(job)
+                    future = pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout), device)
+                    future.device = device
                 running[future] = job
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 job = running.pop(future)
+                devices.give_back(getattr(future, "device", None))
                 entry = future.result()
+                if entry["status"] in FAILED:
+                    failures[job.id] += 1
                 if entry["status"] == "done":
                     tokens[job.id] = job.mark_done(tokens)
                 append_manifest(plan.out, entry)
