@@ -212,3 +212,20 @@ def test_a_notebook_run_dir_cannot_write_outside_the_output_folder(tmp_path):
     assert not any((tmp_path / "elsewhere").iterdir()) and not (out / "config.json").exists()
     inside = runs.open_stage("02_train", {**params, "run_dir": str(out / "runs" / "mine" / "x" / "..")})
     assert inside.folder == (out / "runs" / "mine").resolve()
+
+
+def test_the_colab_config_is_one_paper_run_sized_for_a_t4():
+    from maple_utils.grid import planner
+
+    plan = planner.plan_grid(REPO / "params" / "colab_t4.yaml", "runs/colab_t4")
+    paper = planner.plan_grid(REPO / "params" / "paper.yaml", "runs/paper")
+    (run,) = plan.adapters
+    assert (run.model, run.dataset, run.rank, run.quant) == ("meta-llama/Llama-2-7b-hf", "multialpaca", 8, 4)
+    assert run.gradient_checkpointing and run.batch_size * run.grad_accum == 128 and run.checkpoint_every
+    # the paper grid's run of the same axes, but for the micro-batch that fits a T4 (the same 128 per step)
+    twin = next(c for c in paper.adapters if (c.model, c.dataset, c.rank, c.quant) == (run.model, run.dataset, 8, 4))
+    from maple_utils.config.identity import train_fields
+
+    differ = {f for f in train_fields() if getattr(run, f) != getattr(twin, f)}
+    assert differ == {"batch_size", "grad_accum"}
+    assert not (REPO / "runs" / "colab_t4").exists()

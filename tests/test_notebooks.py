@@ -51,6 +51,23 @@ def test_parameters_cell_is_what_the_declarations_generate(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_badge_and_set_up_cell_install_the_revision_they_open(path):
+    import subprocess
+
+    writer = _writer()
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    assert all("".join(cell["source"]) == want for cell, want in writer.colab_cells(notebook, path.name)), \
+        "run python scripts/write_notebook_parameters.py"
+    setup = "".join(notebook["cells"][1]["source"])
+    assert f'MAPLE_REF = "{writer.COLAB_REF}"' in setup and f"/blob/{writer.COLAB_REF}/notebooks/{path.name}" in \
+        "".join(notebook["cells"][0]["source"])
+    assert "--branch v" not in setup and 'drive.mount("/content/drive")' in setup
+    # the revision exists in this checkout (a tag the repo lacks would fail the clone on Colab)
+    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", writer.COLAB_REF], cwd=REPO, capture_output=True)
+    assert proc.returncode == 0, f"{writer.COLAB_REF} is not a branch or tag of this repository"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_are_typed_commented_literals_papermill_reads(path):
     cell = next(c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", []))
     source = "".join(cell["source"])
