@@ -16,8 +16,8 @@ setup:
 demo: setup
 	$(PY) -m maple_utils.grid run params/smoke.yaml --out $(OUT) --workers $(WORKERS)
 
-test: setup  # two processes (pytest-xdist); conftest.py groups what must share one
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
+test: setup  # two processes (pytest-xdist); tests/conftest.py keeps together what must share one
+	$(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q

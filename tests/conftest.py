@@ -55,25 +55,36 @@ def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subproce
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+# `make test` runs the suite on two processes (pytest-xdist). What must share one process is one scope:
+# the notebooks (nbval runs them in order on one scratch folder), and the modules that use the session's
+# smoke grid (so that it runs once). Every other module is a scope of its own (its module fixtures are
+# built once). The smoke scope, the longest, is collected first so that it starts first.
+SMOKE_MODULES = ("test_grid.py", "test_slurm.py", "test_kills.py")
+
+
+def scope_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb"):
+        return "notebooks"
+    return "smoke" if Path(path).name in SMOKE_MODULES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return Scopes(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items):
     """nbval runs the notebooks at their defaults, which write to runs/notebooks: start that scratch
-    folder afresh so that the analysis reads only what this session's earlier notebooks wrote.
-
-    `make test` runs the suite on two processes (pytest-xdist, --dist loadgroup). What must share one
-    process is grouped: the notebooks (they run in order on one scratch folder), every module that uses the
-    session's smoke grid (it is run once, and a module's own fixtures, such as the SLURM cluster, once);
-    every other module is a group of its own, so its module fixtures are built once."""
+    folder afresh so that the analysis reads only what this session's earlier notebooks wrote. The smoke
+    scope goes first (see SMOKE_MODULES)."""
     if any(str(item.fspath).endswith(".ipynb") for item in items):
         import shutil
 
         shutil.rmtree(REPO / "runs" / "notebooks", ignore_errors=True)
-    smoke_modules = {item.fspath for item in items if "smoke_grid" in getattr(item, "fixturenames", ())}
-    for item in items:
-        if str(item.fspath).endswith(".ipynb"):
-            group = "notebooks"
-        elif item.fspath in smoke_modules:
-            group = "smoke"
-        else:
-            group = Path(str(item.fspath)).name
-        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: scope_of(item.nodeid) != "smoke")  # stable: otherwise collection order
