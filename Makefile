@@ -16,8 +16,10 @@ setup:
 demo: setup
 	$(PY) -m maple_utils.grid run params/smoke.yaml --out $(OUT) --workers $(WORKERS)
 
-test: setup  # two processes (pytest-xdist); tests/conftest.py keeps together what must share one
-	$(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
+# two processes (pytest-xdist; tests/conftest.py keeps together what must share one), one thread each:
+# on two cores, more threads than cores make torch's OpenMP threads wait on each other
+test: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q

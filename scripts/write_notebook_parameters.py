@@ -72,10 +72,11 @@ def badge(notebook_name: str) -> str:
 
 
 def colab_cells(notebook: dict, notebook_name: str) -> list[tuple[dict, str]]:
-    """(cell, the source it should have) for the title cell's badge line and the Colab set-up cell."""
+    """(cell, the source it should have) for the title cell's badge line and the Colab set-up cell; none for
+    a notebook without a set-up cell (a stage added without Colab support)."""
     title, setup = notebook["cells"][0], notebook["cells"][1]
     if "google.colab" not in "".join(setup["source"]):
-        raise ValueError(f"{notebook_name}: the second cell is not the Colab set-up cell")
+        return []
     lines = "".join(title["source"]).split("\n")
     lines = [badge(notebook_name) if line.startswith("[![Open In Colab]") else line for line in lines]
     return [(title, "\n".join(lines)), (setup, COLAB_CELL)]

@@ -229,3 +229,32 @@ def test_the_colab_config_is_one_paper_run_sized_for_a_t4():
     differ = {f for f in train_fields() if getattr(run, f) != getattr(twin, f)}
     assert differ == {"batch_size", "grad_accum"}
     assert not (REPO / "runs" / "colab_t4").exists()
+
+
+def test_offline_a_grid_whose_hub_models_and_data_are_not_cached_stops_before_any_job(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("run", "params/paper.yaml", "--out", str(out),
+                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    message = proc.stderr
+    assert "offline (HF_HUB_OFFLINE is set)" in message and str(tmp_path / "hf") in message
+    for repo in ("model meta-llama/Llama-2-7b-hf", "model mistralai/Mistral-7B-v0.1", "dataset MBZUAI/Bactrian-X",
+                 "dataset DAMO-NLP-MT/multialpaca", "dataset facebook/belebele"):
+        assert repo in message
+    assert not (out / "manifest.jsonl").exists() and "Traceback" not in message
+
+
+def test_offline_a_grid_whose_repos_are_all_cached_passes_the_check(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from maple_utils.grid import planner, preflight
+
+    plan = planner.plan_grid(REPO / "params" / "paper.yaml", tmp_path / "out")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repos = preflight.hub_repos(plan.adapters, plan.adapters + plan.bases)
+    for kind, repo in repos:  # the cache's own layout: <kind>s--<org>--<name>/snapshots/<revision>/
+        (tmp_path / "hub" / f"{kind}s--{repo.replace('/', '--')}" / "snapshots" / "abc").mkdir(parents=True)
+    assert preflight.check_offline(plan.adapters, plan.adapters + plan.bases) == len(repos) > 10
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert preflight.check_offline(plan.adapters, plan.adapters + plan.bases) == 0  # online: nothing to check

@@ -1,16 +1,19 @@
 """A grid whose jobs fail in the three ways a long grid meets: a cell raises, the kernel is killed, a cell
 hangs. Run on a copy of the repo whose stage registry holds one probe stage, so the failures are real
-kernels failing, not simulated ones."""
+kernels failing, not simulated ones. And a grid where one run's training fails: everything else completes."""
 
 import json
 import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, run_cli
+from maple_utils import layout
+from maple_utils.grid import runner
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +88,37 @@ def test_a_raise_a_kill_and_a_hang_are_recorded_and_only_they_are_retried(copy):
     assert retry.returncode == 1
     started = sorted(e["key"].rsplit("-", 1)[0] for e in _manifest(copy)[before:] if e["status"] == "running")
     assert started == ["tiny-llama_alpaca_r4_q16", "tiny-llama_alpaca_r4_q4", "tiny-llama_alpaca_r4_q8"]
+
+
+def test_a_failing_run_is_isolated_and_kept(tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": "isolation",
+        "fixed": {"max_steps": 2, "tasks": ["xnli"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
+                  "max_new_tokens": 4, "max_train_examples": 8},
+        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4],
+                 "target_modules": [["q_proj"], ["no_such_proj"]], "quant": [16]},
+        "evaluate_base_models": False}))
+    proc = run_cli("run", str(grid_file), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    assert "failed" in proc.stdout and "blocked" in proc.stdout
+    manifest = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    failed = [m for m in manifest if m["status"] == "failed"]
+    assert len(failed) == 1 and "no_such_proj" in failed[0]["error"]
+    kept = tmp_path / "out" / "runs" / failed[0]["key"] / "02_train.ipynb"
+    assert kept.exists()  # the executed notebook, with papermill's error banner
+    frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
+                                                                       if m["stage"] == "03_evaluate" and m["status"] == "done"}
+    assert not layout.completion_marker(tmp_path / "out" / "runs" / failed[0]["key"], "02_train").exists()
+    # status names the failure, its cell and its notebook; retry runs only the jobs that did not complete
+    status = run_cli("status", str(grid_file), "--out", str(tmp_path / "out"))
+    assert status.returncode == 0
+    assert f"02_train:{failed[0]['key']}  failed (attempt 1)" in status.stdout and str(kept) in status.stdout
+    assert "retry" in proc.stdout  # the last lines say what to run next
+    before = len(runner.read_manifest(tmp_path / "out"))
+    again = run_cli("retry", str(grid_file), "--out", str(tmp_path / "out"))
+    assert again.returncode == 1
+    started = [m["job"] for m in runner.read_manifest(tmp_path / "out")[before:] if m["status"] == "running"]
+    assert started == [failed[0]["job"]]  # the failed job again; the report stays, since no row changed
+    assert "failed (attempt 2)" in run_cli("status", str(grid_file), "--out", str(tmp_path / "out")).stdout

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from maple_utils import config, layout
+from maple_utils import config
 from maple_utils.grid import planner, runner
 
 from conftest import REPO, run_cli
@@ -137,40 +137,6 @@ def test_the_report_is_redone_when_the_rows_change(smoke):
         restored = run_cli("report", "params/smoke.yaml", "--out", str(out))
     assert restored.returncode == 0 and "report:" in restored.stdout
     assert 0.987654 not in set(pd.read_parquet(out / "results.parquet")["value"])
-
-
-def test_a_failing_run_is_isolated_and_kept(tmp_path):
-    grid_file = tmp_path / "grid.yaml"
-    grid_file.write_text(yaml.safe_dump({
-        "name": "isolation",
-        "fixed": {"max_steps": 2, "tasks": ["xnli"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
-                  "max_new_tokens": 4, "max_train_examples": 8},
-        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4],
-                 "target_modules": [["q_proj"], ["no_such_proj"]], "quant": [16]},
-        "evaluate_base_models": False}))
-    proc = run_cli("run", str(grid_file), "--out", str(tmp_path / "out"))
-    assert proc.returncode == 1
-    assert "failed" in proc.stdout and "blocked" in proc.stdout
-    manifest = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
-    failed = [m for m in manifest if m["status"] == "failed"]
-    assert len(failed) == 1 and "no_such_proj" in failed[0]["error"]
-    kept = tmp_path / "out" / "runs" / failed[0]["key"] / "02_train.ipynb"
-    assert kept.exists()  # the executed notebook, with papermill's error banner
-    frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
-    assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
-                                                                       if m["stage"] == "03_evaluate" and m["status"] == "done"}
-    assert not layout.completion_marker(tmp_path / "out" / "runs" / failed[0]["key"], "02_train").exists()
-    # status names the failure, its cell and its notebook; retry runs only the jobs that did not complete
-    status = run_cli("status", str(grid_file), "--out", str(tmp_path / "out"))
-    assert status.returncode == 0
-    assert f"02_train:{failed[0]['key']}  failed (attempt 1)" in status.stdout and str(kept) in status.stdout
-    assert "retry" in proc.stdout  # the last lines say what to run next
-    before = len(runner.read_manifest(tmp_path / "out"))
-    again = run_cli("retry", str(grid_file), "--out", str(tmp_path / "out"))
-    assert again.returncode == 1
-    started = [m["job"] for m in runner.read_manifest(tmp_path / "out")[before:] if m["status"] == "running"]
-    assert started == [failed[0]["job"]]  # the failed job again; the report stays, since no row changed
-    assert "failed (attempt 2)" in run_cli("status", str(grid_file), "--out", str(tmp_path / "out")).stdout
 
 
 def test_manifest_tolerates_a_cut_line_and_never_appends_onto_it(tmp_path):

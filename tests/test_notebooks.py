@@ -56,7 +56,8 @@ def test_colab_badge_and_set_up_cell_install_the_revision_they_open(path):
 
     writer = _writer()
     notebook = json.loads(path.read_text(encoding="utf-8"))
-    assert all("".join(cell["source"]) == want for cell, want in writer.colab_cells(notebook, path.name)), \
+    cells = writer.colab_cells(notebook, path.name)
+    assert cells and all("".join(cell["source"]) == want for cell, want in cells), \
         "run python scripts/write_notebook_parameters.py"
     setup = "".join(notebook["cells"][1]["source"])
     assert f'MAPLE_REF = "{writer.COLAB_REF}"' in setup and f"/blob/{writer.COLAB_REF}/notebooks/{path.name}" in \

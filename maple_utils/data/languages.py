@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from maple_utils import registry
@@ -22,7 +23,13 @@ class Language:
 
 
 def table() -> dict[str, Language]:
-    """All languages by ISO code, in the table's order."""
+    """All languages by ISO code, in the table's order (built once per registry file: planning a grid asks
+    for it thousands of times)."""
+    return _table(str(registry.folder_for("languages")))
+
+
+@functools.lru_cache(maxsize=None)
+def _table(folder: str) -> dict[str, Language]:
     rows = registry.read("languages")["languages"]
     return {
         r["code"]: Language(

@@ -118,9 +118,21 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
     return Plan(grid, Path(grid_path), out, adapters, bases, jobs, {k: v for k, v in lacking.items() if v})
 
 
+def import_papermill():
+    """papermill, imported without `rfc3987_syntax`: jsonschema (under nbformat) would import that URI-grammar
+    package only to check "iri" string formats, which notebooks never use, and building its grammars costs
+    about 3 s of CPU in every runner and `status` call."""
+    import sys
+
+    sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: the import fails, jsonschema skips it
+    import papermill
+
+    return papermill
+
+
 def check_notebooks(plan: Plan) -> None:
     """Each notebook declares exactly its stage's parameters, and each job passes exactly those."""
-    import papermill
+    papermill = import_papermill()
 
     from maple_utils.paths import notebooks_dir
 

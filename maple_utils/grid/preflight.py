@@ -1,10 +1,11 @@
 """Checks before any job of a grid runs: the output folder takes writes and has the disk space the next job
-declares, and every local data file the grid will read is there and parses (a damaged file is named with
-its row). A failure here costs seconds, not a night of training followed by an evaluation that cannot
+declares, every local data file the grid will read is there and parses (a damaged file is named with
+its row), and offline (HF_HUB_OFFLINE) every hub model and dataset it reads is in the cache. A failure here costs seconds, not a night of training followed by an evaluation that cannot
 read its data."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -76,3 +77,55 @@ def check_data(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
         except DataFileError as err:
             raise ConfigError(f"preflight: {err}") from None
     return len(files)
+
+
+def hub_repos(adapters: list[RunConfig], evaluated: list[RunConfig]) -> set[tuple[str, str]]:
+    """(repo type, repo id) of every hub model and dataset the grid's jobs will read."""
+    from maple_utils.config.fields import HUB_ID
+    from maple_utils.eval.evaluate import k_for, task_languages
+    from maple_utils.eval.tasks import data_reads, load_task
+    from maple_utils.paths import resolve
+
+    repos = {("model", c.model) for c in adapters + evaluated
+             if HUB_ID.match(c.model) and not resolve(c.model).is_dir()}
+    for cfg in adapters:
+        if cfg.data_source == "hub":
+            entry = known_datasets()[cfg.dataset]
+            for code in cfg.train_languages or entry["languages"]:
+                repos.add(("dataset", sources.hub_arguments(entry, "train", config=code, lang=code)["path"]))
+    seen = set()
+    for cfg in evaluated:
+        reads = registry.stable_hash([cfg.tasks, cfg.languages, cfg.k_shot, cfg.split_overrides])
+        if cfg.data_source != "hub" or reads in seen:  # runs of a grid mostly share their evaluation settings
+            continue
+        seen.add(reads)
+        for task, code in task_languages(cfg)[0]:
+            spec = load_task(task)
+            for _, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "hub", None,
+                                                    cfg.split_overrides.get(task)):
+                repos.add(("dataset", sources.hub_arguments(entry, split, **keys)["path"]))
+        repos.add(("dataset", registry.read("tasks")["alpaca_eval"]["hub"]["path"]))
+    return repos
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_offline(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
+    """Offline (HF_HUB_OFFLINE set), every hub repo the grid reads must be in the Hugging Face cache
+    (HF_HOME / HF_HUB_CACHE): a ConfigError lists the ones that are not, before any job runs, instead of
+    each job failing on its first download. Returns the number of repos checked (0 when online)."""
+    if not offline():
+        return 0
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    repos = hub_repos(adapters, evaluated)
+    missing = sorted(f"{kind} {repo}" for kind, repo in repos
+                     if not (cache / f"{kind}s--{repo.replace('/', '--')}" / "snapshots").is_dir())
+    if missing:
+        raise ConfigError(f"preflight: offline (HF_HUB_OFFLINE is set) and {len(missing)} hub repo(s) the grid reads "
+                          f"are not in the cache {cache}: {', '.join(missing)}. Download them where there is a "
+                          "network (same HF_HOME), or use local folders and data_source: local")
+    return len(repos)

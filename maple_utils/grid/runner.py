@@ -19,7 +19,7 @@ from pathlib import Path
 from maple_utils import io, layout, results
 from maple_utils.config import ConfigError
 from maple_utils.data import sources
-from maple_utils.grid.planner import Job, Plan, check_notebooks
+from maple_utils.grid.planner import Job, Plan, check_notebooks, import_papermill
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
 
@@ -149,7 +149,7 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     """Run one notebook with papermill; returns the manifest entry: done, failed (a cell raised: its index,
     exception name and value), timed_out (a cell ran past `timeout` seconds) or crashed (the kernel died).
     `device`: the GPU its kernel sees (CUDA_VISIBLE_DEVICES), when the runner hands out GPUs."""
-    import papermill
+    papermill = import_papermill()
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
     from traitlets.config import Config
@@ -231,6 +231,7 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
             raise ConfigError(f"{plan.grid_path}: {err}") from None
     if only is None or any(j.stage.unit != "grid" for j in plan.jobs if j.id in only):
         preflight.check_data(plan.adapters, plan.adapters + plan.bases)  # `report` reads no data files
+        preflight.check_offline(plan.adapters, plan.adapters + plan.bases)
     preflight.check_writable(plan.out)
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
     prepare_out(plan)

@@ -93,7 +93,8 @@ def job_state(slurm_id: str) -> tuple[str, str]:
 def execute(job, out: Path, attempt: int, timeout: int | None, settings: SlurmSettings, record) -> dict:
     """Submit one job and follow it to its end; returns its manifest entry, with the SLURM id and state.
     `record(entry)` appends a line to the manifest (queued, then running once SLURM starts it)."""
-    folder = job.folder / ".slurm" / f"attempt-{attempt}"
+    # per stage and attempt: the stages of one run share its folder, and two of them (03 and 04) run at once
+    folder = job.folder / ".slurm" / f"{job.stage.name}-attempt-{attempt}"
     folder.mkdir(parents=True, exist_ok=True)
     spec, result = folder / "job.pkl", folder / "entry.json"
     result.unlink(missing_ok=True)
