@@ -258,3 +258,12 @@ def test_offline_a_grid_whose_repos_are_all_cached_passes_the_check(tmp_path, mo
     assert preflight.check_offline(plan.adapters, plan.adapters + plan.bases) == len(repos) > 10
     monkeypatch.delenv("HF_HUB_OFFLINE")
     assert preflight.check_offline(plan.adapters, plan.adapters + plan.bases) == 0  # online: nothing to check
+
+
+def test_a_grid_file_with_python_tags_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "ran"
+    grid = tmp_path / "evil.yaml"
+    grid.write_text(f"name: !!python/object/apply:os.system ['touch {marker}']\nfixed: {{}}\naxes: {{}}\n")
+    proc = run_cli("run", str(grid), "--out", str(tmp_path / "out"), "--dry-run")
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
+    assert not marker.exists()  # safe_load: no tag constructs a Python object
