@@ -99,9 +99,10 @@ class DataOrder:
             indices.append(cache[epoch][offset])
         return [indices[i:i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
 
-    def state(self, step: int) -> dict:
+    def describe(self) -> dict:
+        """What fixes the order (a checkpoint resumes only under the same); the step is stored beside it."""
         return {"n_examples": self.n_examples, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
-                "seed": self.seed, "next_step": step}
+                "seed": self.seed}
 
 
 def targets_of(labels: list[int]) -> list[int]:

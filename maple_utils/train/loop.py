@@ -158,7 +158,8 @@ def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Pat
     optimizer, optimizer_name = make_optimizer(params, cfg, quantised)
     schedule = make_schedule(optimizer, cfg.lr_scheduler, warmup, steps)
     root = Path(checkpoints) if checkpoints is not None and cfg.checkpoint_every else None
-    identity = {"data": data_hash(examples), "order": order.state(0), "steps": steps, "packing": cfg.packing,
+    # what a checkpoint must share with this run to be resumed (packing and recomputation change no result)
+    identity = {"data": data_hash(examples), "order": order.describe(), "steps": steps,
                 "lr_scheduler": cfg.lr_scheduler, "optimizer": optimizer_name}
     state = {"curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0, "resumed_from": None}
     start_step = 0
