@@ -52,7 +52,8 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
                            "execution_count": None, "source": []},
                           {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
                            "source": ["import os\n", "import maple_utils\n", "print('CODE', maple_utils.__file__)\n",
-                                      "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))"]}],
+                                      "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))\n",
+                                      "import sys\n", "print('GUARD', 'maple_utils.grid.kernel_guard' in sys.modules)"]}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
@@ -86,6 +87,7 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     assert out.strip().endswith("done")
     executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()
     assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed and "DEVICE 3" in executed
+    assert "GUARD True" in executed  # the kernel watches its runner (maple_utils/grid/kernel_guard.py)
 
 
 def test_a_disk_without_room_for_the_largest_job_stops_the_grid_before_any_job(tmp_path):

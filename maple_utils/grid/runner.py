@@ -160,6 +160,8 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     entry = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "notebook": str(output),
              "started": started, **({"device": device} if device is not None else {})}
     extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device})} if device is not None else {}
+    # the kernel ends with its runner (maple_utils/grid/kernel_guard.py)
+    extra["extra_arguments"] = ["--IPKernelApp.exec_lines=import maple_utils.grid.kernel_guard"]
     # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start
     # together, and none of ipykernel's warnings about unencrypted TCP. The connection file (it holds the
     # kernel's key) goes there too, and the folder is named after this runner, so a runner started after a
