@@ -15,14 +15,11 @@ message. Tensors are stored as safetensors only: loading a pickle can run code.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import shutil
 from pathlib import Path
 
 from maple_utils import io
-
-log = logging.getLogger(__name__)
 
 PREFIX = "step-"
 TRAINER_STATE = "trainer_state.json"
@@ -101,8 +98,7 @@ def complete(root: Path) -> list[tuple[Path, dict]]:
                                                         "optimizer.json", "scheduler.json", "rng.safetensors")):
                 raise FileNotFoundError("a weights, optimiser, schedule or RNG file is missing")
         except (OSError, ValueError) as err:
-            log.warning("checkpoint %s skipped: no complete trainer state (%s)", folder, err)
-            print(f"checkpoint {folder} skipped: no complete trainer state ({err})")
+            print(f"checkpoint {folder} skipped: no complete trainer state ({err})")  # shown in the notebook
             continue
         found.append((folder, state))
     return found
