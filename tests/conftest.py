@@ -50,6 +50,19 @@ def smoke_grid(tmp_path_factory):
     return out, proc
 
 
+# rows that measure the machine rather than the model
+TIMINGS = ("tokens_per_s", "peak_memory_mb", "wall_s")
+
+
+def comparable_rows(out):
+    """A grid folder's rows without timings, in a fixed order: two runs of the same jobs give equal frames."""
+    import pandas as pd
+
+    frame = pd.read_parquet(Path(out) / "results.parquet")
+    frame = frame[~frame["metric"].isin(TIMINGS)]
+    return frame.sort_values(["run_id", "stage", "task", "language", "metric"]).reset_index(drop=True)
+
+
 def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})

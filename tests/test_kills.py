@@ -14,19 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-from maple_utils import layout
+from conftest import REPO, comparable_rows
 from maple_utils.grid import planner, runner
 
 KILLS = 5
-
-
-def _comparable(out) -> pd.DataFrame:
-    """The rows without what legitimately differs between two runs of the same jobs (timings, provenance)."""
-    frame = pd.read_parquet(out / layout.RESULTS_TABLE)
-    frame = frame[~frame["metric"].isin(["tokens_per_s", "wall_s", "peak_memory_mb"])]
-    keep = [c for c in ("run_id", "stage", "task", "language", "metric", "value", "n") if c in frame.columns]
-    return frame[keep].sort_values(keep[:5]).reset_index(drop=True)
 
 
 def _kernels_of(pid: int) -> list[int]:
@@ -74,7 +65,7 @@ def test_the_runner_killed_at_random_points_resumes_to_the_uninterrupted_results
     final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, f"seed {seed}, kills {kills}:\n" + final.stdout[-3000:] + final.stderr[-2000:]
 
-    ours, local = _comparable(out), _comparable(local_out)
+    ours, local = comparable_rows(out), comparable_rows(local_out)
     local = local[local["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
     assert ours["run_id"].nunique() == 3, f"seed {seed}"  # the data set, the adapter and the base model
     assert not ours.duplicated(["run_id", "stage", "task", "language", "metric"]).any()

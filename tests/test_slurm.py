@@ -17,11 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
-
-# rows that measure the machine rather than the model
-TIMINGS = {"tokens_per_s", "peak_memory_mb", "wall_s"}
-
+from conftest import REPO, comparable_rows, run_cli
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -34,12 +30,6 @@ def cluster(tmp_path_factory):
         pytest.skip(str(err))
     yield env
     slurm_local.stop(folder)
-
-
-def _comparable(out) -> pd.DataFrame:
-    frame = pd.read_parquet(out / "results.parquet")
-    frame = frame[~frame["metric"].isin(TIMINGS)]
-    return frame.sort_values(["run_id", "stage", "task", "language", "metric"]).reset_index(drop=True)
 
 
 def _cancel_first_running_training(out, env, cancelled: list) -> None:
@@ -81,8 +71,8 @@ def test_smoke_grid_through_slurm_equals_local_and_a_cancelled_job_is_resubmitte
     watcher.join(timeout=5)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert cancelled, "no training job was seen running in SLURM"
-    ours = _comparable(out)
-    local = _comparable(local_out)
+    ours = comparable_rows(out)
+    local = comparable_rows(local_out)
     local = local[local["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
     assert ours["run_id"].nunique() == 4  # the data set, two adapters and the base model
     pd.testing.assert_frame_equal(ours, local, check_exact=False, rtol=0, atol=1e-6)

@@ -26,30 +26,41 @@ def check_writable(out: Path) -> None:
                           "choose another --out") from None
 
 
-def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[Path, str]:
-    """Every local release file the grid's jobs will read, with its format."""
+def data_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: str):
+    """(entry name, entry, split, template keys) of everything the grid's jobs read from `source`: each
+    adapter's instruction languages, each evaluated model's task languages (once per distinct evaluation
+    setting: the runs of a grid mostly share theirs) and the AlpacaEval set."""
     from maple_utils.eval.evaluate import k_for, task_languages
-    from maple_utils.eval.tasks import data_reads, load_task
+    from maple_utils.eval.tasks import data_reads as task_reads
+    from maple_utils.eval.tasks import load_task
 
-    files: dict[Path, str] = {}
     for cfg in adapters:
-        if cfg.data_source == "local":
+        if cfg.data_source == source:
             entry = known_datasets()[cfg.dataset]
             for code in cfg.train_languages or entry["languages"]:
-                path, fmt = sources.local_layout(cfg.dataset, entry, cfg.data_root, "train", config=code, lang=code)
-                files[path] = fmt
+                yield cfg.dataset, entry, "train", {"config": code, "lang": code}
+    seen = set()
     for cfg in evaluated:
-        if cfg.data_source != "local":
+        setting = registry.stable_hash([cfg.tasks, cfg.languages, cfg.k_shot, cfg.split_overrides, cfg.data_root])
+        if cfg.data_source != source or setting in seen:
             continue
+        seen.add(setting)
         for task, code in task_languages(cfg)[0]:
             spec = load_task(task)
-            for name, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "local", cfg.data_root,
-                                                       cfg.split_overrides.get(task)):
-                path, fmt = sources.local_layout(name, entry, cfg.data_root, split, **keys)
-                files[path] = fmt
+            yield from task_reads(spec, code, k_for(cfg, spec), source, cfg.data_root, cfg.split_overrides.get(task))
         entry = registry.read("tasks")["alpaca_eval"]
-        path, fmt = sources.local_layout("alpaca_eval", entry, cfg.data_root, entry["hub"]["split"], config="alpaca_eval")
-        files[path] = fmt
+        yield "alpaca_eval", entry, entry["hub"]["split"], {"config": "alpaca_eval"}
+
+
+def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[Path, str]:
+    """Every local release file the grid's jobs will read, with its format."""
+    files: dict[Path, str] = {}
+    roots = {c.data_root for c in adapters + evaluated if c.data_source == "local"}
+    for root in roots:
+        group = [c for c in adapters if c.data_root == root], [c for c in evaluated if c.data_root == root]
+        for name, entry, split, keys in data_reads(*group, "local"):
+            path, fmt = sources.local_layout(name, entry, root, split, **keys)
+            files[path] = fmt
     return files
 
 
@@ -82,29 +93,12 @@ def check_data(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
 def hub_repos(adapters: list[RunConfig], evaluated: list[RunConfig]) -> set[tuple[str, str]]:
     """(repo type, repo id) of every hub model and dataset the grid's jobs will read."""
     from maple_utils.config.fields import HUB_ID
-    from maple_utils.eval.evaluate import k_for, task_languages
-    from maple_utils.eval.tasks import data_reads, load_task
     from maple_utils.paths import resolve
 
     repos = {("model", c.model) for c in adapters + evaluated
              if HUB_ID.match(c.model) and not resolve(c.model).is_dir()}
-    for cfg in adapters:
-        if cfg.data_source == "hub":
-            entry = known_datasets()[cfg.dataset]
-            for code in cfg.train_languages or entry["languages"]:
-                repos.add(("dataset", sources.hub_arguments(entry, "train", config=code, lang=code)["path"]))
-    seen = set()
-    for cfg in evaluated:
-        reads = registry.stable_hash([cfg.tasks, cfg.languages, cfg.k_shot, cfg.split_overrides])
-        if cfg.data_source != "hub" or reads in seen:  # runs of a grid mostly share their evaluation settings
-            continue
-        seen.add(reads)
-        for task, code in task_languages(cfg)[0]:
-            spec = load_task(task)
-            for _, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "hub", None,
-                                                    cfg.split_overrides.get(task)):
-                repos.add(("dataset", sources.hub_arguments(entry, split, **keys)["path"]))
-        repos.add(("dataset", registry.read("tasks")["alpaca_eval"]["hub"]["path"]))
+    repos |= {("dataset", sources.hub_arguments(entry, split, **keys)["path"])
+              for _, entry, split, keys in data_reads(adapters, evaluated, "hub")}
     return repos
 
 
