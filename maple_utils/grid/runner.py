@@ -39,12 +39,13 @@ def read_manifest(out: Path) -> list[dict]:
     return io.read_appended(Path(out) / layout.MANIFEST)
 
 
-def close_interrupted(out: Path, history: list[dict]) -> list[dict]:
+def close_interrupted(out: Path, history: list[dict], keep=()) -> list[dict]:
     """Attempts whose runner died before they ended (killed, or the machine went down) get an `interrupted`
-    entry, so `status` tells them from running ones; they do not count against a job's max_attempts."""
+    entry, so `status` tells them from running ones; they do not count against a job's max_attempts. `keep`:
+    jobs whose attempt goes on without the runner (in SLURM), to be followed again instead."""
     ended = []
     for job, entry in latest(e for e in history if "event" not in e).items():
-        if entry.get("status") == "running":
+        if entry.get("status") == "running" and job not in keep:
             ended.append({"job": job, "stage": entry.get("stage"), "key": entry.get("key"),
                           "attempt": entry.get("attempt"), "status": "interrupted", "started": entry.get("started"),
                           "notebook": entry.get("notebook"),
@@ -239,7 +240,11 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     prepare_out(plan)
     kernel_environment()
     clear_stale_kernel_files()
-    history = close_interrupted(plan.out, read_manifest(plan.out))
+    history = read_manifest(plan.out)
+    adoptable = slurm.in_flight(history)  # attempts a killed runner left in SLURM: followed, not run twice
+    if adoptable and executor == "local":
+        slurm.refuse_local(adoptable)
+    history = close_interrupted(plan.out, history, keep=adoptable)
     attempts = Counter(e.get("job") for e in history if e.get("status") == "running" and "event" not in e)
     failures = Counter(e.get("job") for e in history if e.get("status") in FAILED)
     devices = DevicePool(visible_gpus() if executor == "local" else [])
@@ -249,6 +254,8 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     running: dict = {}
     progress = Progress(plan.jobs, workers)
     stopped: ConfigError | None = None
+    tracker = slurm.Tracker(plan.out, settings, workers, lambda e: append_manifest(plan.out, e)) \
+        if executor == "slurm" else None
 
     def report(job: Job, what: str, outcome: str, wall_s: float | None = None) -> None:
         echo(progress.line(job, what, outcome, wall_s))
@@ -263,8 +270,9 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
             startable = [j for j in pending if ready(j)]
             if not startable and not running:  # needs name only earlier jobs of the plan: a bug if reached
                 raise RuntimeError(f"no job can start: {[j.id for j in pending]} wait on {[j.needs for j in pending]}")
+            wave: list[tuple[Job, int]] = []  # with SLURM: submitted together, one array per stage
             for job in startable:
-                if len(running) >= workers:
+                if executor == "local" and len(running) >= workers:  # SLURM throttles each array itself
                     break
                 if not devices.can_start(job):  # every GPU is busy: a job that needs none may still start
                     continue
@@ -284,6 +292,12 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     tokens[job.id] = job.completion()["token"]
                     report(job, "already complete", "skipped")
                     continue
+                if job.id in adoptable:
+                    attempt, queued = adoptable.pop(job.id)
+                    running[tracker.adopt(job, attempt, queued)] = job
+                    echo(f"      {job.stage.name:15s} {job.key}  still in SLURM ({queued['slurm_job_id']}, attempt "
+                         f"{attempt}): followed again")
+                    continue
                 if (only is not None and job.id not in only) or (only is None and failures[job.id] >= max_attempts):
                     status[job.id] = "gave_up" if only is None else "not retried"
                     report(job, f"not run ({failures[job.id]} attempts failed; `retry` runs it again)"
@@ -299,13 +313,14 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                                            "attempt": attempts[job.id], "started": time.time(),
                                            "notebook": str(layout.executed_notebook(job.folder, job.stage.name))})
                 if executor == "slurm":
-                    future = pool.submit(slurm.execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout),
-                                         settings, lambda entry: append_manifest(plan.out, entry))
-                else:
-                    device = devices.take(job)
-                    future = pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout), device)
-                    future.device = device
+                    wave.append((job, attempts[job.id]))
+                    continue
+                device = devices.take(job)
+                future = pool.submit(execute, job, plan.out, attempts[job.id], stage_timeout(job, timeout), device)
+                future.device = device
                 running[future] = job
+            if wave:
+                running.update(tracker.submit(wave, lambda job: stage_timeout(job, timeout)))
             if not running:
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -1,12 +1,14 @@
-"""The SLURM executor: each job an `sbatch` submission, made as soon as its inputs are complete.
+"""The SLURM executor: the jobs that become ready together are submitted as one job array per stage (a
+wave), with `--workers N` as each array's throttle (`%N`), as soon as their inputs are complete.
 
 Inside the allocation `python -m maple_utils.grid.slurm_job` runs the same papermill execution as the local
-executor and leaves its manifest entry in the job's folder. The runner's thread for the job follows it with
-`squeue` and, once it has left the queue, `scontrol show job` (which works without SLURM's accounting
-database, unlike `sacct`); the SLURM job id and state go into the manifest. A job SLURM ended itself
-(cancelled, preempted, node failure, out of memory, time limit) leaves no entry and is recorded with
-SLURM's state; the runner submits it again while attempts remain. `--workers` is the most jobs in SLURM
-at once (the array throttle of a submission made per job).
+executor and leaves its manifest entry in the job's attempt folder. One tracker thread follows every task
+with one `squeue` call per poll and, once tasks have left the queue, one `scontrol show job` per array (which
+works without SLURM's accounting database, unlike `sacct`); the SLURM id and state go into the manifest. A
+task SLURM ended itself (cancelled, preempted, node failure, out of memory, time limit) leaves no entry and is
+recorded with SLURM's state; the runner submits it again while attempts remain. SLURM jobs outlive the
+runner: a runner started again adopts the tasks still in SLURM (or finished since) instead of submitting
+them twice.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +35,7 @@ from maple_utils.config import ConfigError
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
          "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"}
 RESUBMIT = {"CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
+ARRAYS = Path(".slurm", "arrays")  # under the grid's output folder: one folder per submitted array (script, task list, logs)
 
 
 class SlurmSettings(BaseModel):
@@ -39,7 +46,7 @@ class SlurmSettings(BaseModel):
     gpus: bool = True               # ask for the stage's GPUs (--gpus-per-task); false on CPU-only clusters
     max_cpus: int | None = None     # caps on the stage registry's cpus and memory_gb, for small nodes
     max_memory_gb: float | None = None
-    poll_s: float = 2.0             # how often squeue is asked about a job
+    poll_s: float = 2.0             # how often squeue is asked about the tasks in flight
     sbatch_args: list[str] = []     # passed as they are, e.g. ["--account=nlp", "--qos=normal"]
 
 
@@ -79,50 +86,193 @@ def requests(job, settings: SlurmSettings, timeout_s: int | None) -> list[str]:
     return options + list(settings.sbatch_args)
 
 
-def job_state(slurm_id: str) -> tuple[str, str]:
-    """(state, reason): from squeue while the job is queued or running, then from scontrol."""
-    queued = subprocess.run(["squeue", "-h", "-j", slurm_id, "-o", "%T|%r"], capture_output=True, text=True)
-    if queued.returncode == 0 and queued.stdout.strip():
-        state, _, reason = queued.stdout.strip().partition("|")
-        return state, reason
-    shown = subprocess.run(["scontrol", "show", "job", slurm_id, "-o"], capture_output=True, text=True)
-    fields = dict(part.split("=", 1) for part in shown.stdout.split() if "=" in part)
-    return fields.get("JobState", "UNKNOWN"), fields.get("Reason", "")
+def attempt_folder(job, attempt: int) -> Path:
+    """Where one attempt's job spec and finished entry live: per stage and attempt, since the stages of one
+    run share its folder and two of them (03 and 04) run at once."""
+    return job.folder / ".slurm" / f"{job.stage.name}-attempt-{attempt}"
 
 
-def execute(job, out: Path, attempt: int, timeout: int | None, settings: SlurmSettings, record) -> dict:
-    """Submit one job and follow it to its end; returns its manifest entry, with the SLURM id and state.
-    `record(entry)` appends a line to the manifest (queued, then running once SLURM starts it)."""
-    # per stage and attempt: the stages of one run share its folder, and two of them (03 and 04) run at once
-    folder = job.folder / ".slurm" / f"{job.stage.name}-attempt-{attempt}"
-    folder.mkdir(parents=True, exist_ok=True)
-    spec, result = folder / "job.pkl", folder / "entry.json"
-    result.unlink(missing_ok=True)
-    spec.write_bytes(pickle.dumps((job, str(out), attempt, timeout)))
-    script = folder / "job.sh"
-    script.write_text("#!/bin/bash\n" + " ".join(shlex.quote(a) for a in (
-        sys.executable, "-m", "maple_utils.grid.slurm_job", str(spec), str(result))) + "\n", encoding="utf-8")
-    started = time.time()
-    slurm_id = _run(["sbatch", "--parsable", f"--job-name=maple-{job.stage.name}", f"--output={folder}/slurm-%j.out",
-                     *requests(job, settings, timeout), str(script)], "sbatch").strip().split(";")[0]
-    base = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "slurm_job_id": slurm_id}
-    record({**base, "status": "queued", "event": "slurm", "started": started})
-    state, reason, announced = "PENDING", "", False
-    while state not in ENDED:
-        time.sleep(settings.poll_s)
-        state, reason = job_state(slurm_id)
-        if state == "RUNNING" and not announced:
-            record({**base, "status": "running", "event": "slurm", "slurm_state": state, "started": time.time()})
-            announced = True
-        if state == "UNKNOWN":  # purged from the controller's memory: the entry file tells what happened
-            break
-    if result.is_file():
-        entry = io.read_json(result)
-    else:
-        status = "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed"
-        entry = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "status": status,
-                 "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
-                 "exception": f"Slurm{state.title().replace('_', '')}", "started": started,
-                 "notebook": str(folder / f"slurm-{slurm_id}.out")}
-    entry.update(slurm_job_id=slurm_id, slurm_state=state, wall_s=round(time.time() - started, 1))
-    return entry
+@dataclass
+class Task:
+    """One array task in flight: the job it runs, and what the runner knows of it."""
+    job: object
+    attempt: int
+    slurm_id: str                   # ARRAY_TASK, as squeue and scancel take it
+    started: float
+    output: str                     # SLURM's log of the task (the notebook when there is none)
+    future: Future = field(default_factory=Future)
+    announced: bool = False         # its `running` event is in the manifest
+    state: str = "PENDING"
+    reason: str = ""
+
+    @property
+    def base(self) -> dict:
+        return {"job": self.job.id, "stage": self.job.stage.name, "key": self.job.key, "attempt": self.attempt,
+                "slurm_job_id": self.slurm_id}
+
+
+class Tracker:
+    """Submits waves as job arrays and follows every task in flight from one thread, resolving each task's
+    Future with its manifest entry. `record(entry)` appends a line to the manifest (queued, then running)."""
+
+    def __init__(self, out: Path, settings: SlurmSettings, throttle: int, record):
+        self.out, self.settings, self.throttle, self.record = Path(out), settings, throttle, record
+        self.tasks: dict[str, Task] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def submit(self, wave: list[tuple[object, int]], timeout_of) -> list[tuple[Future, object]]:
+        """One array per stage of the wave [(job, attempt)]; returns (future, job) per task."""
+        by_stage: dict[str, list] = {}
+        for job, attempt in wave:
+            by_stage.setdefault(job.stage.name, []).append((job, attempt))
+        started = []
+        for stage, members in by_stage.items():
+            started += self._submit_array(stage, members, timeout_of(members[0][0]))
+        return started
+
+    def _submit_array(self, stage: str, members: list, timeout: int | None) -> list[tuple[Future, object]]:
+        (self.out / ARRAYS).mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{stage}-", dir=self.out / ARRAYS))
+        specs = []
+        for job, attempt in members:
+            own = attempt_folder(job, attempt)
+            own.mkdir(parents=True, exist_ok=True)
+            (own / "entry.json").unlink(missing_ok=True)
+            (own / "job.pkl").write_bytes(pickle.dumps((job, str(self.out), attempt, timeout)))
+            specs.append([str(own / "job.pkl"), str(own / "entry.json")])
+        io.write_json(folder / "tasks.json", specs)
+        script = folder / "array.sh"
+        script.write_text("#!/bin/bash\nexec " + " ".join(shlex.quote(a) for a in (
+            sys.executable, "-m", "maple_utils.grid.slurm_job", str(folder / "tasks.json"))) +
+            ' "$SLURM_ARRAY_TASK_ID"\n', encoding="utf-8")
+        throttle = f"%{self.throttle}" if self.throttle else ""
+        array_id = _run(["sbatch", "--parsable", f"--job-name=maple-{stage}", f"--array=0-{len(members) - 1}{throttle}",
+                         f"--output={folder}/task-%a.out", *requests(members[0][0], self.settings, timeout),
+                         str(script)], "sbatch").strip().split(";")[0]
+        started = time.time()
+        out = []
+        for index, (job, attempt) in enumerate(members):
+            task = Task(job, attempt, f"{array_id}_{index}", started, str(folder / f"task-{index}.out"))
+            self.record({**task.base, "status": "queued", "event": "slurm", "started": started,
+                         "slurm_output": task.output})
+            out.append((self._follow(task), job))
+        return out
+
+    def adopt(self, job, attempt: int, queued: dict) -> Future:
+        """Follow a task a runner before this one submitted (its `queued` event)."""
+        task = Task(job, attempt, queued["slurm_job_id"], queued.get("started", time.time()),
+                    queued.get("slurm_output", ""), announced=queued.get("announced", False))
+        return self._follow(task)
+
+    def _follow(self, task: Task) -> Future:
+        with self.lock:
+            self.tasks[task.slurm_id] = task
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._poll, name="slurm-tracker", daemon=True)
+                self.thread.start()
+        return task.future
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(self.settings.poll_s)
+            with self.lock:
+                tasks = list(self.tasks.values())
+            if not tasks:
+                with self.lock:
+                    if not self.tasks:
+                        self.thread = None
+                        return
+                continue
+            try:
+                self._update(tasks)
+            except Exception as err:  # a controller that does not answer now may answer at the next poll
+                print(f"      slurm: could not read the queue ({type(err).__name__}: {err}); trying again", flush=True)
+
+    def _update(self, tasks: list[Task]) -> None:
+        arrays = sorted({t.slurm_id.split("_")[0] for t in tasks})
+        queued = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"],
+                                capture_output=True, text=True, timeout=60)
+        if queued.returncode and "Invalid job id" not in queued.stderr:
+            raise RuntimeError(queued.stderr.strip()[:200])
+        states = {}
+        for line in queued.stdout.splitlines():
+            slurm_id, state, reason = (line.strip().split("|") + ["", ""])[:3]
+            states[slurm_id] = (state, reason)
+        shown: dict[str, dict] = {}
+        for task in tasks:
+            if task.slurm_id not in states:  # left the queue (or never listed): its final state
+                array = task.slurm_id.split("_")[0]
+                if array not in shown:
+                    shown[array] = _shown_tasks(array)
+                states[task.slurm_id] = shown[array].get(task.slurm_id, ("UNKNOWN", ""))
+            task.state, task.reason = states[task.slurm_id]
+            if task.state == "RUNNING" and not task.announced:
+                self.record({**task.base, "status": "running", "event": "slurm", "slurm_state": task.state,
+                             "started": time.time()})
+                task.announced = True
+            if task.state in ENDED or task.state == "UNKNOWN":  # UNKNOWN: purged; its entry file tells
+                with self.lock:
+                    self.tasks.pop(task.slurm_id, None)
+                task.future.set_result(self._entry(task))
+
+    def _entry(self, task: Task) -> dict:
+        result = attempt_folder(task.job, task.attempt) / "entry.json"
+        if result.is_file():
+            entry = io.read_json(result)
+        else:
+            state, reason = task.state, task.reason
+            entry = {"job": task.job.id, "stage": task.job.stage.name, "key": task.job.key, "attempt": task.attempt,
+                     "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
+                     "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
+                     "exception": f"Slurm{state.title().replace('_', '')}", "started": task.started,
+                     "notebook": task.output}
+        entry.update(slurm_job_id=task.slurm_id, slurm_state=task.state, wall_s=round(time.time() - task.started, 1))
+        return entry
+
+
+def _shown_tasks(array: str) -> dict[str, tuple[str, str]]:
+    """Every task of an array that the controller still remembers: {ARRAY_TASK: (state, reason)}."""
+    shown = subprocess.run(["scontrol", "show", "job", "-o", array], capture_output=True, text=True, timeout=60)
+    found = {}
+    for line in shown.stdout.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if fields.get("ArrayTaskId", "").isdigit():
+            found[f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"] = (fields.get("JobState", "UNKNOWN"),
+                                                                       fields.get("Reason", ""))
+    return found
+
+
+def in_flight(history: list[dict]) -> dict[str, tuple[int, dict]]:
+    """Jobs whose latest attempt went to SLURM and has no end in the manifest (the runner stopped while it was
+    in SLURM): {job id: (attempt, its queued event, marked announced when SLURM had started it)}."""
+    open_attempts: dict[str, int] = {}
+    submitted: dict[tuple[str, int], dict] = {}
+    for e in history:
+        key = (e.get("job"), e.get("attempt"))
+        if e.get("event") == "slurm":
+            if e.get("status") == "queued":
+                submitted[key] = dict(e)
+            elif e.get("status") == "running" and key in submitted:
+                submitted[key]["announced"] = True
+        elif e.get("status") == "running":
+            open_attempts[e["job"]] = e.get("attempt")
+        elif "job" in e:
+            open_attempts.pop(e["job"], None)
+    return {job: (attempt, submitted[(job, attempt)]) for job, attempt in open_attempts.items()
+            if (job, attempt) in submitted}
+
+
+def refuse_local(flying: dict[str, tuple[int, dict]]) -> None:
+    """A local run must not start jobs that an earlier `--executor slurm` run left queued or running in SLURM
+    (both would write the same folder). Where SLURM's tools are missing, nothing can still be there."""
+    if shutil.which("squeue") is None:
+        return
+    ids = [queued["slurm_job_id"] for _, queued in flying.values()]
+    listed = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(sorted({i.split("_")[0] for i in ids})),
+                             "-o", "%i"], capture_output=True, text=True, timeout=60).stdout.split()
+    alive = sorted(set(ids) & set(listed))
+    if alive:
+        raise ConfigError(f"{len(alive)} job(s) of this grid are still in SLURM from an `--executor slurm` run "
+                          f"({', '.join(alive[:5])}{', ...' if len(alive) > 5 else ''}): run with --executor slurm "
+                          "to follow them, or scancel them first")

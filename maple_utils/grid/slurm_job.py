@@ -1,7 +1,9 @@
-"""What a SLURM allocation runs: one job's notebook, as the local executor would, leaving its manifest
-entry beside it for the runner.
+"""What one task of a SLURM job array runs: one job's notebook, as the local executor would, leaving its
+manifest entry in the job's attempt folder for the runner.
 
-    python -m maple_utils.grid.slurm_job JOB.pkl ENTRY.json
+    python -m maple_utils.grid.slurm_job TASKS.json INDEX
+
+TASKS.json lists [job spec, entry path] per array task; INDEX is $SLURM_ARRAY_TASK_ID.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from maple_utils import io
 from maple_utils.grid.runner import execute
 
 
-def main(spec: str, result: str) -> int:
+def main(tasks: str, index: str) -> int:
+    spec, result = io.read_json(tasks)[int(index)]
     job, out, attempt, timeout = pickle.loads(Path(spec).read_bytes())
     entry = execute(job, Path(out), attempt, timeout)
     io.write_json(result, entry)  # atomic: the runner reads a whole entry or none
