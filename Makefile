@@ -8,7 +8,7 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo test test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
+.PHONY: setup demo test test-full-grid test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -20,6 +20,11 @@ demo: setup
 # on two cores, more threads than cores make torch's OpenMP threads wait on each other
 test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
+
+# the full-grid tier: the whole smoke grid on one and two workers, killed at 5 random points, and through a
+# real single-node SLURM cluster (tests/test_full_grid.py; about a quarter hour on two cores); CI runs it after `test`
+test-full-grid: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --full-grid --durations=5
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q

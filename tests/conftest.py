@@ -50,6 +50,20 @@ def smoke_grid(tmp_path_factory):
     return out, proc
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_local.py) for the session: the environment its clients need."""
+    import slurm_local
+
+    folder = tmp_path_factory.mktemp("slurm")
+    try:
+        env = slurm_local.start(folder)
+    except slurm_local.Unavailable as err:
+        pytest.skip(str(err))
+    yield env
+    slurm_local.stop(folder)
+
+
 # rows that measure the machine rather than the model
 TIMINGS = ("tokens_per_s", "peak_memory_mb", "wall_s")
 
@@ -73,13 +87,22 @@ def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subproce
 # smoke grid (so that it runs once). Every other module is a scope of its own (its module fixtures are
 # built once). The smoke scope, the longest, is collected first so that it starts first.
 SMOKE_MODULES = ("test_grid.py", "test_slurm.py", "test_kills.py")
+FULL_GRID_MODULE = "test_full_grid.py"  # its tests share no fixture but the reference run: each is a scope
 
 
 def scope_of(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
     if path.endswith(".ipynb"):
         return "notebooks"
+    if Path(path).name == FULL_GRID_MODULE:
+        return nodeid
     return "smoke" if Path(path).name in SMOKE_MODULES else path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full-grid", action="store_true",
+                     help="run only the full-grid tier (tests marked full_grid: the whole smoke grid killed, on one "
+                          "and two workers, and through SLURM); `make test-full-grid`, which CI runs after the suite")
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -93,9 +116,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """nbval runs the notebooks at their defaults, which write to runs/notebooks: start that scratch
-    folder afresh so that the analysis reads only what this session's earlier notebooks wrote. The smoke
-    scope goes first (see SMOKE_MODULES)."""
+    """The full-grid tier runs alone, with --full-grid, and never in the suite. nbval runs the notebooks at
+    their defaults, which write to runs/notebooks: start that scratch folder afresh so that the analysis reads
+    only what this session's earlier notebooks wrote. The smoke scope goes first (see SMOKE_MODULES)."""
+    full = config.getoption("--full-grid")
+    left_out = [item for item in items if (item.get_closest_marker("full_grid") is not None) != full]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        dropped = set(map(id, left_out))
+        items[:] = [item for item in items if id(item) not in dropped]
     if any(str(item.fspath).endswith(".ipynb") for item in items):
         import shutil
 

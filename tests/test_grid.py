@@ -200,6 +200,30 @@ def test_an_attempt_cut_off_by_a_killed_runner_is_marked_interrupted_not_failed(
     assert "interrupted" in runner.RETRYABLE and "interrupted" not in runner.FAILED  # retried; not held against it
 
 
+def test_attempts_left_in_slurm_by_a_killed_runner_are_followed_not_closed(tmp_path):
+    from maple_utils.grid import slurm
+
+    train = {"job": "02_train:a", "stage": "02_train", "key": "a"}
+    judge = {"job": "05_judge:b", "stage": "05_judge", "key": "b"}
+    evaluate = {"job": "03_evaluate:c", "stage": "03_evaluate", "key": "c"}
+    queued = {"status": "queued", "event": "slurm", "started": 1.0}
+    for entry in ({**train, "status": "running", "attempt": 1}, {**train, **queued, "attempt": 1, "slurm_job_id": "7_0"},
+                  {**train, "status": "crashed", "attempt": 1, "slurm_state": "CANCELLED"},
+                  {**train, "status": "running", "attempt": 2}, {**train, **queued, "attempt": 2, "slurm_job_id": "9_0"},
+                  {**train, "status": "running", "event": "slurm", "attempt": 2, "slurm_job_id": "9_0"},
+                  {**judge, "status": "running", "attempt": 1}, {**judge, **queued, "attempt": 1, "slurm_job_id": "8_1"},
+                  {**judge, "status": "done", "attempt": 1},
+                  {**evaluate, "status": "running", "attempt": 1}):  # then the runner was killed, before sbatch
+        runner.append_manifest(tmp_path, entry)
+    flying = slurm.in_flight(runner.read_manifest(tmp_path))
+    assert list(flying) == ["02_train:a"]  # the judge ended; the evaluation never reached SLURM
+    attempt, event = flying["02_train:a"]
+    assert attempt == 2 and event["slurm_job_id"] == "9_0" and event["announced"]
+    runner.close_interrupted(tmp_path, runner.read_manifest(tmp_path), keep=flying)
+    latest = runner.latest(e for e in runner.read_manifest(tmp_path) if "event" not in e)
+    assert latest["02_train:a"]["status"] == "running" and latest["03_evaluate:c"]["status"] == "interrupted"
+
+
 def test_each_gpu_job_gets_a_gpu_of_its_own_and_cpu_jobs_none(tmp_path):
     plan = planner.plan_grid(str(REPO / "params" / "smoke.yaml"), str(tmp_path / "out"))
     train, data = plan.jobs_of("02_train"), plan.jobs_of("01_data")[0]
