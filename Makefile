@@ -22,9 +22,10 @@ test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
 
 # the full-grid tier: the whole smoke grid on one and two workers, killed at 5 random points, and through a
-# real single-node SLURM cluster (tests/test_full_grid.py; about a quarter hour on two cores); CI runs it after `test`
+# real single-node SLURM cluster (tests/test_full_grid.py); CI runs it after `test`. Its three tests run at once
+# (-n 3, beside the one-worker reference): on two processes the last one ran alone, and took 20 min instead of 15
 test-full-grid: setup
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --full-grid --durations=5
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 3 --no-loadscope-reorder --full-grid --durations=5 -rA
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q

@@ -78,7 +78,7 @@ def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tup
         proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = None
         while proc.poll() is None:
-            if deadline is None and (not out.exists() or _done_count(out) >= target):
+            if deadline is None and _done_count(out) >= target:
                 deadline = time.time() + rng.uniform(0, 6)
             if deadline is not None and time.time() >= deadline:
                 break
@@ -86,7 +86,7 @@ def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tup
         assert proc.poll() is None, f"the grid finished before kill {len(kills) + 1} (seed {seed}, kills {kills})"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        kills.append(f"{_done_count(out)} done")
+        kills.append(f"{_done_count(out)} done (target {target})")
         time.sleep(3)  # kernel_guard ends an orphaned kernel within half a second
         assert not kernels_of(proc.pid), f"kernels outlived their runner (seed {seed}, kills {kills})"
         kills[-1] += f", pid {proc.pid}"
