@@ -1,6 +1,8 @@
 """End to end: the smoke grid through papermill, as `make demo` runs it."""
 
 import json
+import os
+import sys
 
 import pandas as pd
 import pytest
@@ -222,6 +224,18 @@ def test_attempts_left_in_slurm_by_a_killed_runner_are_followed_not_closed(tmp_p
     runner.close_interrupted(tmp_path, runner.read_manifest(tmp_path), keep=flying)
     latest = runner.latest(e for e in runner.read_manifest(tmp_path) if "event" not in e)
     assert latest["02_train:a"]["status"] == "running" and latest["03_evaluate:c"]["status"] == "interrupted"
+
+
+def test_a_local_run_closes_slurm_attempts_that_are_no_longer_in_slurm(tmp_path, monkeypatch):
+    plan = planner.plan_grid(str(REPO / "params" / "smoke.yaml"), str(tmp_path / "out"))
+    data = plan.jobs_of("01_data")[0]
+    base = {"job": data.id, "stage": data.stage.name, "key": data.key, "attempt": 1}
+    runner.append_manifest(plan.out, {**base, "status": "running"})
+    runner.append_manifest(plan.out, {**base, "status": "queued", "event": "slurm", "slurm_job_id": "999_0"})
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no SLURM client: nothing can be in SLURM
+    status = runner.run_plan(plan, echo=lambda line: None, only=set())  # run nothing; only the bookkeeping
+    assert status[data.id] == "not retried"
+    assert runner.latest(runner.read_manifest(plan.out))[data.id]["status"] == "interrupted"
 
 
 def test_each_gpu_job_gets_a_gpu_of_its_own_and_cpu_jobs_none(tmp_path):

@@ -242,8 +242,9 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     clear_stale_kernel_files()
     history = read_manifest(plan.out)
     adoptable = slurm.in_flight(history)  # attempts a killed runner left in SLURM: followed, not run twice
-    if adoptable and executor == "local":
+    if adoptable and executor == "local":  # none is still in SLURM (or it refuses): they are closed as interrupted
         slurm.refuse_local(adoptable)
+        adoptable = {}
     history = close_interrupted(plan.out, history, keep=adoptable)
     attempts = Counter(e.get("job") for e in history if e.get("status") == "running" and "event" not in e)
     failures = Counter(e.get("job") for e in history if e.get("status") in FAILED)
