@@ -1,8 +1,9 @@
 """The grid's command line.
 
-    python -m maple_utils.grid run GRID --out DIR [--workers N] [--timeout S] [--dry-run]
+    python -m maple_utils.grid run GRID --out DIR [--executor local|slurm] [--workers N] [--timeout S] [--dry-run]
     python -m maple_utils.grid status GRID --out DIR
-    python -m maple_utils.grid retry GRID --out DIR [--workers N]
+    python -m maple_utils.grid retry GRID --out DIR [--executor local|slurm] [--workers N]
+    python -m maple_utils.grid report GRID --out DIR
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                              help="seconds a notebook cell may run (default: the stage registry's time_min)")
             cmd.add_argument("--workers", type=int, default=None,
                              help="notebooks run at once (default: one per visible GPU, each job on its own GPU; "
-                                  "1 on a CPU); with slurm, jobs in SLURM at once (default 1)")
+                                  "1 on a CPU); with slurm, each job array's throttle (default 1)")
             cmd.add_argument("--executor", choices=("local", "slurm"), default="local",
-                             help="local: notebooks run here; slurm: each job submitted with sbatch (grid file's "
+                             help="local: notebooks run here; slurm: jobs submitted with sbatch, a job array per stage and wave (grid file's "
                                   "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)")
         if name == "run":
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")

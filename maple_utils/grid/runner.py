@@ -211,7 +211,7 @@ def stage_timeout(job: Job, override: int | None) -> int | None:
 def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1, max_attempts: int = 3,
              only: set[str] | None = None, executor: str = "local") -> dict[str, str]:
     """Execute every job that is not complete, up to `workers` notebooks at a time (with `executor="slurm"`,
-    up to `workers` SLURM jobs), each as soon as the jobs it needs are complete (the once-per-grid analysis
+    in job arrays of `workers` tasks at once), each as soon as the jobs it needs are complete (the once-per-grid analysis
     after every other job). A job that did not complete in `max_attempts` attempts is left alone (gave_up)
     until `retry`; a job SLURM itself ended (cancelled, preempted, node failure) is submitted again while
     attempts remain. `only` restricts the run to those job ids (what `retry` passes). Returns each job's
