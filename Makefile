@@ -23,7 +23,7 @@ test: setup
 
 # the full-grid tier: the whole smoke grid on one and two workers, killed at 5 random points, and through a
 # real single-node SLURM cluster (tests/test_full_grid.py); CI runs it after `test`. Its three tests run at once
-# (-n 3, beside the one-worker reference): 17.5 min in CI; on two processes the last ran alone, 19.6 min
+# (-n 3, beside the one-worker reference): 17.5-22.5 min in CI; on two processes the last ran alone, 19.6 min
 test-full-grid: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 3 --no-loadscope-reorder --full-grid --durations=5 -rA
 
