@@ -5,7 +5,6 @@ check that the rows equal a reference run's and that no completed job ran twice.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -62,13 +61,13 @@ def kernels_of(pid: int) -> list[int]:
     return found
 
 
-def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tuple[list[str], subprocess.CompletedProcess]:
+def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tuple[list[dict], subprocess.CompletedProcess]:
     """Start the runner, SIGKILL it at a random point, start it again, KILLS times; then let it finish.
 
     The points are drawn over the grid's whole length: each kill comes once the manifest holds a random number
     of completed jobs (distinct, rising, from none to all but the last two), plus a random 0-6 s, so kills land
-    in planning, in kernel start-up, mid-cell and between jobs. Returns what each kill interrupted, and the
-    finishing run. Every kill is checked for kernels that outlive their runner."""
+    in planning, in kernel start-up, mid-cell and between jobs. Returns each kill (jobs done, target, runner
+    pid) and the finishing run. Every kill is checked for kernels that outlive their runner."""
     rng = random.Random(seed)
     total = len(planner.plan_grid(grid, out).jobs)
     targets = sorted(rng.sample(range(total - 2), KILLS))
@@ -86,16 +85,15 @@ def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tup
         assert proc.poll() is None, f"the grid finished before kill {len(kills) + 1} (seed {seed}, kills {kills})"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        kills.append(f"{_done_count(out)} done (target {target})")
+        kills.append({"done": _done_count(out), "target": target, "pid": proc.pid})
         time.sleep(3)  # kernel_guard ends an orphaned kernel within half a second
         assert not kernels_of(proc.pid), f"kernels outlived their runner (seed {seed}, kills {kills})"
-        kills[-1] += f", pid {proc.pid}"
     final = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert final.returncode == 0, f"seed {seed}, kills {kills}:\n" + final.stdout[-3000:] + final.stderr[-2000:]
     return kills, final
 
 
-def check_resumed(grid: Path, out: Path, reference: Path, kills: list[str], seed: int) -> None:
+def check_resumed(grid: Path, out: Path, reference: Path, kills: list[dict], seed: int) -> None:
     """After the kills: every job complete, its rows equal the reference's, no completed job ran again, the cut-off
     attempts marked interrupted, and the killed runners' kernel folders gone."""
     assert_same_rows(out, reference)
@@ -110,9 +108,8 @@ def check_resumed(grid: Path, out: Path, reference: Path, kills: list[str], seed
         index = max(i for i, e in enumerate(entries) if e.get("job") == job and e.get("status") == "done")
         assert not any(e.get("job") == job and e.get("status") == "running" for e in entries[index + 1:])
     assert any(e.get("status") == "interrupted" for e in entries), f"seed {seed}, kills {kills}"
-    pids = [int(k.rsplit("pid ", 1)[1]) for k in kills]
     tmp = Path(tempfile.gettempdir())
-    assert not [p for pid in pids for p in tmp.glob(f"{runner.KERNEL_FILES}{pid}-*")]
+    assert not [p for kill in kills for p in tmp.glob(f"{runner.KERNEL_FILES}{kill['pid']}-*")]
 
 
 def assert_same_rows(out: Path, reference: Path) -> None:
@@ -121,19 +118,6 @@ def assert_same_rows(out: Path, reference: Path) -> None:
     theirs = theirs[theirs["run_id"].isin(set(ours["run_id"]))].reset_index(drop=True)
     assert not ours.duplicated(["run_id", "stage", "task", "language", "metric"]).any()
     pd.testing.assert_frame_equal(ours, theirs, check_exact=False, rtol=0, atol=1e-6)
-
-
-def _events(out: Path) -> list[dict]:
-    manifest = out / "manifest.jsonl"
-    if not manifest.is_file():
-        return []
-    entries = []
-    for line in manifest.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:  # a line being written
-            continue
-    return entries
 
 
 def slurm_run_with_cancel_and_kill(grid: Path, out: Path, env: dict, workers: int = 2) -> dict:
@@ -150,7 +134,7 @@ def slurm_run_with_cancel_and_kill(grid: Path, out: Path, env: dict, workers: in
     cancelled = orphaned = None
     deadline = time.time() + 1200
     while first.poll() is None and time.time() < deadline and orphaned is None:
-        events = _events(out)
+        events = runner.read_manifest(out)  # a line being written is skipped
         ended = {(e["job"], e.get("attempt")) for e in events if "wall_s" in e}
         running = [e for e in events if e.get("event") == "slurm" and e.get("status") == "running"
                    and (e["job"], e["attempt"]) not in ended]

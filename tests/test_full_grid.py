@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from grid_checks import (assert_same_rows, check_resumed, check_slurm_run, grid_command, kill_at_random_points,
                          slurm_run_with_cancel_and_kill, smoke_variant)
 from maple_utils import io
@@ -82,8 +82,7 @@ def one_worker_grid(tmp_path_factory, worker_id):
 
 def test_the_whole_smoke_grid_on_two_workers_equals_one_worker(one_worker_grid, tmp_path):
     grid, out = smoke_variant(tmp_path), tmp_path / "out"
-    proc = subprocess.run(grid_command(grid, out, "--workers", "2"), cwd=REPO, capture_output=True, text=True,
-                          timeout=3000)
+    proc = run_cli("run", str(grid), "--out", str(out), "--workers", "2", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sum(e.get("status") == "done" for e in runner.read_manifest(out)) == JOBS
     assert _most_at_once(_spans(out)) == 2  # two notebooks did run at once

@@ -168,7 +168,7 @@ class Tracker:
     def _follow(self, task: Task) -> Future:
         with self.lock:
             self.tasks[task.slurm_id] = task
-            if self.thread is None or not self.thread.is_alive():
+            if self.thread is None:  # one poller for the runner's life; it idles while nothing is in flight
                 self.thread = threading.Thread(target=self._poll, name="slurm-tracker", daemon=True)
                 self.thread.start()
         return task.future
@@ -179,10 +179,6 @@ class Tracker:
             with self.lock:
                 tasks = list(self.tasks.values())
             if not tasks:
-                with self.lock:
-                    if not self.tasks:
-                        self.thread = None
-                        return
                 continue
             try:
                 self._update(tasks)
@@ -190,15 +186,7 @@ class Tracker:
                 print(f"      slurm: could not read the queue ({type(err).__name__}: {err}); trying again", flush=True)
 
     def _update(self, tasks: list[Task]) -> None:
-        arrays = sorted({t.slurm_id.split("_")[0] for t in tasks})
-        queued = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"],
-                                capture_output=True, text=True, timeout=60)
-        if queued.returncode and "Invalid job id" not in queued.stderr:
-            raise RuntimeError(queued.stderr.strip()[:200])
-        states = {}
-        for line in queued.stdout.splitlines():
-            slurm_id, state, reason = (line.strip().split("|") + ["", ""])[:3]
-            states[slurm_id] = (state, reason)
+        states = _queue([t.slurm_id for t in tasks])
         shown: dict[str, dict] = {}
         for task in tasks:
             if task.slurm_id not in states:  # left the queue (or never listed): its final state
@@ -222,13 +210,26 @@ class Tracker:
             entry = io.read_json(result)
         else:
             state, reason = task.state, task.reason
-            entry = {"job": task.job.id, "stage": task.job.stage.name, "key": task.job.key, "attempt": task.attempt,
-                     "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
+            entry = {**task.base, "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
                      "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
                      "exception": f"Slurm{state.title().replace('_', '')}", "started": task.started,
                      "notebook": task.output}
         entry.update(slurm_job_id=task.slurm_id, slurm_state=task.state, wall_s=round(time.time() - task.started, 1))
         return entry
+
+
+def _queue(slurm_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """The tasks of these tasks' arrays that are still queued or running: {ARRAY_TASK: (state, reason)}."""
+    arrays = sorted({i.split("_")[0] for i in slurm_ids})
+    queued = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"],
+                            capture_output=True, text=True, timeout=60)
+    if queued.returncode and "Invalid job id" not in queued.stderr:  # every array already purged: none queued
+        raise RuntimeError(queued.stderr.strip()[:200])
+    states = {}
+    for line in queued.stdout.splitlines():
+        slurm_id, state, reason = (line.strip().split("|") + ["", ""])[:3]
+        states[slurm_id] = (state, reason)
+    return states
 
 
 def _shown_tasks(array: str) -> dict[str, tuple[str, str]]:
@@ -269,9 +270,11 @@ def refuse_local(flying: dict[str, tuple[int, dict]]) -> None:
     if shutil.which("squeue") is None:
         return
     ids = [queued["slurm_job_id"] for _, queued in flying.values()]
-    listed = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(sorted({i.split("_")[0] for i in ids})),
-                             "-o", "%i"], capture_output=True, text=True, timeout=60).stdout.split()
-    alive = sorted(set(ids) & set(listed))
+    try:
+        alive = sorted(set(ids) & set(_queue(ids)))
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
+        raise ConfigError(f"jobs of this grid may still be in SLURM ({', '.join(ids[:5])}), and squeue did not say: "
+                          f"{err}") from None
     if alive:
         raise ConfigError(f"{len(alive)} job(s) of this grid are still in SLURM from an `--executor slurm` run "
                           f"({', '.join(alive[:5])}{', ...' if len(alive) > 5 else ''}): run with --executor slurm "
