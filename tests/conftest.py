@@ -99,10 +99,21 @@ def scope_of(nodeid: str) -> str:
     return "smoke" if Path(path).name in SMOKE_MODULES else path
 
 
+# The slower tiers, each selected only by its option and never in the suite: marker -> option
+TIERS = {"full_grid": "--full-grid", "real": "--real"}
+
+
 def pytest_addoption(parser):
     parser.addoption("--full-grid", action="store_true",
                      help="run only the full-grid tier (tests marked full_grid: the whole smoke grid killed, on one "
                           "and two workers, and through SLURM); `make test-full-grid`, which CI runs after the suite")
+    parser.addoption("--real", action="store_true",
+                     help="run only the real-model tier (tests marked real: the packaged pretrained models SmolLM2 "
+                          "and Gemma 3); `make test-real`, which CI runs after the suite")
+
+
+def tier_of(item) -> str | None:
+    return next((marker for marker in TIERS if item.get_closest_marker(marker) is not None), None)
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -116,11 +127,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The full-grid tier runs alone, with --full-grid, and never in the suite. nbval runs the notebooks at
+    """A tier (TIERS) runs alone, with its option, and never in the suite. nbval runs the notebooks at
     their defaults, which write to runs/notebooks: start that scratch folder afresh so that the analysis reads
     only what this session's earlier notebooks wrote. The smoke scope goes first (see SMOKE_MODULES)."""
-    full = config.getoption("--full-grid")
-    left_out = [item for item in items if (item.get_closest_marker("full_grid") is not None) != full]
+    chosen = next((marker for marker, option in TIERS.items() if config.getoption(option)), None)
+    left_out = [item for item in items if tier_of(item) != chosen]
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         dropped = set(map(id, left_out))

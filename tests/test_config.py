@@ -88,7 +88,7 @@ def test_stable_hash_ignores_key_order():
 
 
 def test_a_relative_model_folder_is_read_from_the_project_root(tmp_path, monkeypatch):
-    from maple_utils.embedded.models import resolve_model
+    from maple_utils.models.resolve import resolve_model
     from maple_utils.paths import project_root
 
     folder = project_root() / ".cache" / "test-local-model"

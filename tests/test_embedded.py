@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from maple_utils.data import languages
+from maple_utils.models.resolve import resolve_model
 from maple_utils.embedded import models, samples, tokenizer
 
 
@@ -13,7 +14,7 @@ from maple_utils.embedded import models, samples, tokenizer
 def tok(request, tiny_built):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(models.resolve_model(request.param))  # as a hub model's folder loads
+    return AutoTokenizer.from_pretrained(resolve_model(request.param))  # as a hub model's folder loads
 
 
 def test_bos_is_prepended_and_no_eos_appended_with_llama_ids(tok):
@@ -55,7 +56,7 @@ def test_unseen_characters_fall_back_to_bytes_not_unk(tok):
 def test_tiny_models_load_from_a_folder_like_hub_models(tiny_built, name, cls):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(models.resolve_model(name))
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name))
     assert type(model).__name__ == cls
     n = sum(p.numel() for p in model.parameters())
     assert 100_000 < n < 1_000_000  # "a few hundred thousand parameters"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from maple_utils import config
-from maple_utils.embedded.models import resolve_model
+from maple_utils.models.resolve import resolve_model
 from maple_utils.train import batches, loop, modeling, varlen
 
 MODELS = ["tiny-llama", "tiny-mistral"]

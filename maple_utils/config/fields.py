@@ -193,6 +193,9 @@ class RunConfig(BaseModel):
         if self.dataset is not None and self.prompt_template == "chat":
             raise ValueError("prompt_template 'chat' prompts an instruction-tuned model in its own chat template: only "
                              "for a base model evaluated alone (dataset None); finetuning uses alpaca or bactrian")
+        if self.prompt_template == "chat" and known_models().get(self.model, {}).get("chat_template") is False:
+            raise ValueError(f"prompt_template 'chat': model {self.model!r} has no chat template (the models registry "
+                             "says so: a base model); use prompt_template alpaca or bactrian")
         if self.dataset is not None and self.train_languages:
             offered = known_datasets()[self.dataset]["languages"]
             missing = [c for c in self.train_languages if c not in offered]

@@ -7,6 +7,7 @@ runs in a temporary folder that is renamed into place, so a crash never leaves a
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -35,6 +36,15 @@ def build_atomically(name: str, key: str, build: Callable[[Path], None]) -> Path
     if marker.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (a model conversion costs a minute): the others wait, then find it built
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return target
+        return _build(target, marker, key, build)
+
+
+def _build(target: Path, marker: Path, key: str, build: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maple_utils import registry
 from maple_utils.embedded.build import build_atomically, content_hash
 from maple_utils.embedded.tokenizer import tokenizer_dir
 
@@ -46,13 +45,3 @@ def model_dir(kind: str, seed: int | None = None) -> Path:
     key = content_hash(Path(__file__), tokenizer.name, kind, str(seed))
     return build_atomically(f"tiny-{kind}-s{seed}", key, build)
 
-
-def resolve_model(model: str) -> str:
-    """What from_pretrained should load: an embedded model's built folder, a local folder, or the hub id."""
-    from maple_utils.paths import resolve
-
-    entry = registry.read("models")["models"].get(model, {})
-    if entry.get("embedded"):
-        return str(model_dir(entry["embedded"]))
-    local = resolve(model)
-    return str(local) if local.is_dir() else model

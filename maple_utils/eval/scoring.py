@@ -208,20 +208,35 @@ def _growing_layer_class():
 
 
 def _new_cache(model):
-    """An empty cache for the model, its full-attention layers growing in place."""
+    """An empty cache whose every layer keeps all its keys and grows in place. A sliding-window layer keeps
+    them too: which keys a query may see is the explicit attention mask's business (`_Runner.masks`), since
+    transformers' sliding layers trim by cache index, which left padding between a cached prefix and a
+    row's own tokens makes differ from the token distance."""
     from transformers import DynamicCache
 
-    try:
-        cache = DynamicCache(config=model.config)
-    except TypeError:  # transformers < 4.56
-        return DynamicCache()
+    cache = DynamicCache()
     growing = _growing_layer_class()
     if growing is not None:
-        plain = growing.__mro__[1]
-        cache.layers = [growing() if type(layer) is plain else layer for layer in cache.layers]
-        if getattr(cache, "layer_class_to_replicate", None) is plain:
-            cache.layer_class_to_replicate = growing
+        cache.layer_class_to_replicate = growing
     return cache
+
+
+def attention_windows(model) -> dict[str | None, int | None]:
+    """Each kind of attention layer the model has and its window (None: full causal attention), read from
+    its config: `layer_types` where it declares them (Gemma 3: 'sliding_attention' and 'full_attention'),
+    else one kind for every layer with the config's `sliding_window` (Mistral: 4,096; Llama: none). A kind
+    other than these two is refused: the masks below would not describe it."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if not types:
+        return {None: window}
+    known = {"full_attention": None, "sliding_attention": window}
+    unknown = sorted(set(types) - set(known))
+    if unknown:
+        raise ValueError(f"{type(model).__name__}: attention layers of type {', '.join(unknown)} are not supported "
+                         "by maple_utils.eval.scoring (it builds masks for full and sliding-window attention)")
+    return {t: known[t] for t in sorted(set(types))}
 
 
 class _Runner:
@@ -232,6 +247,34 @@ class _Runner:
         self.model, self.pad = model, pad
         self.device = next(model.parameters()).device
         self.cache_argument = _cache_argument(model)
+        self.windows = attention_windows(model)
+        self.dtype = model.get_input_embeddings().weight.dtype
+        self.vocab = model.get_output_embeddings().weight.shape[0]
+
+    def masks(self, full_mask, width: int):
+        """The attention masks of a pass whose last `width` columns of `full_mask` (batch, keys; 1 = a real
+        token) are its queries, one per kind of attention layer: a real query sees the real keys at its own
+        position or before, within the layer's window counted in positions, never in cache slots (a row's real
+        tokens hold consecutive positions, so a key's position is the count of real keys before it). A pad
+        sees only itself, so that nothing is NaN. Additive (0 or the dtype's minimum), as eager and SDPA
+        attention both take them; a dict by layer type where the model has several kinds."""
+        import torch
+
+        real = full_mask.bool()
+        positions = full_mask.cumsum(1) - 1
+        q_positions = positions[:, -width:, None]
+        distance = q_positions - positions[:, None, :]
+        causal = real[:, None, :] & (distance >= 0)
+        keys = full_mask.shape[1]
+        pads_self = torch.zeros_like(causal)
+        steps = torch.arange(width)
+        pads_self[:, steps, keys - width + steps] = ~real[:, -width:]
+        out = {}
+        for kind, window in self.windows.items():
+            allowed = (causal if window is None else causal & (distance < window)) | pads_self
+            mask = torch.zeros(allowed.shape, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
+            out[kind] = mask[:, None].to(self.device)
+        return out[None] if None in out else out
 
     def node_kv(self, nodes: list[_Node], index: int, tokens: Sequence[int]) -> list:
         """The node's key/value tensors (batch 1), computed on first use on top of its parent's."""
@@ -248,6 +291,13 @@ class _Runner:
                                           torch.full((1,), start - 1), keep=1)
             node.kv = _kv_of(cache)
         return node.kv
+
+    def rows_of(self, cache, index):
+        """A new cache holding the given rows of `cache`, which stays as it is."""
+        rows = _new_cache(self.model)
+        for layer, (keys, values) in enumerate(_kv_of(cache)):
+            rows.update(keys[index.to(keys.device)], values[index.to(keys.device)], layer)
+        return rows
 
     def batch_cache(self, kvs: list, lengths: list[int]):
         """One cache for a batch whose rows hold prefixes of different lengths (None: none), each
@@ -296,7 +346,7 @@ class _Runner:
         positions = positions.clamp(min=0) * mask  # pads sit at position 0; no real token attends to them
         full_mask = torch.cat([past_mask, mask], dim=1)
         cache = cache if cache is not None else _new_cache(self.model)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
+        out = self.model(input_ids=ids.to(self.device), attention_mask=self.masks(full_mask, width),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=keep,
                          **{self.cache_argument: cache})
         return out.logits.float(), _cache_of(out), full_mask, positions[:, -1]
@@ -353,12 +403,29 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
     keys = list(stems)
     with torch.inference_mode():
         for rows, row_nodes, nodes in _batches(keys, batch_size):
-            _score_stems(runner, [keys[i] for i in rows], row_nodes, nodes, stems, results)
+            _score_stems(runner, [keys[i] for i in rows], row_nodes, nodes, stems, results, batch_size)
     return results  # type: ignore[return-value]
 
 
+LOGITS_BUDGET = 1 << 25  # vocabulary-sized logits one pass may hold (128 MB in fp32; Gemma 3: 128 positions)
+
+
+def _chunks(items: list, widths: list[int], batch_size: int, vocab: int):
+    """Consecutive runs of items with at most batch_size of them and at most LOGITS_BUDGET logits (rows x
+    their widest x vocab); an item alone always forms a run."""
+    chunk, widest = [], 0
+    for item, width in zip(items, widths):
+        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * max(widest, width) * vocab > LOGITS_BUDGET):
+            yield chunk
+            chunk, widest = [], 0
+        chunk.append(item)
+        widest = max(widest, width)
+    if chunk:
+        yield chunk
+
+
 def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[int | None], nodes: list[_Node],
-                 stems: dict, results: list) -> None:
+                 stems: dict, results: list, batch_size: int) -> None:
     """Log-likelihoods of every continuation of a batch of stems, written into `results` by request index."""
     import torch
 
@@ -366,30 +433,30 @@ def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[
     own = [list(key[past_pos[row] + 1:]) for row, key in enumerate(batch)]
     logits, cache, mask, last = runner.forward(cache, own, past_mask, past_pos, keep=1)
     first = torch.log_softmax(logits[:, -1], dim=-1)
-    # Continuations longer than one token run their own tokens on the context's cache.
-    longer = [(row, i, cont) for row, key in enumerate(batch) for i, cont in stems[key] if len(cont) > 1]
-    tails = None
-    if longer:
-        index = torch.tensor([row for row, _, _ in longer])
-        cache.batch_select_indices(index.to(runner.device))
-        width = max(len(cont) - 1 for _, _, cont in longer)
-        tail_logits, _, _, _ = runner.forward(cache, [cont[:-1] for _, _, cont in longer], mask[index],
-                                              last[index], keep=width)
-        tails = torch.log_softmax(tail_logits, dim=-1)
-    n_longer, indices, totals, greedy = 0, [], [], []
-    for row, key in enumerate(batch):
-        for i, cont in stems[key]:
-            if len(cont) == 1:
-                window = first[row][None]
-            else:
-                window = torch.cat([first[row][None], tails[n_longer, tails.shape[1] - (len(cont) - 1):]])
-                n_longer += 1
-            target = torch.tensor(cont, device=window.device)
-            indices.append(i)
-            totals.append(window.gather(1, target[:, None]).sum())
-            greedy.append((window.argmax(-1) == target).all())
+    scored = [(row, i, cont) for row, key in enumerate(batch) for i, cont in stems[key]]
+    targets = torch.tensor([cont[0] for _, _, cont in scored], device=first.device)
+    rows = torch.tensor([row for row, _, _ in scored], device=first.device)
+    totals = first[rows, targets]
+    greedy = first[rows].argmax(-1) == targets
+    # Continuations longer than one token run their other tokens on their context's cache, batch_size rows
+    # at a time: one stem may hold every request (an empty context), and a pass must stay within the bound.
+    longer = sorted((n for n, (_, _, cont) in enumerate(scored) if len(cont) > 1), key=lambda n: len(scored[n][2]))
+    for chunk in _chunks(longer, [len(scored[n][2]) - 1 for n in longer], batch_size, runner.vocab):
+        index = torch.tensor([scored[n][0] for n in chunk])
+        tails = [scored[n][2][1:] for n in chunk]
+        width = max(len(t) for t in tails)
+        tail_logits, _, _, _ = runner.forward(runner.rows_of(cache, index), [scored[n][2][:-1] for n in chunk],
+                                              mask[index], last[index], keep=width)
+        for j, (n, tail) in enumerate(zip(chunk, tails)):
+            window = tail_logits[j, width - len(tail):]
+            target = torch.tensor(tail, device=window.device)
+            # log-softmax read at the targets only: no second vocabulary-sized tensor
+            picked = window.gather(1, target[:, None])[:, 0] - torch.logsumexp(window, dim=-1)
+            totals[n] = totals[n] + picked.sum()
+            greedy[n] = greedy[n] & (window.argmax(-1) == target).all()
+        del tail_logits
     # one transfer for the batch, not a device sync per request
-    for i, total, is_greedy in zip(indices, torch.stack(totals).tolist(), torch.stack(greedy).tolist()):
+    for (_, i, _), total, is_greedy in zip(scored, totals.tolist(), greedy.tolist()):
         results[i] = (total, bool(is_greedy))
 
 

