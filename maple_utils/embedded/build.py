@@ -36,12 +36,18 @@ def build_atomically(name: str, key: str, build: Callable[[Path], None]) -> Path
     if marker.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # one builder at a time (a model conversion costs a minute): the others wait, then find it built
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
+    # one builder at a time (a model conversion costs a minute): the others wait, then find it built. The
+    # lock file goes when the build ends; one who opens it anew meanwhile builds again, which the atomic
+    # rename below tolerates: the lock saves work, it is not what keeps the cache whole.
+    lock_path = target.parent / f".{target.name}.lock"
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists():
-            return target
-        return _build(target, marker, key, build)
+        try:
+            if marker.exists():
+                return target
+            return _build(target, marker, key, build)
+        finally:
+            lock_path.unlink(missing_ok=True)
 
 
 def _build(target: Path, marker: Path, key: str, build: Callable[[Path], None]) -> Path:
