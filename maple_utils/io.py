@@ -1,4 +1,4 @@
-"""Files: atomic writes and JSON / JSONL reading that names the file and line of any problem.
+"""Files: atomic writes, JSON / JSONL reading that names the file and line of any problem, content hashes.
 
 Every write goes to a temporary file in the destination folder, is flushed to disk and renamed over the
 target, so a crash or a full disk leaves either the old file or the new one, never half of one. This
@@ -7,6 +7,7 @@ module imports neither git nor torch: everything may use it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +17,15 @@ from typing import Callable
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The full sha256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class DataFileError(ValueError):

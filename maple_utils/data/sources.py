@@ -12,12 +12,12 @@ read, or the hub commit), which the run record keeps.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from maple_utils import io
 from maple_utils.data import formats
 from maple_utils.paths import resolve
 
@@ -41,11 +41,7 @@ class Origin:
 
 @functools.lru_cache(maxsize=256)
 def _file_sha(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
+    return "sha256:" + io.sha256_file(path)[:16]
 
 
 def file_revision(path: Path) -> str:

@@ -29,10 +29,19 @@ def content_hash(*parts: str | Path, n: int = 12) -> str:
     return h.hexdigest()[:n]
 
 
+def built_folder(name: str, key: str) -> Path | None:
+    """The artefact's folder when its build is complete, else None."""
+    target = cache_dir() / f"{name}-{key}"
+    return target if (target / COMPLETE).exists() else None
+
+
+COMPLETE = ".complete"  # written last into a finished build
+
+
 def build_atomically(name: str, key: str, build: Callable[[Path], None]) -> Path:
     """Run build(tmp) and rename tmp to <cache>/<name>-<key>; skip when that folder is complete already."""
     target = cache_dir() / f"{name}-{key}"
-    marker = target / ".complete"
+    marker = target / COMPLETE
     if marker.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +63,7 @@ def _build(target: Path, marker: Path, key: str, build: Callable[[Path], None]) 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
-        (tmp / ".complete").write_text(key + "\n")
+        (tmp / COMPLETE).write_text(key + "\n")
         if marker.exists():  # another process finished it meanwhile: keep theirs, which may be in use
             return target
         if target.exists():  # an incomplete leftover from a crash

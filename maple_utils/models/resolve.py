@@ -8,11 +8,10 @@
 from __future__ import annotations
 
 from maple_utils import registry
+from maple_utils.paths import resolve
 
 
 def resolve_model(model: str) -> str:
-    from maple_utils.paths import resolve
-
     entry = registry.read("models")["models"].get(model, {})
     if entry.get("embedded"):
         from maple_utils.embedded.models import model_dir
