@@ -8,13 +8,18 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
+.PHONY: setup demo mini test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
 
 demo: setup
 	$(PY) -m maple_utils.grid run params/smoke.yaml --out $(OUT) --workers $(WORKERS)
+
+# the study in miniature on the two packaged real models and ../shared/data (params/mini.yaml): under an hour on
+# two cores, one thread a job (more threads than cores make torch's OpenMP threads wait on each other)
+mini: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m maple_utils.grid run params/mini.yaml --out runs/mini --workers 2
 
 # two processes (pytest-xdist; tests/conftest.py keeps together what must share one), one thread each:
 # on two cores, more threads than cores make torch's OpenMP threads wait on each other

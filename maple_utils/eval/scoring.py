@@ -257,6 +257,14 @@ class _Runner:
         self.dtype = model.get_input_embeddings().weight.dtype
         self.vocab = model.get_output_embeddings().weight.shape[0]
 
+    def prefix_budget(self) -> int:
+        """Tokens of cached prefix that PREFIX_CACHE_BYTES holds: keys and values of every layer."""
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_token = config.num_hidden_layers * 2 * heads * head_dim * self.dtype.itemsize
+        return max(1, PREFIX_CACHE_BYTES // per_token)
+
     def masks(self, full_mask, width: int):
         """The attention masks of a pass whose last `width` columns of `full_mask` (batch, keys; 1 = a real
         token) are its queries, one per kind of attention layer: a real query sees the real keys at its own
@@ -358,20 +366,56 @@ class _Runner:
         return out.logits.float(), _cache_of(out), full_mask, positions[:, -1]
 
 
-def _batches(sequences: list[Sequence[int]], batch_size: int):
-    """Batches of (indices, their nodes, the nodes) in token order; a node's cache is dropped once its last
-    row has been handed out."""
+PREFIX_CACHE_BYTES = 1 << 30  # cached prefixes a run of batches may hold at once (1 GiB)
+
+
+def _windows(order: list[int], nodes: list[_Node], node_of: list[int | None], budget_tokens: int):
+    """The token order cut into runs whose prefixes' caches (each node holds its whole length) fit within
+    budget_tokens together; a run always takes at least one row."""
+    def unheld(i: int, held: set) -> list[int]:  # the row's node and its ancestors not yet held
+        chain, node = [], node_of[i]
+        while node is not None and node not in held:
+            chain.append(node)
+            node = nodes[node].parent
+        return chain
+
+    window, held, tokens = [], set(), 0
+    for i in order:
+        chain = unheld(i, held)
+        if window and tokens + sum(nodes[n].length for n in chain) > budget_tokens:
+            yield window
+            window, held, tokens = [], set(), 0
+            chain = unheld(i, held)
+        window.append(i)
+        held.update(chain)
+        tokens += sum(nodes[n].length for n in chain)
+    if window:
+        yield window
+
+
+def _batches(sequences: list[Sequence[int]], batch_size: int, budget_tokens: int):
+    """Batches of (indices, their nodes, the nodes): within each run of the token order whose cached
+    prefixes fit the budget, rows longest first by the tokens they run beyond their prefix, so that a batch
+    pads little (in token order a passage asked once sits beside its neighbours' short questions: 2.1 padded
+    slots per real token on SmolLM2's zero-shot Belebele-vi, 1.09 sorted); a node's cache is dropped once its
+    last row has been handed out."""
     order, nodes, node_of = plan_prefixes(sequences, NODE_MIN_SAVING)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        yield rows, [node_of[i] for i in rows], nodes
-        for i in rows:
-            node = node_of[i]
-            while node is not None:
-                nodes[node].rows -= 1
-                if not nodes[node].rows:
-                    nodes[node].kv = None
-                node = nodes[node].parent
+
+    def own(i: int) -> int:
+        return len(sequences[i]) - (nodes[node_of[i]].length if node_of[i] is not None else 0)
+
+    for window in _windows(order, nodes, node_of, budget_tokens):
+        window.sort(key=own, reverse=True)
+        for start in range(0, len(window), batch_size):
+            rows = window[start:start + batch_size]
+            yield rows, [node_of[i] for i in rows], nodes
+            for i in rows:
+                node = node_of[i]
+                while node is not None:
+                    nodes[node].rows -= 1
+                    if not nodes[node].rows:
+                        nodes[node].kv = None
+                    node = nodes[node].parent
 
 
 def _pad_id(tokenizer) -> int:
@@ -408,7 +452,7 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     keys = list(stems)
     with torch.inference_mode():
-        for rows, row_nodes, nodes in _batches(keys, batch_size):
+        for rows, row_nodes, nodes in _batches(keys, batch_size, runner.prefix_budget()):
             _score_stems(runner, [keys[i] for i in rows], row_nodes, nodes, stems, results, batch_size)
     return results  # type: ignore[return-value]
 
@@ -501,7 +545,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: st
     runner, stop_ids = _Runner(model, _pad_id(tokenizer)), _stop_ids(model, tokenizer)
     outputs: list[str | None] = [None] * len(prompts)
     with torch.inference_mode():
-        for rows, row_nodes, nodes in _batches(encoded, batch_size):
+        for rows, row_nodes, nodes in _batches(encoded, batch_size, runner.prefix_budget()):
             tokens = _decode_greedily(runner, *runner.start(nodes, row_nodes, [encoded[i] for i in rows]),
                                       [encoded[i] for i in rows], max_new_tokens, stop, tokenizer, stop_ids)
             for i, new in zip(rows, tokens):
