@@ -41,6 +41,10 @@ def test_defaults_are_valid_and_strict():
     ({"max_steps": -5}, ["field 'max_steps'", "greater than or equal to 1"]),
     ({"max_steps": 0}, ["field 'max_steps'"]),
     ({"learning_rate": 5.0}, ["field 'learning_rate'", "less than or equal to 1"]),
+    ({"task_languages": {"belebele": ["id"]}}, ["task_languages.belebele: ['id'] are not in languages ['en', 'zh']"]),
+    ({"task_languages": {"xnil": ["en"]}}, ["unknown task 'xnil'"]),
+    ({"tasks": ["xnli"], "task_languages": {"xcopa": ["en"]}}, ["task_languages.xcopa: xcopa is not one of tasks"]),
+    ({"task_languages": {"xnli": []}}, ["task_languages.xnli is empty"]),
 ])
 def test_bad_values_name_the_field_and_what_is_allowed(values, needles):
     with pytest.raises(ConfigError) as err:
@@ -184,6 +188,33 @@ def test_languages_a_task_lacks_are_listed_by_the_dry_run(tmp_path):
     assert set(plan.not_evaluated.values().__iter__().__next__()) == {("xnli", "ja"), ("xquad", "ja")}
     lines = cli.describe(plan)
     assert "  xnli: ja" in lines and "  xquad: ja" in lines
+
+
+def test_task_languages_narrow_one_task_and_leave_the_others(tmp_path):
+    path = _grid(tmp_path, fixed__languages=["en", "id", "sw"], fixed__tasks=["xcopa", "belebele"],
+                 fixed__task_languages={"belebele": ["id"]})
+    from maple_utils.eval.evaluate import task_languages
+    from maple_utils.grid import planner
+
+    plan = planner.plan_grid(path, tmp_path / "out")
+    assert not any(plan.not_evaluated.values())  # belebele-en and -sw are not asked for, so not missing
+    for cfg in plan.adapters + plan.bases:
+        assert task_languages(cfg)[0] == [("xcopa", "en"), ("xcopa", "id"), ("xcopa", "sw"), ("belebele", "id")]
+
+
+def test_the_mini_grid_plans_seven_adapters_and_two_base_models_from_the_local_files(tmp_path):
+    if not (REPO.parent / "shared" / "data").is_dir():
+        pytest.skip("../shared/data is absent")
+    from maple_utils.grid import planner
+
+    plan = planner.plan_grid(REPO / "params" / "mini.yaml", tmp_path / "out")
+    assert len(plan.adapters) == 7 and len(plan.bases) == 2
+    assert {(c.model, c.dataset, c.rank, c.quant) for c in plan.adapters if c.model == "smollm2-135m"} >= {
+        ("smollm2-135m", "multialpaca", r, q) for r in (8, 64) for q in (4, 16)}
+    text = (REPO / "params" / "mini.yaml").read_text()
+    for key in ("learning_rate", "max_steps", "languages", "limit", "k_shot"):
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
+        assert "#" in line or key == "languages", f"{key} has no comment giving its evidence"
 
 
 def test_paper_grid_declares_every_choice_the_study_leaves_unstated():

@@ -186,3 +186,31 @@ def test_a_chain_of_prompts_each_one_token_longer_plans_without_recursion():
     assert sorted(order) == list(range(3000)) and not nodes and set(node_of) == {None}
     order, nodes, node_of = scoring.plan_prefixes(chain, saving=1)
     assert nodes and all(n is None or nodes[n].length < len(chain[i]) for i, n in enumerate(node_of))
+
+
+def test_batches_hand_out_every_row_once_longest_first_within_the_prefix_budget():
+    """Rows are ordered by the tokens they run beyond their prefix within runs of the token order whose
+    prefixes' caches fit the budget; every node's cache is freed once its last row is out."""
+    shared_a, shared_b = [1] + [7] * 300, [1] + [8] * 300
+    seqs = ([shared_a + [10 + j] * n for j, n in enumerate((3, 40, 9, 25))]
+            + [shared_b + [20 + j] * n for j, n in enumerate((30, 2, 50))] + [[1] + [9] * n for n in (200, 4, 120)])
+    order, nodes, node_of = scoring.plan_prefixes(seqs)
+    assert len(nodes) == 2 and all(nodes[n].length == 301 for n in node_of[:7])
+    # one node's cache fits 301 tokens: a run ends where a second node would be held; rows with no node join
+    assert list(scoring._windows(order, nodes, node_of, 301)) == [[0, 1, 2, 3], [4, 5, 6, 8, 9, 7]]
+    assert list(scoring._windows(order, nodes, node_of, 10**6)) == [order]
+
+    def own(i):
+        return len(seqs[i]) - (301 if i < 7 else 0)
+
+    for budget, runs in ((301, [range(0, 4), range(4, 10)]), (10**6, [range(10)])):
+        batches = list(scoring._batches(seqs, 3, budget))
+        rows = [i for batch, _, _ in batches for i in batch]
+        assert sorted(rows) == list(range(len(seqs)))
+        assert all(node.kv is None and node.rows == 0 for node in batches[0][2])
+        start = 0
+        for run in runs:
+            handed = rows[start:start + len(run)]
+            assert sorted(handed) == sorted(run)
+            assert [own(i) for i in handed] == sorted((own(i) for i in run), reverse=True)
+            start += len(run)

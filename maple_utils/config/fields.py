@@ -88,6 +88,7 @@ class RunConfig(BaseModel):
     # --- evaluation: the six benchmarks (03_evaluate)
     tasks: list[str] = declare(["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"], "evaluation", "tasks of the tasks registry", min_length=1)
     languages: list[str] = declare(["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1)
+    task_languages: dict[str, list[str]] = declare({}, "evaluation", "per-task subsets of languages, e.g. {belebele: [id]} where a task's files here hold fewer languages")
     limit: Optional[int] = declare(None, "evaluation", "items per task and language (None: all); limited rows are not comparable with the paper", ge=1)
     k_shot: dict[str, int] = declare({}, "evaluation", "per-task few-shot overrides of the tasks registry, 0 to 32")
     split_overrides: dict[str, dict[str, str]] = declare({}, "evaluation", "per-task {eval_split, fewshot_split} instead of the registry's, e.g. {xnli: {eval_split: validation, fewshot_split: validation}} for XTREME's dev-only XNLI files")
@@ -173,6 +174,16 @@ class RunConfig(BaseModel):
                 raise ValueError(f"k_shot for {task} must be between 0 and {MAX_K_SHOT}, got {k}")
         return v
 
+    @field_validator("task_languages")
+    @classmethod
+    def _task_languages(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for task, codes in v.items():
+            if task not in known_tasks():
+                raise ValueError(one_of("task", task, list(known_tasks())))
+            if not codes:
+                raise ValueError(f"task_languages.{task} is empty (allowed: a non-empty subset of languages)")
+        return v
+
     @field_validator("split_overrides")
     @classmethod
     def _split_overrides(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -204,12 +215,24 @@ class RunConfig(BaseModel):
         if self.data_source == "local" and not (self.data_root and resolve(self.data_root).is_dir()):
             raise ValueError(f"data_source 'local' needs data_root to be a folder of release files "
                              f"(got {self.data_root!r}, read as {resolve(self.data_root or '.')}), e.g. '../shared/data'")
+        for task, codes in self.task_languages.items():
+            if task not in self.tasks:
+                raise ValueError(f"task_languages.{task}: {task} is not one of tasks {self.tasks}")
+            extra = [c for c in codes if c not in self.languages]
+            if extra:
+                raise ValueError(f"task_languages.{task}: {extra} are not in languages {self.languages} "
+                                 "(allowed: a subset of languages)")
         for task in self.tasks:
             column = known_tasks()[task]["language_column"]
-            if not set(self.languages) & set(lang_table.supporting(column)):
-                raise ValueError(f"task {task} has none of languages {self.languages} "
+            asked = self.languages_of(task)
+            if not set(asked) & set(lang_table.supporting(column)):
+                raise ValueError(f"task {task} has none of languages {asked} "
                                  f"(it has: {', '.join(lang_table.supporting(column))})")
         return self
+
+    def languages_of(self, task: str) -> list[str]:
+        """The languages a task is evaluated in: its task_languages entry, else languages."""
+        return self.task_languages.get(task, self.languages)
 
     def subset(self, fields) -> dict:
         return {f: getattr(self, f) for f in fields}

@@ -25,7 +25,7 @@ def task_languages(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     pairs, lacking = [], []
     for task in cfg.tasks:
         offered = load_task(task).languages()
-        for code in cfg.languages:
+        for code in cfg.languages_of(task):
             (pairs if code in offered else lacking).append((task, code))
     return pairs, lacking
 

@@ -41,7 +41,8 @@ def data_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: st
                 yield cfg.dataset, entry, "train", {"config": code, "lang": code}
     seen = set()
     for cfg in evaluated:
-        setting = registry.stable_hash([cfg.tasks, cfg.languages, cfg.k_shot, cfg.split_overrides, cfg.data_root])
+        setting = registry.stable_hash([cfg.tasks, cfg.languages, cfg.task_languages, cfg.k_shot, cfg.split_overrides,
+                                        cfg.data_root])
         if cfg.data_source != source or setting in seen:
             continue
         seen.add(setting)
