@@ -2,6 +2,10 @@
 
     make bench-setup            # installs bench/requirements.txt (TRL, lm-eval) into .venv
     .venv/bin/python bench/train_throughput.py [--data ../shared/data] [--records 1000] [--repeats 3]   (make bench-train)
+    .venv/bin/python bench/train_throughput.py --base smollm2-135m --records 64    # a packaged real model
+
+--base bench (the default) is the random Llama below; --base names a model as a grid does (smollm2-135m,
+gemma3-270m: their converted folders, fp32), trained with the same settings.
 
 The same job for every contender: a random Llama (hidden 256, 4 layers, 4 heads, MLP 688, a vocabulary of
 8,000 with a Llama-style tokenizer that prepends BOS, trained here on the records' text), the first 1,000
@@ -149,18 +153,26 @@ def contender(name: str, folder: Path, data: Path, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--base", default="bench", help="bench (a random Llama) or a model name, e.g. smollm2-135m")
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each contender; the median is reported")
     parser.add_argument("--only", choices=CONTENDERS, help=argparse.SUPPRESS)  # one contender, in a child process
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_throughput.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/train_throughput[_<base>].json")
     args = parser.parse_args()
+    args.out = args.out or ROOT / "bench" / "results" / ("train_throughput.json" if args.base == "bench"
+                                                        else f"train_throughput_{args.base}.json")
     if args.only:
         print(json.dumps(contender(args.only, args.model, args.data, args.records)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        build_model(folder, records(args.data, args.records))
+        if args.base == "bench":
+            folder = Path(tmp) / "model"
+            build_model(folder, records(args.data, args.records))
+        else:
+            from maple_utils.models.resolve import resolve_model
+
+            folder = Path(resolve_model(args.base))
         runs: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
         for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every contender
             for name in CONTENDERS:
@@ -190,7 +202,9 @@ def main() -> None:
     report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
               f"{platform.platform()}", "command": "python bench/train_throughput.py " + " ".join(sys.argv[1:]),
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-              "settings": {**SETTINGS, **SHAPE, "records": args.records, "repeats": args.repeats, "vocab": VOCAB}, "rows": rows, "summary": summary}
+              "settings": {**SETTINGS, **(SHAPE if args.base == "bench" else {}), "base": args.base, "records": args.records,
+                           "repeats": args.repeats, **({"vocab": VOCAB} if args.base == "bench" else {})},
+              "rows": rows, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print("| contender | trained tokens/s | maple's speed-up | final loss | peak RSS (MB) | steps | tokens |")

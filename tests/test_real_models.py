@@ -152,6 +152,29 @@ def test_smollm2_loglikelihood_in_several_scripts_equals_a_plain_forward(smollm2
     assert [g for _, g in ours] == [g for _, g in reference]
 
 
+def test_smollm2_in_its_chat_form_is_scored_through_its_own_template(smollm2):
+    """An instruction-tuned model evaluated as MEGAVERSE prompts chat models: the instruction as the system turn,
+    exemplars as user and assistant turns, in SmolLM2's own template (<|im_start|> ... <|im_end|>); the scores
+    are the plain forward's over exactly that text."""
+    from maple_utils.config.fields import RunConfig
+
+    model, tok = smollm2
+    cfg = RunConfig(model="smollm2-135m", dataset=None, rank=None, prompt_template="chat", data_source="local",
+                    data_root=str(_data()), tasks=["xcopa"], languages=["en"], limit=6, k_shot={"xcopa": 2})
+    items, used = evaluate.evaluate_pair(model, tok, cfg, "xcopa", "en")
+    assert len(items) == 6 and used["k_shot"] == 2 and all(len(it["exemplars"]) == 2 for it in items)
+    spec = load_task("xcopa")
+    docs, _, built = evaluate.build_prompts(spec, "en", 2, 42, "local", str(_data()), limit=6,
+                                            split_override=None)
+    prompts, _, _ = evaluate.fit_to_context(spec, built["exemplars"], docs, tok, 8000, chat=True)
+    for prompt in prompts:
+        assert prompt.startswith("<|im_start|>system\n" + spec.instruction)
+        assert prompt.count("<|im_start|>assistant") == 3 and prompt.endswith("<|im_start|>assistant\n")
+    for item, prompt in zip(items, prompts):
+        plain = [_plain_loglikelihood(model, tok, prompt, c)[0] for c in spec.choices]
+        assert item["loglikelihoods"] == pytest.approx(plain, abs=2e-4)
+
+
 def test_greedy_generation_equals_transformers_generate_on_real_prompts(gemma, smollm2):
     """Gemma beyond its window (4-shot Belebele) and SmolLM2 on 3-shot XQuAD, whose answers end at a newline
     well before the token budget."""
