@@ -255,7 +255,12 @@ class _Runner:
         self.cache_argument = _cache_argument(model)
         self.windows = attention_windows(model)
         self.dtype = model.get_input_embeddings().weight.dtype
-        self.vocab = model.get_output_embeddings().weight.shape[0]
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # the decoder without its LM head (LoRA layers, injected in place, stay in it), and the head
+        self.body, self.lm_head = base.base_model, base.get_output_embeddings()
+        self.vocab = self.lm_head.weight.shape[0]
+        text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+        self.softcap = getattr(text, "final_logit_softcapping", None)
 
     def prefix_budget(self) -> int:
         """Tokens of cached prefix that PREFIX_CACHE_BYTES holds: keys and values of every layer."""
@@ -343,11 +348,12 @@ class _Runner:
             mask[i, width - n:] = 1
         return self.batch_cache(kvs, lengths), mask, torch.tensor(lengths) - 1
 
-    def forward(self, cache, rows: list[list[int]], past_mask, past_positions, keep: int):
+    def forward(self, cache, rows: list[list[int]], past_mask, past_positions, keep: int, hidden: bool = False):
         """Run `rows` (each row's new tokens) on top of `cache`, left-padded between what the cache holds
         and the new tokens. past_mask: (batch, cached length) 0/1; past_positions: (batch,) the position of
-        each row's last cached real token (-1 when none). Returns the last `keep` positions' logits (fp32),
-        the extended cache, the extended mask and each row's last position."""
+        each row's last cached real token (-1 when none). Returns the last `keep` positions' logits (fp32; with
+        hidden, their final hidden states, for `head` to read in slices), the extended cache, the extended mask
+        and each row's last position."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -360,10 +366,23 @@ class _Runner:
         positions = positions.clamp(min=0) * mask  # pads sit at position 0; no real token attends to them
         full_mask = torch.cat([past_mask, mask], dim=1)
         cache = cache if cache is not None else _new_cache(self.model)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=self.masks(full_mask, width),
-                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=keep,
-                         **{self.cache_argument: cache})
+        inputs = dict(input_ids=ids.to(self.device), attention_mask=self.masks(full_mask, width),
+                      position_ids=positions.to(self.device), use_cache=True, **{self.cache_argument: cache})
+        if hidden:
+            out = self.body(**inputs)
+            return out.last_hidden_state[:, -keep:], _cache_of(out), full_mask, positions[:, -1]
+        out = self.model(**inputs, logits_to_keep=keep)
         return out.logits.float(), _cache_of(out), full_mask, positions[:, -1]
+
+    def head(self, hidden):
+        """Log-probabilities are read from these logits: the LM head over final hidden states (fp32), with the
+        final soft-capping of the models that have it (Gemma 2), as the model's own forward applies them."""
+        import torch
+
+        logits = self.lm_head(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 PREFIX_CACHE_BYTES = 1 << 30  # cached prefixes a run of batches may hold at once (1 GiB)
@@ -457,21 +476,13 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
     return results  # type: ignore[return-value]
 
 
-LOGITS_BUDGET = 1 << 25  # vocabulary-sized logits one pass may hold (128 MB in fp32; Gemma 3: 128 positions)
+LOGITS_BUDGET = 1 << 24  # vocabulary-sized logits held at once (64 MB in fp32; Gemma 3: 64 positions)
 
 
-def _chunks(items: list, widths: list[int], batch_size: int, vocab: int):
-    """Consecutive runs of items with at most batch_size of them and at most LOGITS_BUDGET logits (rows x
-    their widest x vocab); an item alone always forms a run."""
-    chunk, widest = [], 0
-    for item, width in zip(items, widths):
-        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * max(widest, width) * vocab > LOGITS_BUDGET):
-            yield chunk
-            chunk, widest = [], 0
-        chunk.append(item)
-        widest = max(widest, width)
-    if chunk:
-        yield chunk
+def _slices(n: int, vocab: int):
+    """Position ranges of n whose logits stay within LOGITS_BUDGET."""
+    step = max(1, LOGITS_BUDGET // vocab)
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
 def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[int | None], nodes: list[_Node],
@@ -491,20 +502,23 @@ def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[
     # Continuations longer than one token run their other tokens on their context's cache, batch_size rows
     # at a time: one stem may hold every request (an empty context), and a pass must stay within the bound.
     longer = sorted((n for n, (_, _, cont) in enumerate(scored) if len(cont) > 1), key=lambda n: len(scored[n][2]))
-    for chunk in _chunks(longer, [len(scored[n][2]) - 1 for n in longer], batch_size, runner.vocab):
+    for start in range(0, len(longer), batch_size):
+        chunk = longer[start:start + batch_size]
         index = torch.tensor([scored[n][0] for n in chunk])
         tails = [scored[n][2][1:] for n in chunk]
         width = max(len(t) for t in tails)
-        tail_logits, _, _, _ = runner.forward(runner.rows_of(cache, index), [scored[n][2][:-1] for n in chunk],
-                                              mask[index], last[index], keep=width)
+        hidden, _, _, _ = runner.forward(runner.rows_of(cache, index), [scored[n][2][:-1] for n in chunk],
+                                         mask[index], last[index], keep=width, hidden=True)
         for j, (n, tail) in enumerate(zip(chunk, tails)):
-            window = tail_logits[j, width - len(tail):]
-            target = torch.tensor(tail, device=window.device)
-            # log-softmax read at the targets only: no second vocabulary-sized tensor
-            picked = window.gather(1, target[:, None])[:, 0] - torch.logsumexp(window, dim=-1)
-            totals[n] = totals[n] + picked.sum()
-            greedy[n] = greedy[n] & (window.argmax(-1) == target).all()
-        del tail_logits
+            states, target = hidden[j, width - len(tail):], torch.tensor(tail, device=hidden.device)
+            # the LM head over slices of positions, log-softmax read at the targets only: the logits held at
+            # once stay within the budget whatever the vocabulary and the continuation's length
+            for part in _slices(len(tail), runner.vocab):
+                window = runner.head(states[part])
+                picked = window.gather(1, target[part, None])[:, 0] - torch.logsumexp(window, dim=-1)
+                totals[n] = totals[n] + picked.sum()
+                greedy[n] = greedy[n] & (window.argmax(-1) == target[part]).all()
+        del hidden
     # one transfer for the batch, not a device sync per request
     for (_, i, _), total, is_greedy in zip(scored, totals.tolist(), greedy.tolist()):
         results[i] = (total, bool(is_greedy))
