@@ -168,6 +168,19 @@ def load_model(name: str, data: Path):
         "note": "packaged real model: de-quantised from its 4-bit GGUF file" if name in packaged.names() else ""}
 
 
+def profile(run, torch, top: int = 12) -> list[dict]:
+    """The ops with the most self CPU time in one run, with their share of the run's total."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    ranked = sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in ranked]
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -183,6 +196,8 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=8192, help="the plain scorer's tokens per batch")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each contender")
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run MAPLE once under torch.profiler per workload: the ops that take its time")
     parser.add_argument("--out", default=None, help="default: bench/results/eval_throughput[_<model>].json")
     args = parser.parse_args()
 
@@ -251,6 +266,8 @@ def main() -> None:
                "speedup": round(times["lm_eval"] / times["maple"], 2),
                **({"maple_over_plain": round(times["maple"] / times["plain"], 2)} if "plain" in times else {}),
                **{f"{c}_peak_mib": round(max(v), 1) for c, v in memory.items()}, **quality}
+        if args.profile:
+            row["maple_profile"] = profile(contenders["maple"], torch)
         report["workloads"].append(row)
         print(json.dumps(row), flush=True)
     suffix = "" if args.model == "bench" else "_" + Path(args.model).name

@@ -202,13 +202,13 @@ def test_task_languages_narrow_one_task_and_leave_the_others(tmp_path):
         assert task_languages(cfg)[0] == [("xcopa", "en"), ("xcopa", "id"), ("xcopa", "sw"), ("belebele", "id")]
 
 
-def test_the_mini_grid_plans_seven_adapters_and_two_base_models_from_the_local_files(tmp_path):
+def test_the_mini_grid_plans_six_adapters_and_two_base_models_from_the_local_files(tmp_path):
     if not (REPO.parent / "shared" / "data").is_dir():
         pytest.skip("../shared/data is absent")
     from maple_utils.grid import planner
 
     plan = planner.plan_grid(REPO / "params" / "mini.yaml", tmp_path / "out")
-    assert len(plan.adapters) == 7 and len(plan.bases) == 2
+    assert len(plan.adapters) == 6 and len(plan.bases) == 2
     assert {(c.model, c.dataset, c.rank, c.quant) for c in plan.adapters if c.model == "smollm2-135m"} >= {
         ("smollm2-135m", "multialpaca", r, q) for r in (8, 64) for q in (4, 16)}
     text = (REPO / "params" / "mini.yaml").read_text()
