@@ -227,12 +227,18 @@ def _new_cache(model):
     return cache
 
 
+def _text_config(model):
+    """The config of the model's language part (a multimodal config nests it; a PEFT model's is its base's)."""
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def attention_windows(model) -> dict[str | None, int | None]:
     """Each kind of attention layer the model has and its window (None: full causal attention), read from
     its config: `layer_types` where it declares them (Gemma 3: 'sliding_attention' and 'full_attention'),
     else one kind for every layer with the config's `sliding_window` (Mistral: 4,096; Llama: none). A kind
     other than these two is refused: the masks below would not describe it."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     window = getattr(config, "sliding_window", None)
     types = getattr(config, "layer_types", None)
     if not types:
@@ -259,12 +265,11 @@ class _Runner:
         # the decoder without its LM head (LoRA layers, injected in place, stay in it), and the head
         self.body, self.lm_head = base.base_model, base.get_output_embeddings()
         self.vocab = self.lm_head.weight.shape[0]
-        text = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-        self.softcap = getattr(text, "final_logit_softcapping", None)
+        self.softcap = getattr(_text_config(base), "final_logit_softcapping", None)
 
     def prefix_budget(self) -> int:
         """Tokens of cached prefix that PREFIX_CACHE_BYTES holds: keys and values of every layer."""
-        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        config = _text_config(self.model)
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         per_token = config.num_hidden_layers * 2 * heads * head_dim * self.dtype.itemsize
