@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -181,12 +182,6 @@ def profile(run, torch, top: int = 12) -> list[dict]:
     return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3), "calls": e.count} for e in ranked]
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
@@ -258,7 +253,7 @@ def main() -> None:
             gaps = [top2_gap(model, tok, reqs[i], os.path.commonprefix([ours[i], theirs[i]])) for i in differ]
             quality = {"identical_outputs": 1 - len(differ) / len(reqs), "differing": len(differ),
                        "largest_top2_gap_where_differing": max(gaps) if gaps else None}
-        times = {c: round(median(v), 2) for c, v in seconds.items()}
+        times = {c: round(statistics.median(v), 2) for c, v in seconds.items()}
         row = {"workload": name, "languages": codes, "requests": len(reqs), "prompt_tokens": n_tokens,
                **{f"{c}_s": t for c, t in times.items()}, **{f"{c}_runs_s": [round(x, 2) for x in v] for c, v in seconds.items()},
                "lm_eval_req_per_s": round(len(reqs) / times["lm_eval"], 2),

@@ -46,10 +46,10 @@ def loglikelihood(model, tokenizer, requests, token_budget: int = 8192, max_leng
     readers: dict[int, list[int]] = {}
     for n, (seq, _, _) in enumerate(reads):
         readers.setdefault(seq, []).append(n)
-    pad = next(c for c in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if c is not None)
+    pad = scoring._pad_id(tokenizer)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body, head = base.model, base.get_output_embeddings()
-    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+    body, head = base.base_model, base.get_output_embeddings()
+    cap = getattr(scoring._text_config(base), "final_logit_softcapping", None)
     results: list = [None] * len(reads)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     with torch.inference_mode():
