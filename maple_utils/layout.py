@@ -1,7 +1,7 @@
 """The names of every file in a grid's output folder and in a run's folder: declared here and nowhere else.
 
 <out>/
-  grid.yaml, grid.json          the grid as given, and as expanded
+  grid.yaml, grid.json          the grid as given (one that includes another: its effective grid), and as expanded
   manifest.jsonl                one line per job attempt
   results.parquet               every result row, gathered from the runs
   report/                       tables, figures, analysis.html

@@ -298,3 +298,62 @@ def test_a_grid_file_with_python_tags_is_refused_not_executed(tmp_path):
     proc = run_cli("run", str(grid), "--out", str(tmp_path / "out"), "--dry-run")
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()  # safe_load: no tag constructs a Python object
+
+
+def test_a_grid_file_includes_another_and_states_only_what_differs(tmp_path):
+    """A chain of includes: fixed and axes merge key by key (an axis replaces the included fixed value of its
+    name), other keys replace, paths are relative to the including file; the effective grid is printed by the
+    dry run and kept in the output folder, where it plans alone to the same configs."""
+    from maple_utils.grid import cli, planner, runner
+
+    (tmp_path / "base").mkdir()
+    base = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    base["fixed"]["learning_rate"] = 1.0e-3
+    (tmp_path / "base" / "smoke.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "middle.yaml").write_text("include: base/smoke.yaml\nname: middle\nfixed: {max_length: 96}\n")
+    (tmp_path / "top.yaml").write_text("include: middle.yaml\nname: top\nfixed: {rank: 16, lora_alpha: 8}\n"
+                                       "axes: {learning_rate: [2.0e-4, 5.0e-4], quant: [4]}\nexclude: []\n")
+    plan = planner.plan_grid(tmp_path / "top.yaml", tmp_path / "out")
+    assert plan.grid.name == "top" and plan.grid.exclude == [] and "rank" not in plan.grid.axes
+    assert {(c.learning_rate, c.rank, c.quant, c.max_length, c.lora_alpha) for c in plan.adapters} == {
+        (lr, 16, 4, 96, 8) for lr in (2.0e-4, 5.0e-4)}
+    assert {c.dataset for c in plan.adapters} == set(base["axes"]["dataset"])  # the included axis, untouched
+    lines = cli.describe(plan)
+    start = lines.index(f"# the effective grid of {tmp_path / 'top.yaml'}, which includes {tmp_path / 'middle.yaml'} "
+                        f"<- {tmp_path / 'base' / 'smoke.yaml'}")
+    assert yaml.safe_load("\n".join(lines[start:]).split("\n\n")[0])["fixed"]["max_length"] == 96
+    runner.prepare_out(plan)
+    kept = planner.plan_grid(plan.out / "grid.yaml", tmp_path / "out")
+    assert [c.model_dump() for c in kept.adapters + kept.bases] == [c.model_dump() for c in plan.adapters + plan.bases]
+
+
+@pytest.mark.parametrize("files, needles", [
+    ({"a.yaml": "include: b.yaml\nname: a\n", "b.yaml": "include: a.yaml\nname: b\n"}, ["include cycle", "a.yaml -> ", "b.yaml -> "]),
+    ({"a.yaml": "include: a.yaml\nname: a\n"}, ["include cycle"]),
+    ({"a.yaml": "include: nowhere.yaml\nname: a\n"}, ["nowhere.yaml: no such grid file"]),
+    ({"a.yaml": "include: [b.yaml, c.yaml]\nname: a\n"}, ["include should be the path of one grid file"]),
+])
+def test_bad_includes_are_refused_naming_the_files(tmp_path, files, needles):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    proc = run_cli("run", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "out"), "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_the_colab_grid_is_the_paper_grid_with_its_t4_differences():
+    """params/colab_t4.yaml includes paper.yaml and states only values that differ from it; its one adapter is
+    the paper grid's fixed values with those differences, the values the standalone file had before."""
+    paper = yaml.safe_load((REPO / "params" / "paper.yaml").read_text())
+    colab = yaml.safe_load((REPO / "params" / "colab_t4.yaml").read_text())
+    assert colab["include"] == "paper.yaml"
+    assert not {k for k, v in colab["fixed"].items() if paper["fixed"].get(k) == v}  # nothing repeated
+    adapters, bases = config.expand(config.load_grid(REPO / "params" / "colab_t4.yaml"), "colab_t4")
+    assert bases == [] and len(adapters) == 1
+    point = {k: v[0] for k, v in colab["axes"].items()}
+    assert adapters[0] == validate_run({**paper["fixed"], **colab["fixed"], **point}, "expected")
+    got = adapters[0]
+    assert (got.model, got.quant, got.rank, got.batch_size, got.grad_accum, got.max_length, got.eval_batch_size,
+            got.checkpoint_every, got.learning_rate, got.limit, len(got.languages)) == (
+        "meta-llama/Llama-2-7b-hf", 4, 8, 2, 64, 768, 8, 10, 3.0e-4, None, 41)

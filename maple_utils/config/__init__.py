@@ -3,9 +3,9 @@
 
 from maple_utils.config.errors import ConfigError
 from maple_utils.config.fields import RunConfig, fields_of, groups, known_datasets, known_models, known_tasks
-from maple_utils.config.grid import GridConfig, expand, first_run, load_grid
+from maple_utils.config.grid import GridConfig, effective_yaml, expand, first_run, load_grid, resolve_includes
 from maple_utils.config.identity import data_id, model_short, run_id
 from maple_utils.config.validate import validate_run
 
-__all__ = ["ConfigError", "RunConfig", "GridConfig", "validate_run", "load_grid", "expand", "first_run", "run_id",
+__all__ = ["ConfigError", "RunConfig", "GridConfig", "validate_run", "load_grid", "resolve_includes", "effective_yaml", "expand", "first_run", "run_id",
            "data_id", "model_short", "fields_of", "groups", "known_models", "known_datasets", "known_tasks"]

@@ -3,8 +3,11 @@
 Fields are grouped by what they configure; each stage of `registry/stages.yaml` reads whole groups, so a
 stage's field list, its notebook's `parameters` cell (scripts/write_notebook_parameters.py) and the part
 of the config its fingerprint covers all derive from here. Field names are the notebooks' parameter names
-and the grid's YAML keys: there is no mapping layer. Defaults are the embedded smoke values. Descriptions
-become the notebooks' parameter comments, so they contain no "=" (papermill's parser stops at one).
+and the grid's YAML keys: there is no mapping layer. Defaults name the embedded model and data, so a config
+of defaults alone runs anywhere; the LoRA values default to common choices (rank 8, learning rate
+3e-4), which the smoke grid shortens. The notebooks' parameters cells show the smoke grid's first run, not
+these defaults (scripts/write_notebook_parameters.py). Descriptions become the notebooks' parameter comments,
+so they contain no "=" (papermill's parser stops at one).
 """
 
 from __future__ import annotations

@@ -40,8 +40,53 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_grid(path: str | Path) -> GridConfig:
+MERGED_SECTIONS = ("fixed", "axes", "slurm")  # merged key by key with the included grid's; other keys replace
+
+
+def _inherit(parent: dict, child: dict) -> dict:
+    """A grid over the one it includes: fixed, axes and slurm merge key by key (an axis replaces the included
+    grid's axis or fixed value of that name, and a fixed value its axis); every other key replaces."""
+    merged = {**parent, **{k: v for k, v in child.items() if k not in MERGED_SECTIONS}}
+    for section in MERGED_SECTIONS:
+        if section in parent or section in child:
+            merged[section] = {**(parent.get(section) or {}), **(child.get(section) or {})}
+    for own, other in (("axes", "fixed"), ("fixed", "axes")):
+        for key in child.get(own) or {}:
+            if key not in (child.get(other) or {}):
+                merged.get(other, {}).pop(key, None)
+    return merged
+
+
+def resolve_includes(path: str | Path, chain: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
+    """A grid file's mapping with its `include:` chain resolved (a path relative to the including file), and
+    the files it was read from, the included first."""
+    path = Path(path)
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: include cycle: {cycle}")
     data = load_yaml(path)
+    parent = data.pop("include", None)
+    if parent is None:
+        return data, [path]
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: include should be the path of one grid file (relative to {path.parent}), "
+                          f"got {parent!r}")
+    included, files = resolve_includes(path.parent / parent, (*chain, path.resolve()))
+    return _inherit(included, data), [*files, path]
+
+
+def effective_yaml(path: str | Path) -> str:
+    """The grid a file means once its includes are resolved, as YAML that runs alone (what --dry-run prints
+    and the output folder keeps)."""
+    data, files = resolve_includes(path)
+    head = f"# the effective grid of {files[-1]}"
+    if len(files) > 1:
+        head += ", which includes " + " <- ".join(str(f) for f in reversed(files[:-1]))
+    return head + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    data, _ = resolve_includes(path)
     try:
         grid = GridConfig.model_validate(data)
     except ValidationError as err:

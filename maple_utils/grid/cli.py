@@ -12,7 +12,7 @@ import argparse
 import signal
 import sys
 
-from maple_utils import layout
+from maple_utils import config, layout
 from maple_utils.config import ConfigError
 from maple_utils.grid.planner import Plan, plan_grid
 from maple_utils.grid.runner import RETRYABLE
@@ -31,6 +31,8 @@ def describe(plan: Plan) -> list[str]:
         keys = [j.key for j in plan.jobs_of(stage.name)]
         lines += ["", f"{stage.name}: {len(keys)} job(s), one per {UNIT_TITLES[stage.unit]}"]
         lines += [f"  {key}" for key in keys]
+    if len(config.resolve_includes(plan.grid_path)[1]) > 1:
+        lines += ["", *config.effective_yaml(plan.grid_path).rstrip().splitlines()]
     if plan.not_evaluated:
         lines += ["", "not evaluated (the task has no data in that language):"]
         pairs = sorted({p for ps in plan.not_evaluated.values() for p in ps})

@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from maple_utils import io, layout, results
+from maple_utils import config, io, layout, results
 from maple_utils.config import ConfigError
 from maple_utils.data import sources
 from maple_utils.grid.planner import Job, Plan, check_notebooks, import_papermill
@@ -192,7 +192,10 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
 def prepare_out(plan: Plan) -> None:
     """The output folder, the grid as given and expanded, and every run's planned config.json."""
     plan.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
+    if len(config.resolve_includes(plan.grid_path)[1]) > 1:  # a grid that includes another: kept whole
+        io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path))
+    else:  # as given, with its comments
+        shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
     io.write_json(plan.out / layout.EXPANDED_GRID, {"adapters": [c.model_dump() for c in plan.adapters],
                                                     "bases": [c.model_dump() for c in plan.bases]})
     for cfg in plan.adapters + plan.bases:
