@@ -8,7 +8,7 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo mini test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
+.PHONY: setup demo mini lint test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -20,6 +20,12 @@ demo: setup
 # two cores, one thread a job (more threads than cores make torch's OpenMP threads wait on each other)
 mini: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m maple_utils.grid run params/mini.yaml --out runs/mini --workers 2
+
+# ruff's rules and formatting as pyproject.toml configures them (CI runs this before the tests); `ruff format .`
+# and `ruff check --fix .` apply them
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # two processes (pytest-xdist; tests/conftest.py keeps together what must share one), one thread each:
 # on two cores, more threads than cores make torch's OpenMP threads wait on each other

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import plain_scorer  # noqa: E402
+
 from maple_utils.eval import scoring  # noqa: E402
 from maple_utils.eval.evaluate import build_prompts  # noqa: E402
 from maple_utils.eval.tasks import load_task  # noqa: E402
@@ -226,16 +228,16 @@ def main() -> None:
         if kind == "loglikelihood":
             instances = [Instance("loglikelihood", {}, r, i) for i, r in enumerate(reqs)]
             contenders = {
-                "lm_eval": lambda: peer.loglikelihood(instances, disable_tqdm=True),
-                "maple": lambda: scoring.loglikelihood(model, tok, reqs, batch_size=args.batch_size),
-                "plain": lambda: plain_scorer.loglikelihood(model, tok, reqs, token_budget=args.token_budget,
-                                                            max_length=max_length)}
+                "lm_eval": partial(peer.loglikelihood, instances, disable_tqdm=True),
+                "maple": partial(scoring.loglikelihood, model, tok, reqs, batch_size=args.batch_size),
+                "plain": partial(plain_scorer.loglikelihood, model, tok, reqs, token_budget=args.token_budget,
+                                 max_length=max_length)}
         else:
             gen = {"until": STOP, "max_gen_toks": NEW_TOKENS, "do_sample": False}
             instances = [Instance("generate_until", {}, (p, gen), i) for i, p in enumerate(reqs)]
             contenders = {
-                "lm_eval": lambda: peer.generate_until(instances, disable_tqdm=True),
-                "maple": lambda: scoring.generate(model, tok, reqs, NEW_TOKENS, stop=STOP, batch_size=args.batch_size)}
+                "lm_eval": partial(peer.generate_until, instances, disable_tqdm=True),
+                "maple": partial(scoring.generate, model, tok, reqs, NEW_TOKENS, stop=STOP, batch_size=args.batch_size)}
         outputs, seconds, memory = {}, {c: [] for c in contenders}, {c: [] for c in contenders}
         for _ in range(args.repeats):
             for contender, run in contenders.items():

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +176,8 @@ def inference_rows(folder: Path, kind: str, tiny: bool, adapter: Path) -> list[d
         scoring.generate(model, tok, prompts[:1], max_new_tokens=2, batch_size=batch)  # warm-up
         _reset_peak()
         # no stop strings and an EOS the random model rarely emits: every row decodes all its tokens
-        outputs, wall = _timed(lambda: scoring.generate(model, tok, prompts, max_new_tokens=new_tokens,
-                                                        batch_size=batch))
+        outputs, wall = _timed(partial(scoring.generate, model, tok, prompts, max_new_tokens=new_tokens,
+                                              batch_size=batch))
         generated = sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs)
         rows.append({"part": "generation", "model": kind, "quant": 16, "batch": batch,
                      "decode_tokens_per_s": round(batch * new_tokens / wall, 1), "generated_tokens": generated,

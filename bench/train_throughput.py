@@ -183,7 +183,7 @@ def main() -> None:
                 runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 print(f"{name} (run {repeat + 1}): {runs[name][-1]['tokens_per_s']:.0f} trained tokens/s", file=sys.stderr)
     rows = []
-    for name, results in runs.items():  # the median run by throughput
+    for results in runs.values():  # the median run by throughput
         ordered = sorted(results, key=lambda r: r["tokens_per_s"])
         rows.append({**ordered[len(ordered) // 2], "tokens_per_s_runs": [round(r["tokens_per_s"], 1) for r in results]})
     by = {r["contender"]: r for r in rows}

@@ -11,9 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

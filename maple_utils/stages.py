@@ -89,7 +89,7 @@ def _check(entry: dict, known: list[str]) -> None:
     config_fields.fields_of(entry.get("groups", []))  # unknown groups raise
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(folder: str) -> tuple[Stage, ...]:
     out: list[Stage] = []
     for entry in registry.read("stages")["stages"]:

@@ -2,17 +2,17 @@ import sys
 
 import pytest
 import yaml
-
-from maple_utils import config
-from maple_utils.config import ConfigError, RunConfig, validate_run
+from pydantic import ValidationError
 
 from conftest import REPO, run_cli
+from maple_utils import config
+from maple_utils.config import ConfigError, RunConfig, validate_run
 
 
 def test_defaults_are_valid_and_strict():
     cfg = RunConfig()
     assert cfg.quant in (4, 8, 16)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.rank = 16  # frozen: an effective config cannot drift after its id is taken
 
 

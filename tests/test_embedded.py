@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from maple_utils.data import languages
-from maple_utils.models.resolve import resolve_model
 from maple_utils.embedded import models, samples, tokenizer
+from maple_utils.models.resolve import resolve_model
 
 
 @pytest.fixture(scope="module", params=["tiny-llama", "tiny-mistral"])

@@ -21,8 +21,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from grid_checks import (assert_same_rows, check_resumed, check_slurm_run, grid_command, kill_at_random_points,
-                         slurm_run_with_cancel_and_kill, smoke_variant)
+from grid_checks import (
+    assert_same_rows,
+    check_resumed,
+    check_slurm_run,
+    grid_command,
+    kill_at_random_points,
+    slurm_run_with_cancel_and_kill,
+    smoke_variant,
+)
 from maple_utils import io
 from maple_utils.grid import runner
 

@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO, run_cli
 from maple_utils import config
 from maple_utils.grid import planner, runner
-
-from conftest import REPO, run_cli
 
 SMOKE = REPO / "params" / "smoke.yaml"
 

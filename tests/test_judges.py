@@ -14,9 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from maple_utils.eval import judges
-
 from conftest import REPO
+from maple_utils.eval import judges
 
 KEY = "sk-maple-test-KEY-7f3a9c"  # a marker: it must appear in no file and no output
 

@@ -8,11 +8,10 @@ import re
 import papermill
 import pytest
 
+from conftest import REPO, load_script
 from maple_utils import config, stages
 from maple_utils.grid import planner
 from maple_utils.paths import notebooks_dir
-
-from conftest import REPO, load_script
 
 NOTEBOOKS = sorted(notebooks_dir().glob("*.ipynb"))
 

@@ -7,7 +7,6 @@ import re
 import pytest
 
 from maple_utils.analysis import report
-
 from synthetic_results import synthetic_grid
 
 CHECK = """<script>

@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO, run_cli
 from maple_utils import config, layout, registry
 from maple_utils.grid import planner, runner
-
-from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 

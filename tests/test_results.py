@@ -4,7 +4,6 @@ import os
 import pytest
 
 from conftest import REPO
-
 from maple_utils import io, results
 
 

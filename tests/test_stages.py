@@ -8,10 +8,9 @@ import sys
 import pytest
 import yaml
 
+from conftest import REPO
 from maple_utils import stages
 from maple_utils.config import fields
-
-from conftest import REPO
 
 EXTRA = {"name": "07_extra", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
          "needs": ["04_alpaca_eval"], "registry": ["models"],
@@ -66,10 +65,10 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     python("import runpy, sys; sys.argv = ['w']; runpy.run_path('scripts/write_notebook_parameters.py', run_name='__main__')")
     out = python(
         "import json; from maple_utils.grid import cli, planner; import maple_utils\n"
-        "assert maple_utils.__file__.startswith(%r)\n"
+        f"assert maple_utils.__file__.startswith({str(copy)!r})\n"
         "p = planner.plan_grid('params/smoke.yaml', 'runs/x'); planner.check_notebooks(p)\n"
         "print(json.dumps([[j.stage.name, j.key, j.needs] for j in p.jobs]))\n"
-        "print(json.dumps(cli.describe(p)))" % str(copy))
+        "print(json.dumps(cli.describe(p)))")
     jobs, listing = (json.loads(line) for line in out.splitlines()[-2:])
     extra = [j for j in jobs if j[0] == "07_extra"]
     assert len(extra) == 10  # one per evaluated model: 8 adapters and 2 base models

@@ -7,7 +7,6 @@ import pytest
 
 from maple_utils import layout
 from maple_utils.analysis import stats
-
 from synthetic_results import synthetic_grid
 
 

@@ -14,6 +14,7 @@ from maple_utils import io, layout, results
 from maple_utils.analysis.tables import task_table, training_table, win_rate_table
 from maple_utils.paths import resolve
 
+
 def load(out_dir: str):
     """All result rows of a grid folder, gathered afresh from its runs (and rewritten to results.parquet),
     so the analysis never reads a stale copy."""

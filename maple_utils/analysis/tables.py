@@ -176,7 +176,7 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=Non
         best[(model, dataset)] = group.iloc[0]
         if len(group) >= 2:
             pairs.append(("best vs runner-up", model, dataset, group.iloc[0], group.iloc[1]))
-        for rank, same_rank in group.groupby("rank"):
+        for _, same_rank in group.groupby("rank"):
             by_bits = {int(r["quant"]): r for _, r in same_rank.iterrows()}
             if 4 in by_bits and 16 in by_bits:
                 pairs.append(("4-bit vs 16-bit", model, dataset, by_bits[4], by_bits[16]))

@@ -120,7 +120,7 @@ class RunConfig(BaseModel):
                          "(a relative folder is read from the project root)")
 
     @model_validator(mode="after")
-    def _judge_model_known(self) -> "RunConfig":
+    def _judge_model_known(self) -> RunConfig:
         m = self.judge_model
         if self.judge == "local" and not (m in known_models() or HUB_ID.match(m) or resolve(m).is_dir()):
             raise ValueError(one_of("judge_model", m, list(known_models())) + " for a local judge, a hub id or a folder")
@@ -201,7 +201,7 @@ class RunConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RunConfig":
+    def _consistent(self) -> RunConfig:
         if self.dataset is not None and self.rank is None:
             raise ValueError("rank is required when a dataset is finetuned (allowed: an integer 1..1024)")
         if self.dataset is not None and self.prompt_template == "chat":

@@ -106,7 +106,7 @@ def load_grid(path: str | Path) -> GridConfig:
     for i, rule in enumerate(grid.exclude):
         if not rule:
             raise ConfigError(f"{path}: exclude[{i}] is empty and would exclude every point")
-        for key, value in rule.items():
+        for key in rule:
             if key not in grid.axes:
                 raise ConfigError(f"{path}: exclude[{i}] names {key!r}, which is not an axis "
                                   f"(axes: {', '.join(grid.axes) or 'none'})")

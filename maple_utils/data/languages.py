@@ -28,7 +28,7 @@ def table() -> dict[str, Language]:
     return _table(str(registry.folder_for("languages")))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table(folder: str) -> dict[str, Language]:
     rows = registry.read("languages")["languages"]
     return {

@@ -112,7 +112,7 @@ def hub_arguments(entry: dict, split: str, **keys) -> dict:
     return args
 
 
-@functools.lru_cache(maxsize=None)  # one question per dataset and process, not one per split and language
+@functools.cache  # one question per dataset and process, not one per split and language
 def _hub_revision(path: str) -> str | None:
     if os.environ.get("HF_HUB_OFFLINE"):
         return None

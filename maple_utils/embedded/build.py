@@ -12,8 +12,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from maple_utils.paths import cache_dir
 

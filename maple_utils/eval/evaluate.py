@@ -15,8 +15,15 @@ from pathlib import Path
 from maple_utils import io, results
 from maple_utils.data import instruct, sources
 from maple_utils.eval import metrics, scoring
-from maple_utils.eval.tasks import (TaskSpec, check_data, data_reads, load_docs, load_fewshot_pool, load_task,
-                                      pick_fewshot)
+from maple_utils.eval.tasks import (
+    TaskSpec,
+    check_data,
+    data_reads,
+    load_docs,
+    load_fewshot_pool,
+    load_task,
+    pick_fewshot,
+)
 
 
 def task_languages(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -222,7 +222,7 @@ def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: 
     def record(item: dict, ask) -> None:
         a, b = shown(item)
         messages = annotator.messages(item["instruction"], a, b)
-        for attempt in (1, 2):
+        for attempt in (1, 2):  # noqa: B007 (recorded after the loop) one more ask when the first answer does not parse
             raw = ask(messages)
             choice = annotator.parse(raw)
             if choice is not None:

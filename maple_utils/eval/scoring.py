@@ -29,10 +29,9 @@ the package imports without it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
-
 
 # ---------------------------------------------------------------- tokens (lm-eval's rules)
 
@@ -138,7 +137,7 @@ def plan_prefixes(sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAV
         base = nodes[parent].length if parent is not None else 0
 
         def fits(m: int) -> bool:  # the row keeps a token of its own beyond `depth`
-            return len(sequences[order[m]]) - 1 > depth
+            return len(sequences[order[m]]) - 1 > depth  # noqa: B023 (called within this iteration only)
 
         j = lo
         while j < hi:

@@ -22,7 +22,6 @@ from maple_utils.data import sources
 from maple_utils.grid.planner import Job, Plan, check_notebooks, import_papermill
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
 
-
 RETRYABLE = ("failed", "crashed", "timed_out", "blocked", "gave_up", "interrupted")
 FAILED = ("failed", "crashed", "timed_out")  # attempts that count towards max_attempts (the job's own doing)
 _MANIFEST_LOCK = threading.Lock()

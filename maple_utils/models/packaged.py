@@ -11,9 +11,9 @@ folder then loads by the ordinary path, at 4, 8 and 16 bit, with plain `AutoMode
 from __future__ import annotations
 
 import importlib
-import inspect
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import sys
 from pathlib import Path

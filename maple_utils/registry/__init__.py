@@ -27,7 +27,7 @@ def folder_for(name: str) -> Path:
     return PACKAGED
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
