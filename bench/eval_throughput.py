@@ -44,8 +44,7 @@ from maple_utils.eval.evaluate import build_prompts  # noqa: E402
 from maple_utils.eval.tasks import load_task  # noqa: E402
 
 LLAMA2_VOCAB, LLAMA2_CONTEXT = 32000, 4096
-SHAPE = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=4)
+SHAPE = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 # (name, task, languages, k, kind); XQuAD generation as the issue's probe: greedy, stop at "\n", 32 tokens
 WORKLOADS = [
     ("xnli 8-shot", "xnli", ["en", "hi", "sw"], 8, "loglikelihood"),
@@ -118,10 +117,17 @@ def build_model(data: Path):
 
     from maple_utils.embedded.tokenizer import SPECIALS, llama_style_tokenizer
 
-    tok = llama_style_tokenizer(real_text(data), learned_vocab=LLAMA2_VOCAB - len(SPECIALS) - 256,
-                                model_max_length=LLAMA2_CONTEXT)
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         max_position_embeddings=LLAMA2_CONTEXT, tie_word_embeddings=False, **SHAPE)
+    tok = llama_style_tokenizer(
+        real_text(data), learned_vocab=LLAMA2_VOCAB - len(SPECIALS) - 256, model_max_length=LLAMA2_CONTEXT
+    )
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        max_position_embeddings=LLAMA2_CONTEXT,
+        tie_word_embeddings=False,
+        **SHAPE,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(config).eval(), tok
 
@@ -130,8 +136,16 @@ def requests_for(task: str, codes: list[str], k: int, kind: str, items: int, dat
     spec = load_task(task)
     out = []
     for code in codes:
-        docs, prompts, _ = build_prompts(spec, code, k, seed=42, source="local", root=str(data), limit=items,
-                                         split_override=XNLI_SPLITS if task == "xnli" else None)
+        docs, prompts, _ = build_prompts(
+            spec,
+            code,
+            k,
+            seed=42,
+            source="local",
+            root=str(data),
+            limit=items,
+            split_override=XNLI_SPLITS if task == "xnli" else None,
+        )
         out += [(p, c) for p in prompts for c in spec.choices] if kind == "loglikelihood" else prompts
     return out
 
@@ -159,16 +173,27 @@ def load_model(name: str, data: Path):
     """(model, tokenizer, max_length, description) of the bench model or of a model named as a grid names it."""
     if name == "bench":
         model, tok = build_model(data)
-        return model, tok, LLAMA2_CONTEXT, {**SHAPE, "vocab_size": len(tok), "max_position_embeddings": LLAMA2_CONTEXT,
-                                            "dtype": "float32"}
+        return (
+            model,
+            tok,
+            LLAMA2_CONTEXT,
+            {**SHAPE, "vocab_size": len(tok), "max_position_embeddings": LLAMA2_CONTEXT, "dtype": "float32"},
+        )
     from maple_utils.models import packaged
     from maple_utils.train import modeling
 
     model, tok = modeling.load_base(name, 16), modeling.load_tokenizer(name)
-    return model, tok, scoring.model_max_length(model, tok), {
-        "name": name, "parameters": sum(p.numel() for p in model.parameters()),
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "note": "packaged real model: de-quantised from its 4-bit GGUF file" if name in packaged.names() else ""}
+    return (
+        model,
+        tok,
+        scoring.model_max_length(model, tok),
+        {
+            "name": name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "note": "packaged real model: de-quantised from its 4-bit GGUF file" if name in packaged.names() else "",
+        },
+    )
 
 
 def profile(run, torch, top: int = 12) -> list[dict]:
@@ -193,8 +218,11 @@ def main() -> None:
     parser.add_argument("--token-budget", type=int, default=8192, help="the plain scorer's tokens per batch")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each contender")
     parser.add_argument("--only", nargs="*", help="workload names to run (default: all)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also run MAPLE once under torch.profiler per workload: the ops that take its time")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run MAPLE once under torch.profiler per workload: the ops that take its time",
+    )
     parser.add_argument("--out", default=None, help="default: bench/results/eval_throughput[_<model>].json")
     args = parser.parse_args()
 
@@ -209,13 +237,23 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     peer = HFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size, max_length=max_length, device=device)
-    report = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, {torch.cuda.get_device_name() if device == 'cuda' else 'no GPU'}",
-              "threads": torch.get_num_threads(),
-              "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                           "lm_eval": lm_eval.__version__},
-              "model": described, "batch_size": args.batch_size, "plain_token_budget": args.token_budget,
-              "items_per_language": args.items, "repeats": args.repeats, "workloads": []}
+    report = {
+        "date": str(date.today()),
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {torch.cuda.get_device_name() if device == 'cuda' else 'no GPU'}",
+        "threads": torch.get_num_threads(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "lm_eval": lm_eval.__version__,
+        },
+        "model": described,
+        "batch_size": args.batch_size,
+        "plain_token_budget": args.token_budget,
+        "items_per_language": args.items,
+        "repeats": args.repeats,
+        "workloads": [],
+    }
     # a short warm-up of each, so that none pays for first-call allocations
     scoring.loglikelihood(model, tok, [("Warm up", " now")])
     plain_scorer.loglikelihood(model, tok, [("Warm up", " now")])
@@ -230,14 +268,17 @@ def main() -> None:
             contenders = {
                 "lm_eval": partial(peer.loglikelihood, instances, disable_tqdm=True),
                 "maple": partial(scoring.loglikelihood, model, tok, reqs, batch_size=args.batch_size),
-                "plain": partial(plain_scorer.loglikelihood, model, tok, reqs, token_budget=args.token_budget,
-                                 max_length=max_length)}
+                "plain": partial(
+                    plain_scorer.loglikelihood, model, tok, reqs, token_budget=args.token_budget, max_length=max_length
+                ),
+            }
         else:
             gen = {"until": STOP, "max_gen_toks": NEW_TOKENS, "do_sample": False}
             instances = [Instance("generate_until", {}, (p, gen), i) for i, p in enumerate(reqs)]
             contenders = {
                 "lm_eval": partial(peer.generate_until, instances, disable_tqdm=True),
-                "maple": partial(scoring.generate, model, tok, reqs, NEW_TOKENS, stop=STOP, batch_size=args.batch_size)}
+                "maple": partial(scoring.generate, model, tok, reqs, NEW_TOKENS, stop=STOP, batch_size=args.batch_size),
+            }
         outputs, seconds, memory = {}, {c: [] for c in contenders}, {c: [] for c in contenders}
         for _ in range(args.repeats):
             for contender, run in contenders.items():
@@ -248,21 +289,35 @@ def main() -> None:
         if kind == "loglikelihood":
             quality = {}
             for other in ("lm_eval", "plain"):
-                quality[f"max_abs_loglikelihood_diff_{other}"] = max(abs(a[0] - b[0]) for a, b in zip(ours, outputs[other]))
-                quality[f"greedy_flags_equal_{other}"] = sum(a[1] == b[1] for a, b in zip(ours, outputs[other])) / len(reqs)
+                quality[f"max_abs_loglikelihood_diff_{other}"] = max(
+                    abs(a[0] - b[0]) for a, b in zip(ours, outputs[other])
+                )
+                quality[f"greedy_flags_equal_{other}"] = sum(a[1] == b[1] for a, b in zip(ours, outputs[other])) / len(
+                    reqs
+                )
         else:
             differ = [i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
             gaps = [top2_gap(model, tok, reqs[i], os.path.commonprefix([ours[i], theirs[i]])) for i in differ]
-            quality = {"identical_outputs": 1 - len(differ) / len(reqs), "differing": len(differ),
-                       "largest_top2_gap_where_differing": max(gaps) if gaps else None}
+            quality = {
+                "identical_outputs": 1 - len(differ) / len(reqs),
+                "differing": len(differ),
+                "largest_top2_gap_where_differing": max(gaps) if gaps else None,
+            }
         times = {c: round(statistics.median(v), 2) for c, v in seconds.items()}
-        row = {"workload": name, "languages": codes, "requests": len(reqs), "prompt_tokens": n_tokens,
-               **{f"{c}_s": t for c, t in times.items()}, **{f"{c}_runs_s": [round(x, 2) for x in v] for c, v in seconds.items()},
-               "lm_eval_req_per_s": round(len(reqs) / times["lm_eval"], 2),
-               "maple_req_per_s": round(len(reqs) / times["maple"], 2),
-               "speedup": round(times["lm_eval"] / times["maple"], 2),
-               **({"maple_over_plain": round(times["maple"] / times["plain"], 2)} if "plain" in times else {}),
-               **{f"{c}_peak_mib": round(max(v), 1) for c, v in memory.items()}, **quality}
+        row = {
+            "workload": name,
+            "languages": codes,
+            "requests": len(reqs),
+            "prompt_tokens": n_tokens,
+            **{f"{c}_s": t for c, t in times.items()},
+            **{f"{c}_runs_s": [round(x, 2) for x in v] for c, v in seconds.items()},
+            "lm_eval_req_per_s": round(len(reqs) / times["lm_eval"], 2),
+            "maple_req_per_s": round(len(reqs) / times["maple"], 2),
+            "speedup": round(times["lm_eval"] / times["maple"], 2),
+            **({"maple_over_plain": round(times["maple"] / times["plain"], 2)} if "plain" in times else {}),
+            **{f"{c}_peak_mib": round(max(v), 1) for c, v in memory.items()},
+            **quality,
+        }
         if args.profile:
             row["maple_profile"] = profile(contenders["maple"], torch)
         report["workloads"].append(row)

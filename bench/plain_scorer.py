@@ -25,7 +25,7 @@ def sequences_for(tokenizer, requests, max_length: int):
     contexts: dict = {}
     for context, continuation in requests:
         ctx, cont = scoring.encode_pair(tokenizer, context, continuation, contexts)
-        whole = (ctx + cont)[-(max_length + 1):]
+        whole = (ctx + cont)[-(max_length + 1) :]
         inp = whole[:-1]
         stem = len(inp) - len(cont) + 1  # tokens up to the one that predicts the continuation's first
         # a one-token continuation needs only its stem; a longer one its whole input
@@ -62,8 +62,8 @@ def loglikelihood(model, tokenizer, requests, token_budget: int = 8192, max_leng
             ids = torch.full((len(batch), longest), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), longest), dtype=torch.long)
             for row, i in enumerate(batch):
-                ids[row, :len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, :len(seqs[i])] = 1
+                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[row, : len(seqs[i])] = 1
             hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for row, i in enumerate(batch):
                 positions = sorted({p for n in readers[i] for p in reads[n][1]})
@@ -75,7 +75,6 @@ def loglikelihood(model, tokenizer, requests, token_budget: int = 8192, max_leng
                 for n in readers[i]:
                     _, wanted, cont = reads[n]
                     rows, target = out[[at[p] for p in wanted]], torch.tensor(cont)
-                    results[n] = (rows.gather(1, target[:, None]).sum().item(),
-                                  bool((rows.argmax(-1) == target).all()))
+                    results[n] = (rows.gather(1, target[:, None]).sum().item(), bool((rows.argmax(-1) == target).all()))
             start = end
     return results

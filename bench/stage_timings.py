@@ -26,8 +26,18 @@ def stage_timings(out: Path) -> pd.DataFrame:
     by_stage = defaultdict(list)
     for entry in latest.values():
         by_stage[entry["stage"]].append(entry["wall_s"])
-    return pd.DataFrame([{"stage": s, "notebooks": len(w), "total_s": round(sum(w), 1),
-                          "mean_s": round(sum(w) / len(w), 1), "max_s": max(w)} for s, w in sorted(by_stage.items())])
+    return pd.DataFrame(
+        [
+            {
+                "stage": s,
+                "notebooks": len(w),
+                "total_s": round(sum(w), 1),
+                "mean_s": round(sum(w) / len(w), 1),
+                "max_s": max(w),
+            }
+            for s, w in sorted(by_stage.items())
+        ]
+    )
 
 
 def main() -> None:
@@ -39,7 +49,9 @@ def main() -> None:
 
     frame = pd.read_parquet(out / layout.RESULTS_TABLE)
     training = [s.name for s in stages.of_unit("adapter")]
-    train = frame[frame["stage"].isin(training) & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype({"quant": int})
+    train = frame[frame["stage"].isin(training) & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype(
+        {"quant": int}
+    )
     print("\n" + train.pivot_table(index=["model", "quant"], columns="metric", values="value").round(2).to_markdown())
 
 

@@ -44,11 +44,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VOCAB = 8000
-SHAPE = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4,
-             num_key_value_heads=4, max_position_embeddings=1024)
-SETTINGS = dict(rank=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], batch_size=8,
-                epochs=1.0, learning_rate=2e-4, warmup_ratio=0.0, lr_scheduler="linear", max_length=1024,
-                max_grad_norm=1.0, seed=42)
+SHAPE = dict(
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=1024,
+)
+SETTINGS = dict(
+    rank=8,
+    lora_alpha=16,
+    lora_dropout=0.05,
+    target_modules=["q_proj", "v_proj"],
+    batch_size=8,
+    epochs=1.0,
+    learning_rate=2e-4,
+    warmup_ratio=0.0,
+    lr_scheduler="linear",
+    max_length=1024,
+    max_grad_norm=1.0,
+    seed=42,
+)
 CONTENDERS = ("maple", "trl", "trl_padding_free")
 LAST = 10  # steps averaged into the final loss
 
@@ -58,8 +75,11 @@ def records(data: Path, n: int) -> list[dict]:
     from maple_utils.data.instruct import format_prompt
 
     raw = json.loads((data / "alpaca" / "alpaca_5000.json").read_text(encoding="utf-8"))[:n]
-    return [{"prompt": format_prompt("alpaca", r["instruction"], r["input"]), "response": r["output"]}
-            for r in raw if r["output"].strip()]
+    return [
+        {"prompt": format_prompt("alpaca", r["instruction"], r["input"]), "response": r["output"]}
+        for r in raw
+        if r["output"].strip()
+    ]
 
 
 def build_model(folder: Path, examples: list[dict]) -> None:
@@ -68,10 +88,19 @@ def build_model(folder: Path, examples: list[dict]) -> None:
 
     from maple_utils.embedded.tokenizer import SPECIALS, llama_style_tokenizer
 
-    tok = llama_style_tokenizer([e["prompt"] + e["response"] for e in examples],
-                                learned_vocab=VOCAB - len(SPECIALS) - 256, model_max_length=1024)
-    config = LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.unk_token_id, tie_word_embeddings=False, **SHAPE)
+    tok = llama_style_tokenizer(
+        [e["prompt"] + e["response"] for e in examples],
+        learned_vocab=VOCAB - len(SPECIALS) - 256,
+        model_max_length=1024,
+    )
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.unk_token_id,
+        tie_word_embeddings=False,
+        **SHAPE,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -91,8 +120,9 @@ def run_maple(folder: Path, examples: list[dict]) -> dict:
     tok = modeling.load_tokenizer(str(folder))
     data = batches.tokenize([{"language": "en", **e} for e in examples], tok, cfg.max_length)
     loop.seed_everything(cfg.seed)
-    model = modeling.attach_lora(modeling.load_base(str(folder), 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout,
-                                 cfg.target_modules, 16)
+    model = modeling.attach_lora(
+        modeling.load_base(str(folder), 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
+    )
     model.eval()  # exactness on the untrained adapter, dropout off
     sample = data.examples[:8]
     with torch.no_grad():
@@ -104,8 +134,14 @@ def run_maple(folder: Path, examples: list[dict]) -> dict:
     record = loop.train(model, tok, data, cfg, progress=False)
     wall = time.perf_counter() - start
     losses = [c["loss"] for c in record["curve"]]
-    return {"tokens": record["tokens"], "wall_s": wall, "steps": record["steps"], "losses": losses,
-            "padding_fraction": record["padding_fraction"], "max_logit_diff": float((flat - alone).abs().max())}
+    return {
+        "tokens": record["tokens"],
+        "wall_s": wall,
+        "steps": record["steps"],
+        "losses": losses,
+        "padding_fraction": record["padding_fraction"],
+        "max_logit_diff": float((flat - alone).abs().max()),
+    }
 
 
 def run_trl(folder: Path, examples: list[dict], padding_free: bool) -> dict:
@@ -120,15 +156,35 @@ def run_trl(folder: Path, examples: list[dict], padding_free: bool) -> dict:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["response"]} for e in examples])
     with tempfile.TemporaryDirectory() as out:
-        args = SFTConfig(output_dir=out, per_device_train_batch_size=SETTINGS["batch_size"], num_train_epochs=1,
-                         learning_rate=SETTINGS["learning_rate"], lr_scheduler_type="linear", warmup_steps=0,
-                         max_grad_norm=SETTINGS["max_grad_norm"], weight_decay=0.0, gradient_checkpointing=False,
-                         bf16=False, fp16=False, logging_steps=1,
-                         max_length=None if padding_free else SETTINGS["max_length"],
-                         save_strategy="no", report_to=[], use_cpu=True, seed=SETTINGS["seed"],
-                         dataloader_num_workers=0, padding_free=padding_free)
-        lora = LoraConfig(r=SETTINGS["rank"], lora_alpha=SETTINGS["lora_alpha"], lora_dropout=SETTINGS["lora_dropout"],
-                          target_modules=SETTINGS["target_modules"], bias="none", task_type="CAUSAL_LM")
+        args = SFTConfig(
+            output_dir=out,
+            per_device_train_batch_size=SETTINGS["batch_size"],
+            num_train_epochs=1,
+            learning_rate=SETTINGS["learning_rate"],
+            lr_scheduler_type="linear",
+            warmup_steps=0,
+            max_grad_norm=SETTINGS["max_grad_norm"],
+            weight_decay=0.0,
+            gradient_checkpointing=False,
+            bf16=False,
+            fp16=False,
+            logging_steps=1,
+            max_length=None if padding_free else SETTINGS["max_length"],
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=SETTINGS["seed"],
+            dataloader_num_workers=0,
+            padding_free=padding_free,
+        )
+        lora = LoraConfig(
+            r=SETTINGS["rank"],
+            lora_alpha=SETTINGS["lora_alpha"],
+            lora_dropout=SETTINGS["lora_dropout"],
+            target_modules=SETTINGS["target_modules"],
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=lora)
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         start = time.perf_counter()
@@ -145,9 +201,14 @@ def contender(name: str, folder: Path, data: Path, n: int) -> dict:
     examples = records(data, n)
     result = run_maple(folder, examples) if name == "maple" else run_trl(folder, examples, name == "trl_padding_free")
     losses = result.pop("losses")
-    return {"contender": name, **result, "tokens_per_s": result["tokens"] / result["wall_s"],
-            "final_loss": sum(losses[-LAST:]) / len(losses[-LAST:]), "first_loss": losses[0],
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "contender": name,
+        **result,
+        "tokens_per_s": result["tokens"] / result["wall_s"],
+        "final_loss": sum(losses[-LAST:]) / len(losses[-LAST:]),
+        "first_loss": losses[0],
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main() -> None:
@@ -160,8 +221,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/train_throughput[_<base>].json")
     args = parser.parse_args()
-    args.out = args.out or ROOT / "bench" / "results" / ("train_throughput.json" if args.base == "bench"
-                                                        else f"train_throughput_{args.base}.json")
+    args.out = args.out or ROOT / "bench" / "results" / (
+        "train_throughput.json" if args.base == "bench" else f"train_throughput_{args.base}.json"
+    )
     if args.only:
         print(json.dumps(contender(args.only, args.model, args.data, args.records)))
         return
@@ -176,12 +238,28 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in CONTENDERS}
         for repeat in range(args.repeats):  # interleaved, so a slow spell of the machine hits every contender
             for name in CONTENDERS:
-                proc = subprocess.run([sys.executable, __file__, "--only", name, "--model", str(folder), "--data",
-                                       str(args.data), "--records", str(args.records)], capture_output=True, text=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--only",
+                        name,
+                        "--model",
+                        str(folder),
+                        "--data",
+                        str(args.data),
+                        "--records",
+                        str(args.records),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if proc.returncode:
                     sys.exit(f"{name} failed:\n{proc.stderr[-4000:]}")
                 runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                print(f"{name} (run {repeat + 1}): {runs[name][-1]['tokens_per_s']:.0f} trained tokens/s", file=sys.stderr)
+                print(
+                    f"{name} (run {repeat + 1}): {runs[name][-1]['tokens_per_s']:.0f} trained tokens/s", file=sys.stderr
+                )
     rows = []
     for results in runs.values():  # the median run by throughput
         ordered = sorted(results, key=lambda r: r["tokens_per_s"])
@@ -199,19 +277,31 @@ def main() -> None:
     import transformers
     import trl
 
-    report = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
-              f"{platform.platform()}", "command": "python bench/train_throughput.py " + " ".join(sys.argv[1:]),
-              "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
-              "settings": {**SETTINGS, **(SHAPE if args.base == "bench" else {}), "base": args.base, "records": args.records,
-                           "repeats": args.repeats, **({"vocab": VOCAB} if args.base == "bench" else {})},
-              "rows": rows, "summary": summary}
+    report = {
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "command": "python bench/train_throughput.py " + " ".join(sys.argv[1:]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
+        "settings": {
+            **SETTINGS,
+            **(SHAPE if args.base == "bench" else {}),
+            "base": args.base,
+            "records": args.records,
+            "repeats": args.repeats,
+            **({"vocab": VOCAB} if args.base == "bench" else {}),
+        },
+        "rows": rows,
+        "summary": summary,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print("| contender | trained tokens/s | maple's speed-up | final loss | peak RSS (MB) | steps | tokens |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['contender']} | {r['tokens_per_s']:,.0f} | {by['maple']['tokens_per_s'] / r['tokens_per_s']:.2f}x "
-              f"| {r['final_loss']:.4f} | {r['peak_rss_mb']:,.0f} | {r['steps']} | {r['tokens']:,} |")
+        print(
+            f"| {r['contender']} | {r['tokens_per_s']:,.0f} | {by['maple']['tokens_per_s'] / r['tokens_per_s']:.2f}x "
+            f"| {r['final_loss']:.4f} | {r['peak_rss_mb']:,.0f} | {r['steps']} | {r['tokens']:,} |"
+        )
     print(f"\nmaple exactness: max |logit difference| padding-free vs one by one = {by['maple']['max_logit_diff']:.2e}")
     print(json.dumps(summary, indent=2))
 

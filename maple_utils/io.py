@@ -142,7 +142,7 @@ def read_text(path: str | Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
+        line = raw[: err.start].count(b"\n") + 1
         raise DataFileError(f"{path}: line {line}: not UTF-8 text (byte {err.start}: {err.reason})") from None
 
 
@@ -153,8 +153,9 @@ def read_json(path: str | Path):
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataFileError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); "
-                            "a truncated or damaged file?") from None
+        raise DataFileError(
+            f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); a truncated or damaged file?"
+        ) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -20,9 +20,29 @@ from pathlib import Path
 from maple_utils import io, layout
 from maple_utils.paths import PACKAGE_DIR, project_root
 
-ROW_FIELDS = ("run_id", "stage", "model", "dataset", "rank", "quant", "task", "language", "metric", "value",
-              "n", "stderr", "split", "k_shot", "scoring", "limit", "seed", "task_version", "registry_hash",
-              "exemplars_dropped", "truncated")
+ROW_FIELDS = (
+    "run_id",
+    "stage",
+    "model",
+    "dataset",
+    "rank",
+    "quant",
+    "task",
+    "language",
+    "metric",
+    "value",
+    "n",
+    "stderr",
+    "split",
+    "k_shot",
+    "scoring",
+    "limit",
+    "seed",
+    "task_version",
+    "registry_hash",
+    "exemplars_dropped",
+    "truncated",
+)
 ROW_KEY = ["run_id", "stage", "task", "language", "metric"]
 
 
@@ -75,10 +95,12 @@ def digest(frame) -> str:
 
 # ---------------------------------------------------------------- provenance
 
+
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -86,8 +108,12 @@ def _git(*args: str) -> str | None:
 def code_provenance() -> dict:
     """The code that ran: where maple_utils was imported from, and that checkout's git state."""
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return {"maple_utils": str(PACKAGE_DIR), "project_root": str(project_root()),
-            "git_sha": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+    return {
+        "maple_utils": str(PACKAGE_DIR),
+        "project_root": str(project_root()),
+        "git_sha": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+    }
 
 
 def provenance() -> dict:
@@ -95,14 +121,27 @@ def provenance() -> dict:
     from importlib import metadata
 
     versions = {}
-    for pkg in ("maple", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "papermill",
-                "pandas"):
+    for pkg in (
+        "maple",
+        "torch",
+        "transformers",
+        "peft",
+        "bitsandbytes",
+        "accelerate",
+        "datasets",
+        "papermill",
+        "pandas",
+    ):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    hardware = {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                "python": platform.python_version()}
+    hardware = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     import sys
 
     if "torch" in sys.modules:  # never imported here just to look: analysis runs without torch
@@ -110,8 +149,12 @@ def provenance() -> dict:
         if torch.cuda.is_available():
             hardware["gpu"] = torch.cuda.get_device_name(0)
             hardware["gpu_count"] = torch.cuda.device_count()
-    return {**code_provenance(), "versions": versions, "hardware": hardware,
-            "created_at": datetime.now(timezone.utc).isoformat()}
+    return {
+        **code_provenance(),
+        "versions": versions,
+        "hardware": hardware,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 def folder_revision(folder: str | Path, whole_file_limit: int = 64 << 20) -> str:
@@ -141,6 +184,7 @@ def model_revision(model, loaded_from: str) -> dict:
 
 
 # ---------------------------------------------------------------- run records
+
 
 @contextmanager
 def _locked(path: Path):

@@ -35,8 +35,14 @@ class StageRun:
 
     def identity(self) -> dict:
         c = self.cfg
-        return {"run_id": self.run_id, "stage": self.stage.name, "model": c.model, "dataset": c.dataset,
-                "rank": c.rank, "quant": c.quant}
+        return {
+            "run_id": self.run_id,
+            "stage": self.stage.name,
+            "model": c.model,
+            "dataset": c.dataset,
+            "rank": c.rank,
+            "quant": c.quant,
+        }
 
     @property
     def adapter_dir(self) -> Path | None:
@@ -70,8 +76,10 @@ def job_folder(unit: str, key: str, out_dir: Path) -> Path:
 def _parameters(stage: stages.Stage, namespace: dict) -> dict:
     missing = [p for p in stage.parameters if p not in namespace]
     if missing:
-        raise ConfigError(f"notebook {stage.notebook} lacks parameter(s) {missing} that stage {stage.name} reads "
-                          "(regenerate its parameters cell: python scripts/write_notebook_parameters.py)")
+        raise ConfigError(
+            f"notebook {stage.notebook} lacks parameter(s) {missing} that stage {stage.name} reads "
+            "(regenerate its parameters cell: python scripts/write_notebook_parameters.py)"
+        )
     return {p: namespace[p] for p in stage.parameters}
 
 
@@ -89,9 +97,11 @@ def _folder(run_dir: str, out_dir: Path, where: str) -> Path:
     folder = resolve(run_dir).resolve()
     runs_root = layout.runs_dir(out_dir).resolve()
     if runs_root not in folder.parents:
-        raise ConfigError(f"{where}: run_dir {run_dir!r} is {folder}, outside {runs_root} (allowed: a folder "
-                          f"inside <out_dir>/{layout.RUNS_DIR}, e.g. '' for the run's own, or set out_dir to "
-                          "the grid's output folder)")
+        raise ConfigError(
+            f"{where}: run_dir {run_dir!r} is {folder}, outside {runs_root} (allowed: a folder "
+            f"inside <out_dir>/{layout.RUNS_DIR}, e.g. '' for the run's own, or set out_dir to "
+            "the grid's output folder)"
+        )
     return folder
 
 
@@ -114,22 +124,31 @@ def open_stage(name: str, namespace: dict) -> StageRun:
         folder = _folder(run_dir, out_dir, where) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
         stored = _stored_config(folder)
         if stored is not None and stored.subset(stage.outcome_fields) != cfg.subset(stage.outcome_fields):
-            diff = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.outcome_fields
-                    if getattr(stored, f) != getattr(cfg, f)}
-            raise ConfigError(f"{where}: {folder / layout.CONFIG} was planned with other values {diff} "
-                              "(stored, given): use another run_dir, or remove that folder")
+            diff = {
+                f: (getattr(stored, f), getattr(cfg, f))
+                for f in stage.outcome_fields
+                if getattr(stored, f) != getattr(cfg, f)
+            }
+            raise ConfigError(
+                f"{where}: {folder / layout.CONFIG} was planned with other values {diff} "
+                "(stored, given): use another run_dir, or remove that folder"
+            )
     else:  # an evaluation of a run: what was trained is in its config.json
         if run_dir:
             folder = _folder(run_dir, out_dir, where)
             stored = _stored_config(folder)
             if stored is None:
-                raise ConfigError(f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "
-                                  "or set run_dir = '' to evaluate the base model alone")
+                raise ConfigError(
+                    f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "
+                    "or set run_dir = '' to evaluate the base model alone"
+                )
             identity = config.fields_of([IDENTITY_GROUP])
             differ = {f: (own[f], getattr(stored, f)) for f in identity if f in own and own[f] != getattr(stored, f)}
             if differ:
-                raise ConfigError(f"{where}: {', '.join(differ)} differ from the run's {layout.CONFIG} "
-                                  f"({', '.join(f'{k}: given {a!r}, trained {b!r}' for k, (a, b) in differ.items())})")
+                raise ConfigError(
+                    f"{where}: {', '.join(differ)} differ from the run's {layout.CONFIG} "
+                    f"({', '.join(f'{k}: given {a!r}, trained {b!r}' for k, (a, b) in differ.items())})"
+                )
             cfg = config.validate_run({**stored.model_dump(), **own}, where)
         else:
             cfg = config.validate_run({**own, "dataset": None, "rank": None}, where)
@@ -138,13 +157,20 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     if stored is None:
         io.write_json(folder / layout.CONFIG, cfg.model_dump())
     run = StageRun(stage, cfg, out_dir, folder, config.run_id(cfg))
-    if run.adapter_dir is not None and stage.unit == "evaluated_model" and not (run.adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{where}: {run.adapter_dir} holds no adapter_config.json: run {' and '.join(stage.needs)} for this run first")
+    if (
+        run.adapter_dir is not None
+        and stage.unit == "evaluated_model"
+        and not (run.adapter_dir / "adapter_config.json").is_file()
+    ):
+        raise ConfigError(
+            f"{where}: {run.adapter_dir} holds no adapter_config.json: run {' and '.join(stage.needs)} for this run first"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     return run
 
 
 # ---------------------------------------------------------------- the prepared instruction set
+
 
 def prepared_data(run: StageRun) -> list[dict]:
     """The prepared instruction set of the run's dataset, made once per grid and reused by every run."""
@@ -171,12 +197,32 @@ def prepare_data(run: StageRun) -> tuple[list[dict], list[dict], list[dict]]:
     io.write_jsonl(run.folder / layout.DATA_PROBLEMS, [vars(p) for p in problems])
     entry_hash = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
     identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
-    rows = [results.make_row(identity, task="data", language=s["language"], metric="examples",
-                             value=float(s["examples"]), n=s["examples"], seed=run.cfg.data_seed,
-                             registry_hash=entry_hash) for s in stats]
-    rows += [results.make_row(identity, task="data", language=d["language"], metric=f"dropped_{d['kind']}",
-                              value=float(d["dropped"]), n=d["dropped"], seed=run.cfg.data_seed,
-                              registry_hash=entry_hash) for d in dropped]
+    rows = [
+        results.make_row(
+            identity,
+            task="data",
+            language=s["language"],
+            metric="examples",
+            value=float(s["examples"]),
+            n=s["examples"],
+            seed=run.cfg.data_seed,
+            registry_hash=entry_hash,
+        )
+        for s in stats
+    ]
+    rows += [
+        results.make_row(
+            identity,
+            task="data",
+            language=d["language"],
+            metric=f"dropped_{d['kind']}",
+            value=float(d["dropped"]),
+            n=d["dropped"],
+            seed=run.cfg.data_seed,
+            registry_hash=entry_hash,
+        )
+        for d in dropped
+    ]
     run.write_rows(rows)
     run.record(data=origins, dropped=dropped)
     return records, stats, dropped

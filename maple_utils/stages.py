@@ -26,9 +26,12 @@ REGISTRY_DEPENDENCIES = {
     "models": lambda cfg: config_fields.known_models().get(cfg.model, {"model": cfg.model}),
     "datasets": lambda cfg: config_fields.known_datasets()[cfg.dataset],
     "templates": lambda cfg: registry.read("templates")["templates"][cfg.prompt_template],
-    "train_languages": lambda cfg: _language_rows(cfg.train_languages
-                                                  or config_fields.known_datasets()[cfg.dataset]["languages"]),
-    "tasks": lambda cfg: {t: config_fields.known_tasks()[t] for t in (cfg.tasks if cfg else config_fields.known_tasks())},
+    "train_languages": lambda cfg: _language_rows(
+        cfg.train_languages or config_fields.known_datasets()[cfg.dataset]["languages"]
+    ),
+    "tasks": lambda cfg: {
+        t: config_fields.known_tasks()[t] for t in (cfg.tasks if cfg else config_fields.known_tasks())
+    },
     "eval_languages": lambda cfg: _language_rows(cfg.languages),
     "alpaca_eval": lambda cfg: registry.read("tasks")["alpaca_eval"],
 }
@@ -94,9 +97,17 @@ def _load(folder: str) -> tuple[Stage, ...]:
     out: list[Stage] = []
     for entry in registry.read("stages")["stages"]:
         _check(entry, [s.name for s in out])
-        out.append(Stage(name=entry["name"], unit=entry["unit"], groups=tuple(entry.get("groups", [])),
-                         paths=tuple(entry.get("paths", [])), needs=tuple(entry.get("needs", [])),
-                         registry=tuple(entry.get("registry", [])), resources=dict(entry.get("resources", {}))))
+        out.append(
+            Stage(
+                name=entry["name"],
+                unit=entry["unit"],
+                groups=tuple(entry.get("groups", [])),
+                paths=tuple(entry.get("paths", [])),
+                needs=tuple(entry.get("needs", [])),
+                registry=tuple(entry.get("registry", [])),
+                resources=dict(entry.get("resources", {})),
+            )
+        )
     return tuple(out)
 
 

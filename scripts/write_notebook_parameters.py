@@ -54,8 +54,11 @@ def parameters_source(stage_name: str) -> str:
 
     stage = stages.get(stage_name)
     first = config.first_run(SMOKE_GRID)
-    defaults = {**first.model_dump(), "out_dir": SCRATCH,
-                "run_dir": f"{SCRATCH}/{layout.RUNS_DIR}/{config.run_id(first)}"}
+    defaults = {
+        **first.model_dump(),
+        "out_dir": SCRATCH,
+        "run_dir": f"{SCRATCH}/{layout.RUNS_DIR}/{config.run_id(first)}",
+    }
     lines = []
     for name in stage.fields:
         lines.append(f"{name}: {fields.annotation_text(name)} = {literal(defaults[name])}  # {fields.describe(name)}")
@@ -67,8 +70,10 @@ def parameters_source(stage_name: str) -> str:
 
 
 def badge(notebook_name: str) -> str:
-    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"(https://colab.research.google.com/github/{REPOSITORY}/blob/{COLAB_REF}/notebooks/{notebook_name})")
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        f"(https://colab.research.google.com/github/{REPOSITORY}/blob/{COLAB_REF}/notebooks/{notebook_name})"
+    )
 
 
 def colab_cells(notebook: dict, notebook_name: str) -> list[tuple[dict, str]]:

@@ -20,5 +20,17 @@ def executable() -> str:
 
 def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """Chromium headless, as root in a container allows it (no sandbox, no GPU)."""
-    return subprocess.run([executable(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--disable-dev-shm-usage", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            executable(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--disable-dev-shm-usage",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -44,8 +44,9 @@ def smoke_grid(tmp_path_factory):
     """The smoke grid run once per session as `make demo` runs it (local executor, 2 workers), with an API
     key in its environment: the output folder and the finished process."""
     out = tmp_path_factory.mktemp("smoke")
-    proc = run_cli("run", "params/smoke.yaml", "--out", str(out), "--workers", "2",
-                   env={"OPENAI_API_KEY": SECRET_MARKER})
+    proc = run_cli(
+        "run", "params/smoke.yaml", "--out", str(out), "--workers", "2", env={"OPENAI_API_KEY": SECRET_MARKER}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc
 
@@ -78,8 +79,14 @@ def comparable_rows(out):
 
 
 def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "maple_utils.grid", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # `make test` runs the suite on two processes (pytest-xdist). What must share one process is one scope:
@@ -104,12 +111,18 @@ TIERS = {"full_grid": "--full-grid", "real": "--real"}
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full-grid", action="store_true",
-                     help="run only the full-grid tier (tests marked full_grid: the whole smoke grid killed, on one "
-                          "and two workers, and through SLURM); `make test-full-grid`, which CI runs after the suite")
-    parser.addoption("--real", action="store_true",
-                     help="run only the real-model tier (tests marked real: the packaged pretrained models SmolLM2 "
-                          "and Gemma 3); `make test-real`, which CI runs after the suite")
+    parser.addoption(
+        "--full-grid",
+        action="store_true",
+        help="run only the full-grid tier (tests marked full_grid: the whole smoke grid killed, on one "
+        "and two workers, and through SLURM); `make test-full-grid`, which CI runs after the suite",
+    )
+    parser.addoption(
+        "--real",
+        action="store_true",
+        help="run only the real-model tier (tests marked real: the packaged pretrained models SmolLM2 "
+        "and Gemma 3); `make test-real`, which CI runs after the suite",
+    )
 
 
 def tier_of(item) -> str | None:

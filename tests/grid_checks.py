@@ -61,7 +61,9 @@ def kernels_of(pid: int) -> list[int]:
     return found
 
 
-def kill_at_random_points(grid: Path, out: Path, workers: int, seed: int) -> tuple[list[dict], subprocess.CompletedProcess]:
+def kill_at_random_points(
+    grid: Path, out: Path, workers: int, seed: int
+) -> tuple[list[dict], subprocess.CompletedProcess]:
     """Start the runner, SIGKILL it at a random point, start it again, KILLS times; then let it finish.
 
     The points are drawn over the grid's whole length: each kill comes once the manifest holds a random number
@@ -106,7 +108,7 @@ def check_resumed(grid: Path, out: Path, reference: Path, kills: list[dict], see
     assert all(j.completion() for j in plan.jobs), f"seed {seed}, kills {kills}"
     for job in set(done):  # nothing started after a job's completion
         index = max(i for i, e in enumerate(entries) if e.get("job") == job and e.get("status") == "done")
-        assert not any(e.get("job") == job and e.get("status") == "running" for e in entries[index + 1:])
+        assert not any(e.get("job") == job and e.get("status") == "running" for e in entries[index + 1 :])
     assert any(e.get("status") == "interrupted" for e in entries), f"seed {seed}, kills {kills}"
     tmp = Path(tempfile.gettempdir())
     assert not [p for kill in kills for p in tmp.glob(f"{runner.KERNEL_FILES}{kill['pid']}-*")]
@@ -136,8 +138,11 @@ def slurm_run_with_cancel_and_kill(grid: Path, out: Path, env: dict, workers: in
     while first.poll() is None and time.time() < deadline and orphaned is None:
         events = runner.read_manifest(out)  # a line being written is skipped
         ended = {(e["job"], e.get("attempt")) for e in events if "wall_s" in e}
-        running = [e for e in events if e.get("event") == "slurm" and e.get("status") == "running"
-                   and (e["job"], e["attempt"]) not in ended]
+        running = [
+            e
+            for e in events
+            if e.get("event") == "slurm" and e.get("status") == "running" and (e["job"], e["attempt"]) not in ended
+        ]
         if cancelled is None:
             training = [e for e in running if e["stage"] == "02_train"]
             if training:

@@ -25,7 +25,10 @@ def ensure_installed() -> None:
 
 def _munge_works() -> bool:
     encoded = subprocess.run(["munge", "-n"], capture_output=True)
-    return encoded.returncode == 0 and subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
+    return (
+        encoded.returncode == 0
+        and subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
+    )
 
 
 def _start_munge() -> None:
@@ -51,16 +54,37 @@ def start(folder: Path) -> dict[str, str]:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     memory_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
     conf = folder / "slurm.conf"
-    conf.write_text("\n".join([
-        "ClusterName=maple-test", f"SlurmctldHost={host}", f"SlurmctldPort={CTLD_PORT}", f"SlurmdPort={SLURMD_PORT}",
-        "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-        "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={folder}/state", f"SlurmdSpoolDir={folder}/spool",
-        f"SlurmctldPidFile={folder}/slurmctld.pid", f"SlurmdPidFile={folder}/slurmd.pid",
-        f"SlurmctldLogFile={folder}/log/slurmctld.log", f"SlurmdLogFile={folder}/log/slurmd.log",
-        "ReturnToService=2", "SchedulerType=sched/backfill", "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core", "MpiDefault=none", "MinJobAge=600",
-        f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mb} State=UNKNOWN",
-        f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP", ""]), encoding="utf-8")
+    conf.write_text(
+        "\n".join(
+            [
+                "ClusterName=maple-test",
+                f"SlurmctldHost={host}",
+                f"SlurmctldPort={CTLD_PORT}",
+                f"SlurmdPort={SLURMD_PORT}",
+                "AuthType=auth/munge",
+                "ProctrackType=proctrack/linuxproc",
+                "TaskPlugin=task/none",
+                "SlurmUser=root",
+                "SlurmdUser=root",
+                f"StateSaveLocation={folder}/state",
+                f"SlurmdSpoolDir={folder}/spool",
+                f"SlurmctldPidFile={folder}/slurmctld.pid",
+                f"SlurmdPidFile={folder}/slurmd.pid",
+                f"SlurmctldLogFile={folder}/log/slurmctld.log",
+                f"SlurmdLogFile={folder}/log/slurmd.log",
+                "ReturnToService=2",
+                "SchedulerType=sched/backfill",
+                "SelectType=select/cons_tres",
+                "SelectTypeParameters=CR_Core",
+                "MpiDefault=none",
+                "MinJobAge=600",
+                f"NodeName={host} CPUs={os.cpu_count()} RealMemory={memory_mb} State=UNKNOWN",
+                f"PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
     env = {"SLURM_CONF": str(conf)}
     _start_munge()
     for daemon in ("slurmctld", "slurmd"):

@@ -24,13 +24,25 @@ def synthetic_grid(root):
     rows = []
     for run, tasks in items.items():
         dataset, rank, quant = configs[run]
-        identity = {"run_id": run, "stage": "03_evaluate", "model": "m", "dataset": dataset, "rank": rank, "quant": quant}
+        identity = {
+            "run_id": run,
+            "stage": "03_evaluate",
+            "model": "m",
+            "dataset": dataset,
+            "rank": rank,
+            "quant": quant,
+        }
         for task, languages in tasks.items():
             metric = "acc" if task == "xnli" else "squad_f1"
             for code, scores in languages.items():
                 path = layout.predictions(root / "runs" / run, task, code)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text("".join(json.dumps({"id": i, "scores": {metric: s}}) + "\n" for i, s in enumerate(scores)))
-                rows.append(results.make_row(identity, task=task, language=code, metric=metric,
-                                             value=float(np.mean(scores)), n=len(scores)))
+                path.write_text(
+                    "".join(json.dumps({"id": i, "scores": {metric: s}}) + "\n" for i, s in enumerate(scores))
+                )
+                rows.append(
+                    results.make_row(
+                        identity, task=task, language=code, metric=metric, value=float(np.mean(scores)), n=len(scores)
+                    )
+                )
     return pd.DataFrame(rows, columns=list(results.ROW_FIELDS)), items

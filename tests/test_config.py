@@ -16,36 +16,42 @@ def test_defaults_are_valid_and_strict():
         cfg.rank = 16  # frozen: an effective config cannot drift after its id is taken
 
 
-@pytest.mark.parametrize("values, needles", [
-    ({"rnak": 8}, ["unknown key 'rnak'", "did you mean 'rank'"]),
-    ({"rank": "eight"}, ["field 'rank'", "'eight'", "int"]),
-    ({"rank": "8"}, ["field 'rank'", "'8'"]),  # papermill's -p can stringify; strict typing refuses it
-    ({"quant": 3}, ["field 'quant'", "4", "8", "16"]),
-    ({"languages": ["en", "xx"]}, ["unknown language 'xx'", "allowed:", "en"]),
-    ({"languages": ["ejn"]}, ["did you mean 'en'"]),
-    ({"tasks": ["xnil"]}, ["unknown task 'xnil'", "did you mean 'xnli'"]),
-    ({"dataset": "multi-alpaca"}, ["unknown dataset 'multi-alpaca'", "did you mean 'multialpaca'"]),
-    ({"model": "tiny-lama"}, ["unknown model 'tiny-lama'", "did you mean 'tiny-llama'"]),
-    ({"target_modules": ("q_proj",)}, ["field 'target_modules'"]),  # tuples are not lists
-    ({"tasks": ["xquad"], "languages": ["sw"]}, ["task xquad has none of languages ['sw']"]),
-    ({"train_languages": ["en"]}, ["train_languages ['en'] are not in multialpaca"]),
-    ({"data_source": "local", "data_root": "/nonexistent"}, ["data_root", "/nonexistent"]),
-    ({"k_shot": {"xnli": -1}}, ["k_shot for xnli must be between 0 and 32, got -1"]),
-    ({"k_shot": {"xnli": 1000}}, ["k_shot for xnli must be between 0 and 32, got 1000"]),
-    ({"tasks": []}, ["field 'tasks'", "at least 1"]),
-    ({"tasks": ["xnli", "xnli"]}, ["name a task twice"]),
-    ({"languages": []}, ["field 'languages'", "at least 1"]),
-    ({"train_languages": []}, ["empty list selects nothing"]),
-    ({"target_modules": []}, ["field 'target_modules'", "at least 1"]),
-    ({"target_modules": [""]}, ["empty name"]),
-    ({"max_steps": -5}, ["field 'max_steps'", "greater than or equal to 1"]),
-    ({"max_steps": 0}, ["field 'max_steps'"]),
-    ({"learning_rate": 5.0}, ["field 'learning_rate'", "less than or equal to 1"]),
-    ({"task_languages": {"belebele": ["id"]}}, ["task_languages.belebele: ['id'] are not in languages ['en', 'zh']"]),
-    ({"task_languages": {"xnil": ["en"]}}, ["unknown task 'xnil'"]),
-    ({"tasks": ["xnli"], "task_languages": {"xcopa": ["en"]}}, ["task_languages.xcopa: xcopa is not one of tasks"]),
-    ({"task_languages": {"xnli": []}}, ["task_languages.xnli is empty"]),
-])
+@pytest.mark.parametrize(
+    "values, needles",
+    [
+        ({"rnak": 8}, ["unknown key 'rnak'", "did you mean 'rank'"]),
+        ({"rank": "eight"}, ["field 'rank'", "'eight'", "int"]),
+        ({"rank": "8"}, ["field 'rank'", "'8'"]),  # papermill's -p can stringify; strict typing refuses it
+        ({"quant": 3}, ["field 'quant'", "4", "8", "16"]),
+        ({"languages": ["en", "xx"]}, ["unknown language 'xx'", "allowed:", "en"]),
+        ({"languages": ["ejn"]}, ["did you mean 'en'"]),
+        ({"tasks": ["xnil"]}, ["unknown task 'xnil'", "did you mean 'xnli'"]),
+        ({"dataset": "multi-alpaca"}, ["unknown dataset 'multi-alpaca'", "did you mean 'multialpaca'"]),
+        ({"model": "tiny-lama"}, ["unknown model 'tiny-lama'", "did you mean 'tiny-llama'"]),
+        ({"target_modules": ("q_proj",)}, ["field 'target_modules'"]),  # tuples are not lists
+        ({"tasks": ["xquad"], "languages": ["sw"]}, ["task xquad has none of languages ['sw']"]),
+        ({"train_languages": ["en"]}, ["train_languages ['en'] are not in multialpaca"]),
+        ({"data_source": "local", "data_root": "/nonexistent"}, ["data_root", "/nonexistent"]),
+        ({"k_shot": {"xnli": -1}}, ["k_shot for xnli must be between 0 and 32, got -1"]),
+        ({"k_shot": {"xnli": 1000}}, ["k_shot for xnli must be between 0 and 32, got 1000"]),
+        ({"tasks": []}, ["field 'tasks'", "at least 1"]),
+        ({"tasks": ["xnli", "xnli"]}, ["name a task twice"]),
+        ({"languages": []}, ["field 'languages'", "at least 1"]),
+        ({"train_languages": []}, ["empty list selects nothing"]),
+        ({"target_modules": []}, ["field 'target_modules'", "at least 1"]),
+        ({"target_modules": [""]}, ["empty name"]),
+        ({"max_steps": -5}, ["field 'max_steps'", "greater than or equal to 1"]),
+        ({"max_steps": 0}, ["field 'max_steps'"]),
+        ({"learning_rate": 5.0}, ["field 'learning_rate'", "less than or equal to 1"]),
+        (
+            {"task_languages": {"belebele": ["id"]}},
+            ["task_languages.belebele: ['id'] are not in languages ['en', 'zh']"],
+        ),
+        ({"task_languages": {"xnil": ["en"]}}, ["unknown task 'xnil'"]),
+        ({"tasks": ["xnli"], "task_languages": {"xcopa": ["en"]}}, ["task_languages.xcopa: xcopa is not one of tasks"]),
+        ({"task_languages": {"xnli": []}}, ["task_languages.xnli is empty"]),
+    ],
+)
 def test_bad_values_name_the_field_and_what_is_allowed(values, needles):
     with pytest.raises(ConfigError) as err:
         validate_run(values, "test.yaml")
@@ -64,24 +70,38 @@ def test_run_ids_are_pinned():
     # Literal ids: a change to the id scheme, to the fields it hashes or to their values renames every adapter,
     # so it must show here, never silently.
     assert config.run_id(RunConfig()) == "tiny-llama_multialpaca_r8_q4-3acc2b19"
-    assert config.run_id(validate_run({"model": "tiny-mistral", "dataset": "alpaca", "rank": 64, "quant": 16,
-                                       "epochs": 3.0})) == "tiny-mistral_alpaca_r64_q16-1008ac9e"
+    assert (
+        config.run_id(
+            validate_run({"model": "tiny-mistral", "dataset": "alpaca", "rank": 64, "quant": 16, "epochs": 3.0})
+        )
+        == "tiny-mistral_alpaca_r64_q16-1008ac9e"
+    )
     assert config.run_id(validate_run({"dataset": None, "rank": None, "quant": 16})) == "tiny-llama_base_q16-fe0a6e5a"
 
 
 def test_run_id_tracks_only_what_training_depends_on():
     rid = config.run_id(RunConfig())
     # how training runs (checkpoints, packing, recomputation) is not what it learns: same id
-    assert config.run_id(validate_run({"checkpoint_every": 5, "keep_checkpoints": 1, "packing": "padded",
-                                       "gradient_checkpointing": True})) == rid
+    assert (
+        config.run_id(
+            validate_run(
+                {"checkpoint_every": 5, "keep_checkpoints": 1, "packing": "padded", "gradient_checkpointing": True}
+            )
+        )
+        == rid
+    )
     assert config.run_id(validate_run({"lr_scheduler": "cosine"})) != rid
     assert len(rid.rsplit("-", 1)[1]) == 8
     assert config.run_id(validate_run({"rank": 16})) != rid
     assert config.run_id(validate_run({"learning_rate": 1e-4})) != rid
     assert config.run_id(validate_run({"data_seed": 1})) != rid and config.run_id(validate_run({"seed": 1})) != rid
     # evaluation settings do not change the adapter's identity
-    assert config.run_id(validate_run({"limit": 2, "languages": ["en"], "fewshot_seed": 3,
-                                       "alpaca_eval_max_new_tokens": 9})) == rid
+    assert (
+        config.run_id(
+            validate_run({"limit": 2, "languages": ["en"], "fewshot_seed": 3, "alpaca_eval_max_new_tokens": 9})
+        )
+        == rid
+    )
 
 
 def test_stable_hash_ignores_key_order():
@@ -121,17 +141,22 @@ def _grid(tmp_path, **changes):
     return path
 
 
-@pytest.mark.parametrize("changes, needles", [
-    ({"fixed__rnak": 8}, ["unknown key 'fixed.rnak'", "did you mean 'rank'"]),
-    ({"axes__rank": ["eight"]}, ["field 'axes.rank'", "'eight'"]),
-    ({"fixed__languages": ["en", "xx"]}, ["field 'fixed.languages'", "unknown language 'xx'"]),
-    ({"fixed__tasks": ["xnli", "summarise"]}, ["unknown task 'summarise'", "allowed:"]),
-    ({"fixed__tasks": []}, ["field 'fixed.tasks'", "at least 1"]),
-    ({"fixed__rank": 8}, ["rank is both in 'fixed' and in 'axes'"]),
-    ({"exclude__0": {"rank": 32}}, ["exclude[0].rank is 32, which is not a value of axes.rank", "matches nothing"]),
-    ({"exclude__0": {"quant": 4}, "exclude__1": {"quant": 8}, "exclude__2": {"quant": 16}},
-     ["the exclude rules remove every point"]),
-])
+@pytest.mark.parametrize(
+    "changes, needles",
+    [
+        ({"fixed__rnak": 8}, ["unknown key 'fixed.rnak'", "did you mean 'rank'"]),
+        ({"axes__rank": ["eight"]}, ["field 'axes.rank'", "'eight'"]),
+        ({"fixed__languages": ["en", "xx"]}, ["field 'fixed.languages'", "unknown language 'xx'"]),
+        ({"fixed__tasks": ["xnli", "summarise"]}, ["unknown task 'summarise'", "allowed:"]),
+        ({"fixed__tasks": []}, ["field 'fixed.tasks'", "at least 1"]),
+        ({"fixed__rank": 8}, ["rank is both in 'fixed' and in 'axes'"]),
+        ({"exclude__0": {"rank": 32}}, ["exclude[0].rank is 32, which is not a value of axes.rank", "matches nothing"]),
+        (
+            {"exclude__0": {"quant": 4}, "exclude__1": {"quant": 8}, "exclude__2": {"quant": 16}},
+            ["the exclude rules remove every point"],
+        ),
+    ],
+)
 def test_bad_grid_files_exit_nonzero_with_a_short_message(tmp_path, changes, needles):
     path = _grid(tmp_path, **changes)
     proc = run_cli("run", str(path), "--out", str(tmp_path / "out"), "--dry-run")
@@ -160,11 +185,13 @@ def test_missing_grid_file_and_bad_yaml(tmp_path):
 
 
 def test_paper_grid_plan_has_120_adapters_and_122_evaluated_models_loading_nothing():
-    code = ("import sys, json; from maple_utils.grid import planner, cli; "
-            "p = planner.plan_grid('params/paper.yaml', 'runs/paper'); cli.describe(p); "
-            "print(json.dumps({s: [j.key for j in p.jobs if j.stage.name == s] for s in "
-            "('01_data', '02_train', '03_evaluate', '04_alpaca_eval', '05_judge', '06_analysis')})); "
-            "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]))")
+    code = (
+        "import sys, json; from maple_utils.grid import planner, cli; "
+        "p = planner.plan_grid('params/paper.yaml', 'runs/paper'); cli.describe(p); "
+        "print(json.dumps({s: [j.key for j in p.jobs if j.stage.name == s] for s in "
+        "('01_data', '02_train', '03_evaluate', '04_alpaca_eval', '05_judge', '06_analysis')})); "
+        "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'bitsandbytes', 'datasets') if m in sys.modules]))"
+    )
     import json
     import subprocess
 
@@ -191,8 +218,12 @@ def test_languages_a_task_lacks_are_listed_by_the_dry_run(tmp_path):
 
 
 def test_task_languages_narrow_one_task_and_leave_the_others(tmp_path):
-    path = _grid(tmp_path, fixed__languages=["en", "id", "sw"], fixed__tasks=["xcopa", "belebele"],
-                 fixed__task_languages={"belebele": ["id"]})
+    path = _grid(
+        tmp_path,
+        fixed__languages=["en", "id", "sw"],
+        fixed__tasks=["xcopa", "belebele"],
+        fixed__task_languages={"belebele": ["id"]},
+    )
     from maple_utils.eval.evaluate import task_languages
     from maple_utils.grid import planner
 
@@ -210,7 +241,8 @@ def test_the_mini_grid_plans_six_adapters_and_two_base_models_from_the_local_fil
     plan = planner.plan_grid(REPO / "params" / "mini.yaml", tmp_path / "out")
     assert len(plan.adapters) == 6 and len(plan.bases) == 2
     assert {(c.model, c.dataset, c.rank, c.quant) for c in plan.adapters if c.model == "smollm2-135m"} >= {
-        ("smollm2-135m", "multialpaca", r, q) for r in (8, 64) for q in (4, 16)}
+        ("smollm2-135m", "multialpaca", r, q) for r in (8, 64) for q in (4, 16)
+    }
     text = (REPO / "params" / "mini.yaml").read_text()
     for key in ("learning_rate", "max_steps", "languages", "limit", "k_shot"):
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
@@ -220,8 +252,16 @@ def test_the_mini_grid_plans_six_adapters_and_two_base_models_from_the_local_fil
 def test_paper_grid_declares_every_choice_the_study_leaves_unstated():
     text = (REPO / "params" / "paper.yaml").read_text()
     fixed = yaml.safe_load(text)["fixed"]
-    for key in ("lora_alpha", "lora_dropout", "target_modules", "learning_rate", "epochs", "batch_size",
-                "max_length", "prompt_template"):
+    for key in (
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "learning_rate",
+        "epochs",
+        "batch_size",
+        "max_length",
+        "prompt_template",
+    ):
         assert key in fixed
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
         assert "#" in line, f"{key} has no comment giving its evidence"
@@ -236,8 +276,12 @@ def test_a_notebook_run_dir_cannot_write_outside_the_output_folder(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (out / "runs" / "link").symlink_to(tmp_path / "elsewhere")
     params = {**RunConfig().model_dump(), "out_dir": str(out)}
-    for run_dir in (str(tmp_path / "elsewhere"), str(out / "runs" / "x" / ".." / ".."), str(out / "runs"),
-                    str(out / "runs" / "link")):
+    for run_dir in (
+        str(tmp_path / "elsewhere"),
+        str(out / "runs" / "x" / ".." / ".."),
+        str(out / "runs"),
+        str(out / "runs" / "link"),
+    ):
         with pytest.raises(ConfigError, match="run_dir .* outside .*runs \\(allowed: a folder inside <out_dir>/runs"):
             runs.open_stage("02_train", {**params, "run_dir": run_dir})
     assert not any((tmp_path / "elsewhere").iterdir()) and not (out / "config.json").exists()
@@ -264,13 +308,19 @@ def test_the_colab_config_is_one_paper_run_sized_for_a_t4():
 
 def test_offline_a_grid_whose_hub_models_and_data_are_not_cached_stops_before_any_job(tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("run", "params/paper.yaml", "--out", str(out),
-                   env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    proc = run_cli(
+        "run", "params/paper.yaml", "--out", str(out), env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     message = proc.stderr
     assert "offline (HF_HUB_OFFLINE is set)" in message and str(tmp_path / "hf") in message
-    for repo in ("model meta-llama/Llama-2-7b-hf", "model mistralai/Mistral-7B-v0.1", "dataset MBZUAI/Bactrian-X",
-                 "dataset DAMO-NLP-MT/multialpaca", "dataset facebook/belebele"):
+    for repo in (
+        "model meta-llama/Llama-2-7b-hf",
+        "model mistralai/Mistral-7B-v0.1",
+        "dataset MBZUAI/Bactrian-X",
+        "dataset DAMO-NLP-MT/multialpaca",
+        "dataset facebook/belebele",
+    ):
         assert repo in message
     assert not (out / "manifest.jsonl").exists() and "Traceback" not in message
 
@@ -311,28 +361,39 @@ def test_a_grid_file_includes_another_and_states_only_what_differs(tmp_path):
     base["fixed"]["learning_rate"] = 1.0e-3
     (tmp_path / "base" / "smoke.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "middle.yaml").write_text("include: base/smoke.yaml\nname: middle\nfixed: {max_length: 96}\n")
-    (tmp_path / "top.yaml").write_text("include: middle.yaml\nname: top\nfixed: {rank: 16, lora_alpha: 8}\n"
-                                       "axes: {learning_rate: [2.0e-4, 5.0e-4], quant: [4]}\nexclude: []\n")
+    (tmp_path / "top.yaml").write_text(
+        "include: middle.yaml\nname: top\nfixed: {rank: 16, lora_alpha: 8}\n"
+        "axes: {learning_rate: [2.0e-4, 5.0e-4], quant: [4]}\nexclude: []\n"
+    )
     plan = planner.plan_grid(tmp_path / "top.yaml", tmp_path / "out")
     assert plan.grid.name == "top" and plan.grid.exclude == [] and "rank" not in plan.grid.axes
     assert {(c.learning_rate, c.rank, c.quant, c.max_length, c.lora_alpha) for c in plan.adapters} == {
-        (lr, 16, 4, 96, 8) for lr in (2.0e-4, 5.0e-4)}
+        (lr, 16, 4, 96, 8) for lr in (2.0e-4, 5.0e-4)
+    }
     assert {c.dataset for c in plan.adapters} == set(base["axes"]["dataset"])  # the included axis, untouched
     lines = cli.describe(plan)
-    start = lines.index(f"# the effective grid of {tmp_path / 'top.yaml'}, which includes {tmp_path / 'middle.yaml'} "
-                        f"<- {tmp_path / 'base' / 'smoke.yaml'}")
+    start = lines.index(
+        f"# the effective grid of {tmp_path / 'top.yaml'}, which includes {tmp_path / 'middle.yaml'} "
+        f"<- {tmp_path / 'base' / 'smoke.yaml'}"
+    )
     assert yaml.safe_load("\n".join(lines[start:]).split("\n\n")[0])["fixed"]["max_length"] == 96
     runner.prepare_out(plan)
     kept = planner.plan_grid(plan.out / "grid.yaml", tmp_path / "out")
     assert [c.model_dump() for c in kept.adapters + kept.bases] == [c.model_dump() for c in plan.adapters + plan.bases]
 
 
-@pytest.mark.parametrize("files, needles", [
-    ({"a.yaml": "include: b.yaml\nname: a\n", "b.yaml": "include: a.yaml\nname: b\n"}, ["include cycle", "a.yaml -> ", "b.yaml -> "]),
-    ({"a.yaml": "include: a.yaml\nname: a\n"}, ["include cycle"]),
-    ({"a.yaml": "include: nowhere.yaml\nname: a\n"}, ["nowhere.yaml: no such grid file"]),
-    ({"a.yaml": "include: [b.yaml, c.yaml]\nname: a\n"}, ["include should be the path of one grid file"]),
-])
+@pytest.mark.parametrize(
+    "files, needles",
+    [
+        (
+            {"a.yaml": "include: b.yaml\nname: a\n", "b.yaml": "include: a.yaml\nname: b\n"},
+            ["include cycle", "a.yaml -> ", "b.yaml -> "],
+        ),
+        ({"a.yaml": "include: a.yaml\nname: a\n"}, ["include cycle"]),
+        ({"a.yaml": "include: nowhere.yaml\nname: a\n"}, ["nowhere.yaml: no such grid file"]),
+        ({"a.yaml": "include: [b.yaml, c.yaml]\nname: a\n"}, ["include should be the path of one grid file"]),
+    ],
+)
 def test_bad_includes_are_refused_naming_the_files(tmp_path, files, needles):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -354,6 +415,16 @@ def test_the_colab_grid_is_the_paper_grid_with_its_t4_differences():
     point = {k: v[0] for k, v in colab["axes"].items()}
     assert adapters[0] == validate_run({**paper["fixed"], **colab["fixed"], **point}, "expected")
     got = adapters[0]
-    assert (got.model, got.quant, got.rank, got.batch_size, got.grad_accum, got.max_length, got.eval_batch_size,
-            got.checkpoint_every, got.learning_rate, got.limit, len(got.languages)) == (
-        "meta-llama/Llama-2-7b-hf", 4, 8, 2, 64, 768, 8, 10, 3.0e-4, None, 41)
+    assert (
+        got.model,
+        got.quant,
+        got.rank,
+        got.batch_size,
+        got.grad_accum,
+        got.max_length,
+        got.eval_batch_size,
+        got.checkpoint_every,
+        got.learning_rate,
+        got.limit,
+        len(got.languages),
+    ) == ("meta-llama/Llama-2-7b-hf", 4, 8, 2, 64, 768, 8, 10, 3.0e-4, None, 41)

@@ -82,7 +82,9 @@ def test_builds_are_deterministic_and_rebuilt_when_missing(tmp_path, monkeypatch
     tok_digest = _digest(tokenizer.tokenizer_dir() / "tokenizer.json")
     shutil.rmtree(first)
     shutil.rmtree(tokenizer.tokenizer_dir())
-    assert _digest(models.model_dir("llama") / "model.safetensors") == _digest(tiny_built["tiny-llama"] / "model.safetensors")
+    assert _digest(models.model_dir("llama") / "model.safetensors") == _digest(
+        tiny_built["tiny-llama"] / "model.safetensors"
+    )
     assert _digest(tokenizer.tokenizer_dir() / "tokenizer.json") == tok_digest
     assert not list(tmp_path.glob(".*-*"))  # no temporary build folders left behind
 

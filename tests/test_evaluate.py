@@ -22,9 +22,15 @@ def tiny(tiny_built):
 
 def test_every_task_in_every_language_of_the_table(tiny, tmp_path):
     model, tok = tiny
-    cfg = config.validate_run({"tasks": all_tasks(), "languages": lang_table.codes(), "limit": 2,
-                               "k_shot": {"xnli": 1, "xcopa": 1, "xquad": 1, "mlqa": 1, "xlsum": 1},
-                               "max_new_tokens": 3})
+    cfg = config.validate_run(
+        {
+            "tasks": all_tasks(),
+            "languages": lang_table.codes(),
+            "limit": 2,
+            "k_shot": {"xnli": 1, "xcopa": 1, "xquad": 1, "mlqa": 1, "xlsum": 1},
+            "max_new_tokens": 3,
+        }
+    )
     pairs, lacking = evaluate.task_languages(cfg)
     assert len(pairs) + len(lacking) == len(all_tasks()) * len(lang_table.codes())
     rows, facts = evaluate.evaluate(model, tok, cfg, {"run_id": "r", "stage": "03_evaluate"}, tmp_path, progress=False)
@@ -48,10 +54,14 @@ def test_prompts_follow_megaverse(tiny_built):
     assert prompt.startswith(spec.instruction + "\n\n")
     shots = used["exemplars"]
     first = shots[0]
-    assert (f"{first['context']}\n    Q: {first['question']}\n\n    Referring to the passage above, the correct answer "
-            f"to the given question is:\n    {first['answers']['text'][0]}\n\n") in prompt
-    assert prompt.endswith(f"{docs[0]['context']}\n    Q: {docs[0]['question']}\n\n    Referring to the passage "
-                           "above, the correct answer to the given question is:\n    ")
+    assert (
+        f"{first['context']}\n    Q: {first['question']}\n\n    Referring to the passage above, the correct answer "
+        f"to the given question is:\n    {first['answers']['text'][0]}\n\n"
+    ) in prompt
+    assert prompt.endswith(
+        f"{docs[0]['context']}\n    Q: {docs[0]['question']}\n\n    Referring to the passage "
+        "above, the correct answer to the given question is:\n    "
+    )
     assert all(s["id"].startswith("xquad-exemplars") for s in shots)
     xnli = load_task("xnli")
     _, prompts, _ = evaluate.build_prompts(xnli, "en", 1, 42, "embedded", None, limit=1)
@@ -92,8 +102,9 @@ def test_rows_count_dropped_exemplars_and_truncated_prompts(tiny, tmp_path):
     model, tok = tiny
     model.config.max_position_embeddings = 64  # a context the 2-shot XQuAD prompts overflow
     try:
-        cfg = config.validate_run({"tasks": ["xquad"], "languages": ["en"], "limit": 2, "k_shot": {"xquad": 2},
-                                   "max_new_tokens": 3})
+        cfg = config.validate_run(
+            {"tasks": ["xquad"], "languages": ["en"], "limit": 2, "k_shot": {"xquad": 2}, "max_new_tokens": 3}
+        )
         rows, _ = evaluate.evaluate(model, tok, cfg, {"run_id": "r", "stage": "03_evaluate"}, tmp_path, progress=False)
     finally:
         model.config.max_position_embeddings = 2048
@@ -117,32 +128,49 @@ def test_three_adapters_of_one_base_in_one_call_equal_three_separate_runs(tiny_b
         dirs[f"adapter{seed}"] = str(tmp_path / f"adapter{seed}")
         model.save_pretrained(dirs[f"adapter{seed}"])
     tok = modeling.load_tokenizer("tiny-llama")
-    cfg = config.validate_run({"tasks": ["xnli", "xquad"], "languages": ["en", "de"], "limit": 3,
-                               "k_shot": {"xnli": 2, "xquad": 1}, "max_new_tokens": 4})
+    cfg = config.validate_run(
+        {
+            "tasks": ["xnli", "xquad"],
+            "languages": ["en", "de"],
+            "limit": 3,
+            "k_shot": {"xnli": 2, "xquad": 1},
+            "max_new_tokens": 4,
+        }
+    )
     separate = {}
     for name, folder in dirs.items():
         model = modeling.load_adapted("tiny-llama", 16, folder)
-        separate[name], _ = evaluate.evaluate(model, tok, cfg, {"run_id": name, "stage": "03_evaluate"},
-                                              tmp_path / "separate" / name, progress=False)
+        separate[name], _ = evaluate.evaluate(
+            model, tok, cfg, {"run_id": name, "stage": "03_evaluate"}, tmp_path / "separate" / name, progress=False
+        )
     loads = []
     original = modeling.load_base
     monkeypatch.setattr(modeling, "load_base", lambda *a: loads.append(a) or original(*a))
     model = modeling.load_adapters("tiny-llama", 16, dirs)
-    together = evaluate.evaluate_adapters(model, tok, [(name, cfg, {"run_id": name, "stage": "03_evaluate"},
-                                                        tmp_path / "together" / name) for name in dirs], progress=False)
+    together = evaluate.evaluate_adapters(
+        model,
+        tok,
+        [(name, cfg, {"run_id": name, "stage": "03_evaluate"}, tmp_path / "together" / name) for name in dirs],
+        progress=False,
+    )
     assert loads == [("tiny-llama", 16)]
     for name in dirs:
         rows = together[name][0]
-        assert [(r["task"], r["language"], r["metric"]) for r in rows] == \
-            [(r["task"], r["language"], r["metric"]) for r in separate[name]]
+        assert [(r["task"], r["language"], r["metric"]) for r in rows] == [
+            (r["task"], r["language"], r["metric"]) for r in separate[name]
+        ]
         assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in separate[name]], abs=1e-9)
         assert _loglikelihoods(tmp_path / "together" / name) == pytest.approx(
-            _loglikelihoods(tmp_path / "separate" / name), abs=1e-5)
-        assert layout.predictions(tmp_path / "together" / name, "xquad", "de").read_text() == \
-            layout.predictions(tmp_path / "separate" / name, "xquad", "de").read_text()
+            _loglikelihoods(tmp_path / "separate" / name), abs=1e-5
+        )
+        assert (
+            layout.predictions(tmp_path / "together" / name, "xquad", "de").read_text()
+            == layout.predictions(tmp_path / "separate" / name, "xquad", "de").read_text()
+        )
     # the adapters differ, so the test could tell them apart
     assert _loglikelihoods(tmp_path / "together" / "adapter1") != pytest.approx(
-        _loglikelihoods(tmp_path / "together" / "adapter2"), abs=1e-3)
+        _loglikelihoods(tmp_path / "together" / "adapter2"), abs=1e-3
+    )
 
 
 def _loglikelihoods(run_dir) -> list[float]:
@@ -152,12 +180,26 @@ def _loglikelihoods(run_dir) -> list[float]:
 
 def test_classification_answered_by_generation_reports_both_parsers(tiny, tmp_path):
     model, tok = tiny
-    cfg = config.validate_run({"tasks": ["xnli", "belebele", "xquad"], "languages": ["en"], "limit": 3,
-                               "classification": "generate", "k_shot": {"xnli": 1, "xquad": 1}, "max_new_tokens": 4})
+    cfg = config.validate_run(
+        {
+            "tasks": ["xnli", "belebele", "xquad"],
+            "languages": ["en"],
+            "limit": 3,
+            "classification": "generate",
+            "k_shot": {"xnli": 1, "xquad": 1},
+            "max_new_tokens": 4,
+        }
+    )
     rows, _ = evaluate.evaluate(model, tok, cfg, {"run_id": "r", "stage": "03_evaluate"}, tmp_path, progress=False)
     metrics_of = {(r["task"], r["metric"]): r for r in rows}
-    assert set(metrics_of) == {("xnli", "acc_megaverse"), ("xnli", "acc_strict"), ("belebele", "acc_megaverse"),
-                               ("belebele", "acc_strict"), ("xquad", "squad_f1"), ("xquad", "squad_em")}
+    assert set(metrics_of) == {
+        ("xnli", "acc_megaverse"),
+        ("xnli", "acc_strict"),
+        ("belebele", "acc_megaverse"),
+        ("belebele", "acc_strict"),
+        ("xquad", "squad_f1"),
+        ("xquad", "squad_em"),
+    }
     assert metrics_of[("xnli", "acc_strict")]["scoring"] == "generate"
     items = [json.loads(x) for x in layout.predictions(tmp_path, "xnli", "en").read_text().splitlines()]
     assert all("output" in it and it["reference"] in ("True", "Neither", "False") for it in items)
@@ -165,8 +207,10 @@ def test_classification_answered_by_generation_reports_both_parsers(tiny, tmp_pa
     assert all(it["scores"]["acc_strict"] <= it["scores"]["acc_megaverse"] for it in items)
 
 
-CHAT_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-                 "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+    "<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def test_chat_prompts_for_instruction_tuned_baselines(tiny, tmp_path):
@@ -179,11 +223,21 @@ def test_chat_prompts_for_instruction_tuned_baselines(tiny, tmp_path):
         docs, _, used = evaluate.build_prompts(spec, "en", 2, 42, "embedded", None, limit=1)
         prompt = spec.compose(used["exemplars"], docs[0], tok)
         shot = used["exemplars"][0]
-        assert prompt.startswith(f"<|user|>{spec.instruction}\n\n{spec.render(shot)}\n<|assistant|>"
-                                 f"{spec.target(shot).strip()}\n")
+        assert prompt.startswith(
+            f"<|user|>{spec.instruction}\n\n{spec.render(shot)}\n<|assistant|>{spec.target(shot).strip()}\n"
+        )
         assert prompt.endswith(f"<|user|>{spec.render(docs[0])}\n<|assistant|>")
-        cfg = config.validate_run({"tasks": ["xnli"], "languages": ["en"], "limit": 2, "k_shot": {"xnli": 1},
-                                   "prompt_template": "chat", "dataset": None, "rank": None})
+        cfg = config.validate_run(
+            {
+                "tasks": ["xnli"],
+                "languages": ["en"],
+                "limit": 2,
+                "k_shot": {"xnli": 1},
+                "prompt_template": "chat",
+                "dataset": None,
+                "rank": None,
+            }
+        )
         items, _ = evaluate.evaluate_pair(model, tok, cfg, "xnli", "en")
         assert len(items) == 2
     finally:

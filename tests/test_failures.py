@@ -35,27 +35,70 @@ def copy(tmp_path_factory):
     for part in ("maple_utils", "notebooks", "params", "scripts"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", root)
-    (root / "maple_utils" / "registry" / "stages.yaml").write_text(yaml.safe_dump({"stages": [
-        {"name": "07_probe", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
-         "needs": [], "registry": [], "resources": {"time_min": 1}}]}))
-    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Probe"]},
-                          {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
-                           "execution_count": None, "source": []},
-                          {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
-                           "source": PROBE.strip().splitlines(keepends=True)}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
+    (root / "maple_utils" / "registry" / "stages.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": [
+                    {
+                        "name": "07_probe",
+                        "unit": "evaluated_model",
+                        "groups": ["model"],
+                        "paths": ["out_dir", "run_dir"],
+                        "needs": [],
+                        "registry": [],
+                        "resources": {"time_min": 1},
+                    }
+                ]
+            }
+        )
+    )
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Probe"]},
+            {
+                "cell_type": "code",
+                "id": "b",
+                "metadata": {"tags": ["parameters"]},
+                "outputs": [],
+                "execution_count": None,
+                "source": [],
+            },
+            {
+                "cell_type": "code",
+                "id": "c",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": PROBE.strip().splitlines(keepends=True),
+            },
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (root / "notebooks" / "07_probe.ipynb").write_text(json.dumps(notebook))
     subprocess.run([sys.executable, "scripts/write_notebook_parameters.py"], cwd=root, check=True, capture_output=True)
-    (root / "grid.yaml").write_text(yaml.safe_dump({
-        "name": "failures", "axes": {"model": ["tiny-llama", "tiny-mistral"], "quant": [4, 8, 16]},
-        "fixed": {"dataset": "alpaca", "rank": 4}, "evaluate_base_models": False}))
+    (root / "grid.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "failures",
+                "axes": {"model": ["tiny-llama", "tiny-mistral"], "quant": [4, 8, 16]},
+                "fixed": {"dataset": "alpaca", "rank": 4},
+                "evaluate_base_models": False,
+            }
+        )
+    )
     return root
 
 
 def _grid(copy, *args):
-    return subprocess.run([sys.executable, "-m", "maple_utils.grid", *args, "grid.yaml", "--out", "out"], cwd=copy,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "maple_utils.grid", *args, "grid.yaml", "--out", "out"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _manifest(copy):
@@ -65,8 +108,11 @@ def _manifest(copy):
 def test_a_raise_a_kill_and_a_hang_are_recorded_and_only_they_are_retried(copy):
     run = _grid(copy, "run", "--workers", "2", "--timeout", "8")
     assert run.returncode == 1, run.stdout + run.stderr
-    final = {e["key"].split("_")[0] + "_q" + e["key"].split("_q")[1].split("-")[0]: e
-             for e in _manifest(copy) if e["status"] != "running"}
+    final = {
+        e["key"].split("_")[0] + "_q" + e["key"].split("_q")[1].split("-")[0]: e
+        for e in _manifest(copy)
+        if e["status"] != "running"
+    }
     assert final["tiny-llama_q4"]["status"] == "failed" and final["tiny-llama_q4"]["exception"] == "ValueError"
     # the index in the executed notebook the user opens (papermill adds its injected-parameters cell)
     assert final["tiny-llama_q4"]["cell"] == 3 and "a cell that raises" in final["tiny-llama_q4"]["error"]
@@ -92,13 +138,30 @@ def test_a_raise_a_kill_and_a_hang_are_recorded_and_only_they_are_retried(copy):
 
 def test_a_failing_run_is_isolated_and_kept(tmp_path):
     grid_file = tmp_path / "grid.yaml"
-    grid_file.write_text(yaml.safe_dump({
-        "name": "isolation",
-        "fixed": {"max_steps": 2, "tasks": ["xnli"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
-                  "max_new_tokens": 4, "max_train_examples": 8},
-        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4],
-                 "target_modules": [["q_proj"], ["no_such_proj"]], "quant": [16]},
-        "evaluate_base_models": False}))
+    grid_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "isolation",
+                "fixed": {
+                    "max_steps": 2,
+                    "tasks": ["xnli"],
+                    "languages": ["en"],
+                    "limit": 2,
+                    "alpaca_eval_limit": 2,
+                    "max_new_tokens": 4,
+                    "max_train_examples": 8,
+                },
+                "axes": {
+                    "model": ["tiny-llama"],
+                    "dataset": ["alpaca"],
+                    "rank": [4],
+                    "target_modules": [["q_proj"], ["no_such_proj"]],
+                    "quant": [16],
+                },
+                "evaluate_base_models": False,
+            }
+        )
+    )
     proc = run_cli("run", str(grid_file), "--out", str(tmp_path / "out"))
     assert proc.returncode == 1
     assert "failed" in proc.stdout and "blocked" in proc.stdout
@@ -108,8 +171,9 @@ def test_a_failing_run_is_isolated_and_kept(tmp_path):
     kept = tmp_path / "out" / "runs" / failed[0]["key"] / "02_train.ipynb"
     assert kept.exists()  # the executed notebook, with papermill's error banner
     frame = pd.read_parquet(tmp_path / "out" / "results.parquet")
-    assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {m["key"] for m in manifest
-                                                                       if m["stage"] == "03_evaluate" and m["status"] == "done"}
+    assert set(frame[frame["stage"] == "03_evaluate"]["run_id"]) == {
+        m["key"] for m in manifest if m["stage"] == "03_evaluate" and m["status"] == "done"
+    }
     assert not layout.completion_marker(tmp_path / "out" / "runs" / failed[0]["key"], "02_train").exists()
     # status names the failure, its cell and its notebook; retry runs only the jobs that did not complete
     status = run_cli("status", str(grid_file), "--out", str(tmp_path / "out"))

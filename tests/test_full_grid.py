@@ -40,8 +40,11 @@ JOBS = 40  # the smoke grid: 1 data set, 8 adapters, 10 evaluated models x 3 sta
 def _spans(out):
     """(start, end) of every attempt that ran a notebook; the end less 0.1 s, since wall_s is rounded to it and a
     worker starts its next job at once."""
-    return [(e["started"], e["started"] + e["wall_s"] - 0.1) for e in runner.read_manifest(out)
-            if "wall_s" in e and "started" in e]
+    return [
+        (e["started"], e["started"] + e["wall_s"] - 0.1)
+        for e in runner.read_manifest(out)
+        if "wall_s" in e and "started" in e
+    ]
 
 
 def _most_at_once(spans) -> int:
@@ -66,8 +69,12 @@ def one_worker_grid(tmp_path_factory, worker_id):
         if not (shared / "one_worker.started").exists():
             (shared / "one_worker.started").touch()
             with open(shared / "one_worker.log", "w") as log:
-                proc = subprocess.Popen(grid_command(smoke_variant(shared), out, "--workers", "1"), cwd=REPO,
-                                        stdout=log, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(
+                    grid_command(smoke_variant(shared), out, "--workers", "1"),
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             # the exit code, for the other xdist worker too
             threading.Thread(target=lambda: io.write_json(ended, {"returncode": proc.wait()}), daemon=True).start()
 

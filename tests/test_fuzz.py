@@ -11,11 +11,19 @@ from maple_utils.config import ConfigError, RunConfig, validate_run
 from maple_utils.grid.planner import plan_grid
 
 FIELDS = sorted(RunConfig.model_fields)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                    st.text(max_size=12), st.sampled_from(["en", "xnli", "tiny-llama", "alpaca", "local", "../x", "/abs"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                      max_leaves=6)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["en", "xnli", "tiny-llama", "alpaca", "local", "../x", "/abs"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -29,8 +37,11 @@ def test_any_value_of_any_parameter_is_accepted_or_named(field, value):
 
 
 @FUZZ
-@given(extra=st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k not in FIELDS), values,
-                             min_size=1, max_size=2))
+@given(
+    extra=st.dictionaries(
+        st.text(min_size=1, max_size=10).filter(lambda k: k not in FIELDS), values, min_size=1, max_size=2
+    )
+)
 def test_an_unknown_parameter_is_named(extra):
     try:
         validate_run(extra)
@@ -41,15 +52,20 @@ def test_an_unknown_parameter_is_named(extra):
         raise AssertionError(f"unknown keys accepted: {extra}")
 
 
-grid_sections = st.fixed_dictionaries({}, optional={
-    "name": st.one_of(st.text(max_size=8), scalars),
-    "fixed": st.one_of(st.dictionaries(st.sampled_from(FIELDS), values, max_size=3), values),
-    "axes": st.one_of(st.dictionaries(st.sampled_from(FIELDS), st.lists(values, max_size=3), max_size=2), values),
-    "exclude": st.one_of(st.lists(st.dictionaries(st.sampled_from(FIELDS), values, max_size=2), max_size=2), values),
-    "evaluate_base_models": values,
-    "slurm": values,
-    "surprise": values,
-})
+grid_sections = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.text(max_size=8), scalars),
+        "fixed": st.one_of(st.dictionaries(st.sampled_from(FIELDS), values, max_size=3), values),
+        "axes": st.one_of(st.dictionaries(st.sampled_from(FIELDS), st.lists(values, max_size=3), max_size=2), values),
+        "exclude": st.one_of(
+            st.lists(st.dictionaries(st.sampled_from(FIELDS), values, max_size=2), max_size=2), values
+        ),
+        "evaluate_base_models": values,
+        "slurm": values,
+        "surprise": values,
+    },
+)
 
 
 @FUZZ

@@ -55,9 +55,18 @@ def test_run_folders_hold_notebooks_adapters_records_and_predictions(smoke):
     plan = planner.plan_grid(SMOKE, out)
     for cfg in plan.adapters:
         folder = out / "runs" / config.run_id(cfg)
-        for name in ("02_train.ipynb", "03_evaluate.ipynb", "04_alpaca_eval.ipynb", ".completed/04_alpaca_eval", "config.json",
-                     "train_record.json", "run_record.json", "adapter/adapter_config.json",
-                     "predictions/xquad-zh.jsonl", "alpaca_eval/model_outputs.json"):
+        for name in (
+            "02_train.ipynb",
+            "03_evaluate.ipynb",
+            "04_alpaca_eval.ipynb",
+            ".completed/04_alpaca_eval",
+            "config.json",
+            "train_record.json",
+            "run_record.json",
+            "adapter/adapter_config.json",
+            "predictions/xquad-zh.jsonl",
+            "alpaca_eval/model_outputs.json",
+        ):
             assert (folder / name).exists(), (folder, name)
         assert json.loads((folder / "config.json").read_text()) == cfg.model_dump()
         record = json.loads((folder / "run_record.json").read_text())
@@ -80,7 +89,9 @@ def test_report_has_a_table_and_a_figure(smoke):
     wins = frame[(frame["stage"] == "05_judge") & (frame["metric"] == "win_rate")]
     assert len(wins) == 10 and (wins["n"] == 4).all() and wins["value"].between(0, 100).all()
     assert set(wins["scoring"]) == {"judge:local"}
-    assert "win rate" in (report / "analysis.html").read_text() and "(base)" in (report / "win_rate_table.md").read_text()
+    assert (
+        "win rate" in (report / "analysis.html").read_text() and "(base)" in (report / "win_rate_table.md").read_text()
+    )
 
 
 def test_every_table_and_figure_of_the_study_is_drawn(smoke):
@@ -89,8 +100,12 @@ def test_every_table_and_figure_of_the_study_is_drawn(smoke):
     for name in ("table1.md", "table1.tex", "table1.csv", "table2.md", "comparisons.csv"):
         assert (report / name).stat().st_size > 0, name
     table1 = pd.read_csv(report / "table1.csv")
-    assert set(table1["kind"]) == {"ours: base model", "ours: best rank x quantisation", "study: baseline",
-                                   "study: finetuned"}
+    assert set(table1["kind"]) == {
+        "ours: base model",
+        "ours: best rank x quantisation",
+        "study: baseline",
+        "study: finetuned",
+    }
     drawn = json.loads((report / "figures.json").read_text())
     assert [f["title"].split(":")[0] for f in drawn] == ["Figure 1", "Figure 1b", "Figure 2", "Figure 3", "Figure 4"]
     for figure in drawn:
@@ -111,7 +126,6 @@ def test_rerun_skips_completed_runs(smoke):
     assert proc.stdout.count("already complete") == 40  # 1 + 8 + 3 x 10 + 1 jobs
     assert pd.read_parquet(out / "results.parquet").shape[0] > 0
     assert (out / "results.parquet").stat().st_mtime_ns >= before
-
 
 
 def test_the_report_is_redone_when_the_rows_change(smoke):
@@ -144,18 +158,33 @@ def test_manifest_tolerates_a_cut_line_and_never_appends_onto_it(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"job": "02_train:a", "status": "failed"}\n{"job": "02_tr')
     assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"}]
     runner.append_manifest(tmp_path, {"job": "02_train:a", "status": "done"})  # as after a full disk or a kill
-    assert runner.read_manifest(tmp_path) == [{"job": "02_train:a", "status": "failed"},
-                                              {"job": "02_train:a", "status": "done"}]
+    assert runner.read_manifest(tmp_path) == [
+        {"job": "02_train:a", "status": "failed"},
+        {"job": "02_train:a", "status": "done"},
+    ]
 
 
 def _local_grid(tmp_path, root):
     grid_file = tmp_path / "grid.yaml"
-    grid_file.write_text(yaml.safe_dump({
-        "name": "preflight",
-        "fixed": {"max_steps": 1, "tasks": ["xcopa"], "languages": ["en"], "limit": 2, "alpaca_eval_limit": 2,
-                  "max_train_examples": 8, "data_source": "local", "data_root": str(root)},
-        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4], "quant": [16]},
-        "evaluate_base_models": False}))
+    grid_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "preflight",
+                "fixed": {
+                    "max_steps": 1,
+                    "tasks": ["xcopa"],
+                    "languages": ["en"],
+                    "limit": 2,
+                    "alpaca_eval_limit": 2,
+                    "max_train_examples": 8,
+                    "data_source": "local",
+                    "data_root": str(root),
+                },
+                "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4], "quant": [16]},
+                "evaluate_base_models": False,
+            }
+        )
+    )
     return grid_file
 
 
@@ -163,8 +192,12 @@ def test_preflight_names_a_damaged_data_file_before_anything_runs(tmp_path, shar
     import shutil
 
     root = tmp_path / "data"
-    for part in ("alpaca/alpaca_5000.json", "xcopa/copa_en/val-en.jsonl", "xcopa/copa_en/train-en.jsonl",
-                 "alpaca_eval/results/text_davinci_003/model_outputs.json"):
+    for part in (
+        "alpaca/alpaca_5000.json",
+        "xcopa/copa_en/val-en.jsonl",
+        "xcopa/copa_en/train-en.jsonl",
+        "alpaca_eval/results/text_davinci_003/model_outputs.json",
+    ):
         (root / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shared_data / part, root / part)
     damaged = root / "xcopa/copa_en/val-en.jsonl"
@@ -190,9 +223,13 @@ def test_an_output_folder_that_takes_no_writes_stops_the_grid_at_once(tmp_path):
 def test_an_attempt_cut_off_by_a_killed_runner_is_marked_interrupted_not_failed(tmp_path):
     train = {"job": "02_train:a", "stage": "02_train", "key": "a"}
     evaluate = {"job": "03_evaluate:a", "stage": "03_evaluate", "key": "a"}
-    for entry in ({**train, "status": "running", "attempt": 1}, {**train, "status": "failed", "attempt": 1},
-                  {**evaluate, "status": "running", "attempt": 1}, {**evaluate, "status": "done", "attempt": 1},
-                  {**train, "status": "running", "attempt": 2}):  # then the runner was killed
+    for entry in (
+        {**train, "status": "running", "attempt": 1},
+        {**train, "status": "failed", "attempt": 1},
+        {**evaluate, "status": "running", "attempt": 1},
+        {**evaluate, "status": "done", "attempt": 1},
+        {**train, "status": "running", "attempt": 2},
+    ):  # then the runner was killed
         runner.append_manifest(tmp_path, entry)
     runner.close_interrupted(tmp_path, runner.read_manifest(tmp_path))
     latest = runner.latest(runner.read_manifest(tmp_path))
@@ -208,13 +245,18 @@ def test_attempts_left_in_slurm_by_a_killed_runner_are_followed_not_closed(tmp_p
     judge = {"job": "05_judge:b", "stage": "05_judge", "key": "b"}
     evaluate = {"job": "03_evaluate:c", "stage": "03_evaluate", "key": "c"}
     queued = {"status": "queued", "event": "slurm", "started": 1.0}
-    for entry in ({**train, "status": "running", "attempt": 1}, {**train, **queued, "attempt": 1, "slurm_job_id": "7_0"},
-                  {**train, "status": "crashed", "attempt": 1, "slurm_state": "CANCELLED"},
-                  {**train, "status": "running", "attempt": 2}, {**train, **queued, "attempt": 2, "slurm_job_id": "9_0"},
-                  {**train, "status": "running", "event": "slurm", "attempt": 2, "slurm_job_id": "9_0"},
-                  {**judge, "status": "running", "attempt": 1}, {**judge, **queued, "attempt": 1, "slurm_job_id": "8_1"},
-                  {**judge, "status": "done", "attempt": 1},
-                  {**evaluate, "status": "running", "attempt": 1}):  # then the runner was killed, before sbatch
+    for entry in (
+        {**train, "status": "running", "attempt": 1},
+        {**train, **queued, "attempt": 1, "slurm_job_id": "7_0"},
+        {**train, "status": "crashed", "attempt": 1, "slurm_state": "CANCELLED"},
+        {**train, "status": "running", "attempt": 2},
+        {**train, **queued, "attempt": 2, "slurm_job_id": "9_0"},
+        {**train, "status": "running", "event": "slurm", "attempt": 2, "slurm_job_id": "9_0"},
+        {**judge, "status": "running", "attempt": 1},
+        {**judge, **queued, "attempt": 1, "slurm_job_id": "8_1"},
+        {**judge, "status": "done", "attempt": 1},
+        {**evaluate, "status": "running", "attempt": 1},
+    ):  # then the runner was killed, before sbatch
         runner.append_manifest(tmp_path, entry)
     flying = slurm.in_flight(runner.read_manifest(tmp_path))
     assert list(flying) == ["02_train:a"]  # the judge ended; the evaluation never reached SLURM

@@ -21,10 +21,24 @@ KEY = "sk-maple-test-KEY-7f3a9c"  # a marker: it must appear in no file and no o
 
 
 def _pairs(n: int):
-    outputs = [{"instruction": f"Instruction {i}: tell me about item {i}.", "generator": "m", "dataset": "d",
-                "output": "a long and thorough answer " * (1 + i % 3)} for i in range(n)]
-    references = [{"instruction": o["instruction"], "generator": "text_davinci_003", "dataset": "d",
-                   "output": "a medium answer " * (1 + (i * 2) % 4)} for i, o in enumerate(outputs)]
+    outputs = [
+        {
+            "instruction": f"Instruction {i}: tell me about item {i}.",
+            "generator": "m",
+            "dataset": "d",
+            "output": "a long and thorough answer " * (1 + i % 3),
+        }
+        for i in range(n)
+    ]
+    references = [
+        {
+            "instruction": o["instruction"],
+            "generator": "text_davinci_003",
+            "dataset": "d",
+            "output": "a medium answer " * (1 + (i * 2) % 4),
+        }
+        for i, o in enumerate(outputs)
+    ]
     return outputs, references
 
 
@@ -37,7 +51,9 @@ def test_annotator_is_alpaca_evals_chatgpt_config_with_its_parser():
     annotator = judges.load_annotator("chatgpt")
     messages = annotator.messages("Say hi.", "Hello!", "Hi there.")
     assert [m["role"] for m in messages] == ["system", "user"]
-    assert "## Instruction:\nSay hi." in messages[1]["content"] and "## Output (b):\nHi there." in messages[1]["content"]
+    assert (
+        "## Instruction:\nSay hi." in messages[1]["content"] and "## Output (b):\nHi there." in messages[1]["content"]
+    )
     assert annotator.parse("Output (a)") == 1 and annotator.parse("Output (b)") == 2
     assert annotator.parse("\nOutput (b) because") == 2
     assert annotator.parse("I cannot decide") is None and annotator.parse("Output (a)\nOutput (b)") is None
@@ -66,7 +82,7 @@ def test_win_rates_equal_a_hand_computation_and_alpaca_evals_own():
     assert scores["n"] == 5 and scores["unparsed"] == 1 and scores["avg_length"] == 3
     mean = 0.7
     sd = (sum((x - mean) ** 2 for x in (1, 0, 0.5, 1, 1)) / 4) ** 0.5
-    assert scores["standard_error"] == pytest.approx(sd / 5 ** 0.5 * 100)
+    assert scores["standard_error"] == pytest.approx(sd / 5**0.5 * 100)
     pytest.importorskip("pkg_resources", reason="alpaca_eval imports pkg_resources (setuptools<81, a dev dependency)")
     from alpaca_eval.metrics.winrate import pairwise_to_winrate
 
@@ -87,8 +103,10 @@ def test_alpaca_eval_reads_our_outputs_and_annotations(tmp_path):
     io.write_json(tmp_path / "model_outputs.json", outputs)
     frame = utils.load_or_convert_to_dataframe(str(tmp_path / "model_outputs.json"))
     assert list(frame["instruction"]) == [o["instruction"] for o in outputs] and set(frame["generator"]) == {"m"}
-    judged = [{**item, "preference": p, "raw": "Output (a)"} for item, p in
-              zip(judges.items(outputs, references, False), (2.0, 1.0, 2.0, 1.5, 1.0, 2.0))]
+    judged = [
+        {**item, "preference": p, "raw": "Output (a)"}
+        for item, p in zip(judges.items(outputs, references, False), (2.0, 1.0, 2.0, 1.5, 1.0, 2.0))
+    ]
     annotations = judges.annotations(judged, "m", "text_davinci_003", "chatgpt", "local:tiny-llama")
     io.write_json(tmp_path / "annotations.json", annotations)
     theirs = get_winrate(utils.load_or_convert_to_dataframe(str(tmp_path / "annotations.json")))
@@ -157,10 +175,26 @@ class _Server:
                 time.sleep(0.05)
                 with server.lock:
                     server.answered[instruction] += 1
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                     "role": "assistant", "content": "Output (a)" if len(a) >= len(b) else "Output (b)"}}],
-                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {
+                                    "role": "assistant",
+                                    "content": "Output (a)" if len(a) >= len(b) else "Output (b)",
+                                },
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -204,7 +238,7 @@ def test_api_judge_survives_failures_and_a_kill_and_asks_each_item_once(tmp_path
         server.closed = True
         server.gate.set()  # the held requests end unanswered: their client is dead
         time.sleep(0.3)
-        server.closed, server.hold_after = False, 10 ** 6
+        server.closed, server.hold_after = False, 10**6
         server.gate.clear()
         second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
         assert second.returncode == 0, second.stderr[-3000:]
@@ -252,13 +286,16 @@ def test_an_unparseable_answer_is_asked_again_once_then_counted_never_scored(tmp
 
         def judge_all(self, annotator, todo, record):
             for item in todo:
+
                 def ask(messages, item=item):
                     asked[item["instruction"]] += 1
                     return "Output (b)" if item["instruction"] == outputs[0]["instruction"] else "Hard to say."
+
                 record(item, ask)
 
-    found = judges.judge_outputs(Mumbler(), judges.load_annotator("chatgpt"), outputs, references,
-                                 tmp_path / "cache.jsonl")
+    found = judges.judge_outputs(
+        Mumbler(), judges.load_annotator("chatgpt"), outputs, references, tmp_path / "cache.jsonl"
+    )
     assert [asked[o["instruction"]] for o in outputs] == [1, 2, 2]
     scores = judges.win_rates(found, outputs)
     assert scores["n"] == 1 and scores["unparsed"] == 2  # two unparsed answers are not two losses
@@ -280,7 +317,9 @@ def test_outputs_with_duplicated_or_unreferenced_instructions_are_named(tmp_path
     with pytest.raises(ValueError, match="1 instruction\\(s\\) have no reference output, e.g. 'Unknown\\?'"):
         alpaca.read_outputs(tmp_path)
     io.write_json(layout.alpaca_eval_outputs(tmp_path), [{"instruction": "x"}])
-    with pytest.raises(ValueError, match="model_outputs.json row 1: expected an object with string instruction and output"):
+    with pytest.raises(
+        ValueError, match="model_outputs.json row 1: expected an object with string instruction and output"
+    ):
         alpaca.read_outputs(tmp_path)
 
 
@@ -292,8 +331,9 @@ def test_instruction_tuned_baselines_are_prompted_in_their_own_chat_template(tin
 
     with pytest.raises(ConfigError, match="prompt_template 'chat'.*only for a base model"):
         config.validate_run({"prompt_template": "chat"})
-    cfg = config.validate_run({"dataset": None, "rank": None, "quant": 16, "prompt_template": "chat",
-                               "alpaca_eval_max_new_tokens": 3})
+    cfg = config.validate_run(
+        {"dataset": None, "rank": None, "quant": 16, "prompt_template": "chat", "alpaca_eval_max_new_tokens": 3}
+    )
     tok, model = modeling.load_tokenizer("tiny-llama"), modeling.load_base("tiny-llama", 16)
     records = [{"instruction": "Name a river.", "output": "x"}]
     with pytest.raises(ValueError, match="has no chat template"):

@@ -6,8 +6,18 @@ from maple_utils.embedded.tokenizer import corpus
 from maple_utils.eval.tasks import all_tasks, load_task
 
 SCRIPT_SAMPLES = {  # a Unicode name fragment each script's letters carry
-    "Latn": "LATIN", "Arab": "ARABIC", "Cyrl": "CYRILLIC", "Grek": "GREEK", "Deva": "DEVANAGARI", "Thai": "THAI",
-    "Hans": "CJK", "Jpan": "HIRAGANA", "Hang": "HANGUL", "Hebr": "HEBREW", "Taml": "TAMIL", "Mymr": "MYANMAR",
+    "Latn": "LATIN",
+    "Arab": "ARABIC",
+    "Cyrl": "CYRILLIC",
+    "Grek": "GREEK",
+    "Deva": "DEVANAGARI",
+    "Thai": "THAI",
+    "Hans": "CJK",
+    "Jpan": "HIRAGANA",
+    "Hang": "HANGUL",
+    "Hebr": "HEBREW",
+    "Taml": "TAMIL",
+    "Mymr": "MYANMAR",
     "Sinh": "SINHALA",
 }
 

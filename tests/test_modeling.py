@@ -13,8 +13,12 @@ def tok(tiny_built):
 
 def test_batched_loglikelihood_equals_one_by_one(tok):
     model = modeling.load_base("tiny-mistral", 16)
-    requests = [("The river is", " calm"), ("Children read books at the school", " library."),
-                ("早上河水", "很平静。"), ("Answer:", " True")]
+    requests = [
+        ("The river is", " calm"),
+        ("Children read books at the school", " library."),
+        ("早上河水", "很平静。"),
+        ("Answer:", " True"),
+    ]
     batched = scoring.loglikelihood(model, tok, requests, batch_size=4)
     single = [scoring.loglikelihood(model, tok, [r], batch_size=1)[0] for r in requests]
     for (a, ga), (b, gb) in zip(batched, single):

@@ -45,8 +45,9 @@ def test_notebook_is_thin_stripped_and_has_one_parameters_cell(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_cell_is_what_the_declarations_generate(path):
     cell = next(c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", []))
-    assert "".join(cell["source"]) == _writer().parameters_source(path.stem), \
+    assert "".join(cell["source"]) == _writer().parameters_source(path.stem), (
         "run python scripts/write_notebook_parameters.py"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -56,11 +57,14 @@ def test_colab_badge_and_set_up_cell_install_the_revision_they_open(path):
     writer = _writer()
     notebook = json.loads(path.read_text(encoding="utf-8"))
     cells = writer.colab_cells(notebook, path.name)
-    assert cells and all("".join(cell["source"]) == want for cell, want in cells), \
+    assert cells and all("".join(cell["source"]) == want for cell, want in cells), (
         "run python scripts/write_notebook_parameters.py"
+    )
     setup = "".join(notebook["cells"][1]["source"])
-    assert f'MAPLE_REF = "{writer.COLAB_REF}"' in setup and f"/blob/{writer.COLAB_REF}/notebooks/{path.name}" in \
-        "".join(notebook["cells"][0]["source"])
+    assert (
+        f'MAPLE_REF = "{writer.COLAB_REF}"' in setup
+        and f"/blob/{writer.COLAB_REF}/notebooks/{path.name}" in "".join(notebook["cells"][0]["source"])
+    )
     assert "--branch v" not in setup and 'drive.mount("/content/drive")' in setup
     # the revision exists in this checkout (a tag the repo lacks would fail the clone on Colab)
     proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", writer.COLAB_REF], cwd=REPO, capture_output=True)
@@ -99,7 +103,9 @@ def test_the_writer_detects_and_repairs_a_drifted_cell(tmp_path, monkeypatch):
     path.write_text(json.dumps(notebook))
     assert writer.main(["--check"]) == 1
     assert writer.main([]) == 0 and writer.main(["--check"]) == 0
-    assert "".join(writer.parameters_cell(json.loads(path.read_text()))["source"]) == writer.parameters_source("03_evaluate")
+    assert "".join(writer.parameters_cell(json.loads(path.read_text()))["source"]) == writer.parameters_source(
+        "03_evaluate"
+    )
 
 
 def test_defaults_are_the_smoke_grids_first_run():
@@ -109,7 +115,9 @@ def test_defaults_are_the_smoke_grids_first_run():
         for name, info in declared.items():
             if name in config.RunConfig.model_fields:
                 assert ast.literal_eval(info["default"]) == getattr(first, name), (path.stem, name)
-    run_dir = ast.literal_eval(papermill.inspect_notebook(str(notebooks_dir() / "03_evaluate.ipynb"))["run_dir"]["default"])
+    run_dir = ast.literal_eval(
+        papermill.inspect_notebook(str(notebooks_dir() / "03_evaluate.ipynb"))["run_dir"]["default"]
+    )
     assert run_dir == f"runs/notebooks/runs/{config.run_id(first)}"  # 03 evaluates what 02 trains at its defaults
 
 

@@ -16,9 +16,17 @@ from maple_utils.models import packaged
 def registry_with_an_uninstalled_model(tmp_path, monkeypatch):
     """A copy of the models registry with one more packaged model whose package is on no machine."""
     models = yaml.safe_load((registry.PACKAGED / "models.yaml").read_text(encoding="utf-8"))
-    models["models"]["absent-7m"] = {"packaged": {
-        "pip": ["maple-absent-model==1.0", "maple-absent-model-part1==1.0"], "module": "maple_absent_model",
-        "gguf": "absent.gguf", "sha256": "0" * 64, "gguf_quant": "Q4_0", "licence": "none", "upstream": "none/absent"}}
+    models["models"]["absent-7m"] = {
+        "packaged": {
+            "pip": ["maple-absent-model==1.0", "maple-absent-model-part1==1.0"],
+            "module": "maple_absent_model",
+            "gguf": "absent.gguf",
+            "sha256": "0" * 64,
+            "gguf_quant": "Q4_0",
+            "licence": "none",
+            "upstream": "none/absent",
+        }
+    }
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(models), encoding="utf-8")
     monkeypatch.setenv("MAPLE_REGISTRY", str(tmp_path))
     monkeypatch.setenv("MAPLE_CACHE", str(tmp_path / "cache"))

@@ -64,9 +64,10 @@ def _plain_loglikelihood(model, tok, context: str, continuation: str) -> tuple[f
 def _hf_greedy(model, tok, prompt: str, max_new_tokens: int, stop: list[str]) -> str:
     ids = torch.tensor([scoring.encode(tok, prompt)])
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False)
-    return scoring.cut_at_stops(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), stop)
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False
+        )
+    return scoring.cut_at_stops(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True), stop)
 
 
 def _prompts(task: str, code: str, k: int, n: int) -> tuple[list[dict], list[str]]:
@@ -76,6 +77,7 @@ def _prompts(task: str, code: str, k: int, n: int) -> tuple[list[dict], list[str
 
 # ---------------------------------------------------------------- conversion
 
+
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
 def test_the_converted_folder_loads_plainly_and_equals_the_gguf_model(name, tmp_path):
     """The cache folder is an ordinary Hugging Face folder (plain Auto classes, safetensors) whose tokens and
@@ -84,14 +86,18 @@ def test_the_converted_folder_loads_plainly_and_equals_the_gguf_model(name, tmp_
 
     _require(name)
     folder = packaged.converted_dir(name)
-    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf")) and not list(folder.glob(".gguf"))
+    assert (
+        (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf")) and not list(folder.glob(".gguf"))
+    )
     source = json.loads((folder / packaged.SOURCE_FILE).read_text())
     assert source["gguf_sha256"] == packaged.entry(name)["sha256"] and "de-quantised" in source["note"]
     plain = AutoModelForCausalLM.from_pretrained(folder).eval()
     plain_tok = AutoTokenizer.from_pretrained(folder)
     gguf, gguf_tok = packaged.load_gguf(name, packaged.gguf_file(name, tmp_path))
-    texts = [json.loads((_data() / "xquad" / f"xquad.{c}.json").read_text())["data"][0]["paragraphs"][0]["context"][:400]
-             for c in ("en", "zh", "hi", "th", "ru")]
+    texts = [
+        json.loads((_data() / "xquad" / f"xquad.{c}.json").read_text())["data"][0]["paragraphs"][0]["context"][:400]
+        for c in ("en", "zh", "hi", "th", "ru")
+    ]
     for text in texts:
         ids = plain_tok(text)["input_ids"]
         assert ids == gguf_tok(text)["input_ids"]
@@ -103,6 +109,7 @@ def test_the_converted_folder_loads_plainly_and_equals_the_gguf_model(name, tmp_
 
 # ---------------------------------------------------------------- scoring on real weights
 
+
 def _gemma_requests() -> list[tuple[str, str]]:
     """4-shot Belebele prompts in two languages (two shared exemplar prefixes, 1,100-1,300 tokens: beyond
     Gemma 3's 512-token window), each with its four letters, a multi-token answer text, and short requests
@@ -113,8 +120,11 @@ def _gemma_requests() -> list[tuple[str, str]]:
         for doc, prompt in zip(docs, prompts):
             requests += [(prompt, c) for c in (" A", " B", " C", " D")]
             requests.append((prompt, " (A) " + doc["mc_answer1"]))
-    requests += [("Die Hauptstadt von Frankreich ist", " Paris."), ("", "Selamat pagi, apa kabar?"),
-                 ("नमस्ते, मेरा नाम", " राहुल है")]
+    requests += [
+        ("Die Hauptstadt von Frankreich ist", " Paris."),
+        ("", "Selamat pagi, apa kabar?"),
+        ("नमस्ते, मेरा नाम", " राहुल है"),
+    ]
     return requests
 
 
@@ -126,8 +136,9 @@ def gemma_reference(gemma):
 
 
 @pytest.mark.parametrize("saving", [scoring.NODE_MIN_SAVING, 1], ids=["default-tree", "every-prefix-a-node"])
-def test_gemma_loglikelihood_beyond_its_sliding_window_equals_a_plain_forward(gemma, gemma_reference, saving,
-                                                                              monkeypatch):
+def test_gemma_loglikelihood_beyond_its_sliding_window_equals_a_plain_forward(
+    gemma, gemma_reference, saving, monkeypatch
+):
     model, tok = gemma
     monkeypatch.setattr(scoring, "NODE_MIN_SAVING", saving)
     requests, reference = gemma_reference
@@ -159,13 +170,22 @@ def test_smollm2_in_its_chat_form_is_scored_through_its_own_template(smollm2):
     from maple_utils.config.fields import RunConfig
 
     model, tok = smollm2
-    cfg = RunConfig(model="smollm2-135m", dataset=None, rank=None, prompt_template="chat", data_source="local",
-                    data_root=str(_data()), tasks=["xcopa"], languages=["en"], limit=6, k_shot={"xcopa": 2})
+    cfg = RunConfig(
+        model="smollm2-135m",
+        dataset=None,
+        rank=None,
+        prompt_template="chat",
+        data_source="local",
+        data_root=str(_data()),
+        tasks=["xcopa"],
+        languages=["en"],
+        limit=6,
+        k_shot={"xcopa": 2},
+    )
     items, used = evaluate.evaluate_pair(model, tok, cfg, "xcopa", "en")
     assert len(items) == 6 and used["k_shot"] == 2 and all(len(it["exemplars"]) == 2 for it in items)
     spec = load_task("xcopa")
-    docs, _, built = evaluate.build_prompts(spec, "en", 2, 42, "local", str(_data()), limit=6,
-                                            split_override=None)
+    docs, _, built = evaluate.build_prompts(spec, "en", 2, 42, "local", str(_data()), limit=6, split_override=None)
     prompts, _, _ = evaluate.fit_to_context(spec, built["exemplars"], docs, tok, 8000, chat=True)
     for prompt in prompts:
         assert prompt.startswith("<|im_start|>system\n" + spec.instruction)
@@ -193,8 +213,9 @@ def test_an_empty_context_call_of_300_requests_stays_within_memory_bounds():
     child process (/proc's VmHWM, reset before the call: ru_maxrss would carry the forked test process's peak):
     the peak resident memory during the call, the loaded 1.07 GB fp32 model included, and what the call added."""
     _require("gemma3-270m")
-    rows = list(csv.reader(open(_data() / "xnli" / "xtreme_format" / "dev-en.tsv", encoding="utf-8"),
-                           delimiter="\t"))[:100]
+    rows = list(csv.reader(open(_data() / "xnli" / "xtreme_format" / "dev-en.tsv", encoding="utf-8"), delimiter="\t"))[
+        :100
+    ]
     requests = [("", f"{p}, right? {w}, {h}") for p, h, _ in rows for w in ("Yes", "Also", "No")]
     script = (
         "import json, sys\n"
@@ -207,9 +228,11 @@ def test_an_empty_context_call_of_300_requests_stays_within_memory_bounds():
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "before = kb('VmRSS:')\n"
         "out = scoring.loglikelihood(model, tok, requests, batch_size=8)\n"
-        "print(json.dumps({'before_kb': before, 'peak_kb': kb('VmHWM:'), 'n': len(out)}))\n")
-    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(requests), capture_output=True,
-                          text=True, cwd=REPO, check=True)
+        "print(json.dumps({'before_kb': before, 'peak_kb': kb('VmHWM:'), 'n': len(out)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=json.dumps(requests), capture_output=True, text=True, cwd=REPO, check=True
+    )
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     assert facts["n"] == 300
     assert (facts["peak_kb"] - facts["before_kb"]) / 2**20 < 0.5, facts  # GB the call added (measured: 0.29)
@@ -223,18 +246,26 @@ def test_smollm2_zero_shot_english_copa_is_above_chance_beyond_its_interval(smol
     from maple_utils.analysis.stats import bootstrap_ci
 
     model, tok = smollm2
-    docs = [json.loads(line) for line in (_data() / "xcopa" / "copa_en" / "val-en.jsonl").read_text().splitlines()][:100]
+    docs = [json.loads(line) for line in (_data() / "xcopa" / "copa_en" / "val-en.jsonl").read_text().splitlines()][
+        :100
+    ]
     connector = {"cause": " because", "effect": " therefore"}
-    requests = [(d["premise"].strip()[:-1] + connector[d["question"]], " " + c[0].lower() + c[1:])
-                for d in docs for c in (d["choice1"], d["choice2"])]
+    requests = [
+        (d["premise"].strip()[:-1] + connector[d["question"]], " " + c[0].lower() + c[1:])
+        for d in docs
+        for c in (d["choice1"], d["choice2"])
+    ]
     lls = [ll for ll, _ in scoring.loglikelihood(model, tok, requests, batch_size=8)]
-    scores = {"en": {str(d["idx"]): float((lls[2 * i + 1] > lls[2 * i]) == bool(d["label"])) for i, d in enumerate(docs)}}
+    scores = {
+        "en": {str(d["idx"]): float((lls[2 * i + 1] > lls[2 * i]) == bool(d["label"])) for i, d in enumerate(docs)}
+    }
     low, high = bootstrap_ci(scores)
     accuracy = sum(scores["en"].values()) / len(docs)
     assert accuracy > 0.5 and low > 0.5, (accuracy, low, high)
 
 
 # ---------------------------------------------------------------- training on real weights
+
 
 def _alpaca_records(n: int) -> list[dict]:
     from maple_utils.data.instruct import format_prompt
@@ -260,9 +291,19 @@ def _mean_loss(model, examples: list[dict]) -> float:
 def _train_config(quant: int, steps: int):
     from maple_utils.config import RunConfig
 
-    return RunConfig(model="smollm2-135m", quant=quant, dataset="alpaca", rank=8, target_modules=["q_v"],
-                     learning_rate=1e-3, max_steps=steps, batch_size=4, max_length=128, warmup_ratio=0.0,
-                     checkpoint_every=None)
+    return RunConfig(
+        model="smollm2-135m",
+        quant=quant,
+        dataset="alpaca",
+        rank=8,
+        target_modules=["q_v"],
+        learning_rate=1e-3,
+        max_steps=steps,
+        batch_size=4,
+        max_length=128,
+        warmup_ratio=0.0,
+        checkpoint_every=None,
+    )
 
 
 def test_lora_on_real_alpaca_records_lowers_the_held_out_loss():
@@ -274,8 +315,9 @@ def test_lora_on_real_alpaca_records_lowers_the_held_out_loss():
     train, held_out = batches.Tokenized(data.examples[:64], 0, 0), data.examples[64:]
     cfg = _train_config(16, 16)
     loop.seed_everything(cfg.seed)
-    model = modeling.attach_lora(modeling.load_base("smollm2-135m", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout,
-                                 cfg.target_modules, 16)
+    model = modeling.attach_lora(
+        modeling.load_base("smollm2-135m", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
+    )
     model.eval()
     before = _mean_loss(model, held_out)
     record = loop.train(model, tok, train, cfg, progress=False)
@@ -292,8 +334,9 @@ def test_an_adapter_trained_at_4_bit_reloads_with_plain_peft_to_the_same_logits(
     tok = modeling.load_tokenizer("smollm2-135m")
     cfg = _train_config(4, 3)
     loop.seed_everything(cfg.seed)
-    model = modeling.attach_lora(modeling.load_base("smollm2-135m", 4), cfg.rank, cfg.lora_alpha, cfg.lora_dropout,
-                                 cfg.target_modules, 4)
+    model = modeling.attach_lora(
+        modeling.load_base("smollm2-135m", 4), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 4
+    )
     loop.train(model, tok, batches.tokenize(_alpaca_records(12), tok, 128), cfg, progress=False)
     loop.save_adapter(model, tok, tmp_path / "adapter", cfg)
     ids = torch.tensor([scoring.encode(tok, _alpaca_records(13)[-1]["prompt"])])

@@ -13,13 +13,28 @@ from maple_utils.grid import planner, runner
 
 pytestmark = pytest.mark.slow
 
-GRID = {"name": "provenance",
-        "fixed": {"epochs": 2.0, "grad_accum": 2, "max_length": 200, "batch_size": 2, "max_train_examples": 6,
-                  "languages": ["en", "zh", "sw"], "tasks": ["xnli", "xquad"], "limit": 2,
-                  "k_shot": {"xnli": 1, "xquad": 1}, "max_new_tokens": 4, "alpaca_eval_limit": 2,
-                  "alpaca_eval_max_new_tokens": 4, "data_seed": 3, "fewshot_seed": 5, "seed": 7},
-        "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4], "quant": [8]},
-        "evaluate_base_models": False}
+GRID = {
+    "name": "provenance",
+    "fixed": {
+        "epochs": 2.0,
+        "grad_accum": 2,
+        "max_length": 200,
+        "batch_size": 2,
+        "max_train_examples": 6,
+        "languages": ["en", "zh", "sw"],
+        "tasks": ["xnli", "xquad"],
+        "limit": 2,
+        "k_shot": {"xnli": 1, "xquad": 1},
+        "max_new_tokens": 4,
+        "alpaca_eval_limit": 2,
+        "alpaca_eval_max_new_tokens": 4,
+        "data_seed": 3,
+        "fewshot_seed": 5,
+        "seed": 7,
+    },
+    "axes": {"model": ["tiny-llama"], "dataset": ["alpaca"], "rank": [4], "quant": [8]},
+    "evaluate_base_models": False,
+}
 
 
 def _executed(out, before: int) -> set[str]:
@@ -45,8 +60,15 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
     stages = record["stages"]
     assert set(stages) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_judge"}
     train = stages["02_train"]["config"]
-    assert (train["epochs"], train["grad_accum"], train["max_length"], train["seed"], train["data_seed"],
-            train["max_train_examples"], train["quant"]) == (2.0, 2, 200, 7, 3, 6, 8)
+    assert (
+        train["epochs"],
+        train["grad_accum"],
+        train["max_length"],
+        train["seed"],
+        train["data_seed"],
+        train["max_train_examples"],
+        train["quant"],
+    ) == (2.0, 2, 200, 7, 3, 6, 8)
     assert stages["03_evaluate"]["config"]["languages"] == ["en", "zh", "sw"]
     assert stages["03_evaluate"]["config"]["fewshot_seed"] == 5
     for name, section in stages.items():  # no stage records a field it did not read, refilled with a default
@@ -68,9 +90,16 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
 
     rows = pd.read_parquet(out / layout.RESULTS_TABLE)
     ev = rows[rows["stage"] == "03_evaluate"]
-    assert set(zip(ev["task"], ev["language"])) == {("xnli", "en"), ("xnli", "zh"), ("xnli", "sw"),
-                                                    ("xquad", "en"), ("xquad", "zh")}
-    assert (ev["seed"] == 5).all() and (ev["limit"] == 2).all() and (ev["k_shot"] == 1).all() and (ev["quant"] == 8).all()
+    assert set(zip(ev["task"], ev["language"])) == {
+        ("xnli", "en"),
+        ("xnli", "zh"),
+        ("xnli", "sw"),
+        ("xquad", "en"),
+        ("xquad", "zh"),
+    }
+    assert (
+        (ev["seed"] == 5).all() and (ev["limit"] == 2).all() and (ev["k_shot"] == 1).all() and (ev["quant"] == 8).all()
+    )
     xnli = registry.read("tasks")["tasks"]["xnli"]
     assert set(ev[ev["task"] == "xnli"]["registry_hash"]) == {registry.entry_hash(xnli)}
     tasks = registry.read("tasks")["tasks"]
@@ -103,7 +132,7 @@ def test_an_edited_prompt_reruns_the_evaluation_and_nothing_upstream(grid_run):
     rows = pd.read_parquet(out / layout.RESULTS_TABLE)
     xnli = rows[(rows["stage"] == "03_evaluate") & (rows["task"] == "xnli")]
     assert set(xnli["registry_hash"]) == {new_hash}
-    predictions = (out / layout.RUNS_DIR / config.run_id(cfg) / "predictions" / "xnli-en.jsonl")
+    predictions = out / layout.RUNS_DIR / config.run_id(cfg) / "predictions" / "xnli-en.jsonl"
     assert predictions.exists()
     again = len(runner.read_manifest(out))
     proc = run_cli("run", str(grid_file), "--out", str(out), env={"MAPLE_REGISTRY": str(edited)})

@@ -83,11 +83,15 @@ def test_a_disk_that_fills_mid_write_leaves_the_previous_state_readable(tmp_path
     io.write_json(tmp_path / "record.json", {"rows": ["old"]})
     io.append_jsonl(tmp_path / "manifest.jsonl", {"job": "a", "status": "done"})
     io.atomic_dir(tmp_path / "adapter", lambda tmp: (tmp / "w.bin").write_bytes(b"old"))
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["record", "errno 27"], ["manifest", "errno 27"],
-                                                                ["adapter", "errno 27"]]  # EFBIG: no room
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        ["record", "errno 27"],
+        ["manifest", "errno 27"],
+        ["adapter", "errno 27"],
+    ]  # EFBIG: no room
     # every earlier state is whole and readable; no temporary file or folder is left behind
     assert io.read_json(tmp_path / "record.json") == {"rows": ["old"]}
     assert (tmp_path / "adapter" / "w.bin").read_bytes() == b"old"

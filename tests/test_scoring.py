@@ -17,18 +17,39 @@ from maple_utils.embedded.models import model_dir  # noqa: E402
 from maple_utils.eval import scoring  # noqa: E402
 from maple_utils.train import modeling  # noqa: E402
 
-SHOTS = ("The river is calm in the morning.\nAnswer: True\n\n"
-         "Children read books at the school library.\nAnswer: False\n\n")
-REQUESTS = [(SHOTS + "早上河水很平静。\nAnswer:", " True"), (SHOTS + "早上河水很平静。\nAnswer:", " Neither"),
-            (SHOTS + "早上河水很平静。\nAnswer:", " False"), (SHOTS + "Kinder lesen Bücher.\nAnswer: ", "False"),
-            (SHOTS + "Kinder lesen Bücher.\nAnswer:", " choice2"), ("", "The river"), ("Answer:", " True"),
-            ("word " * 40 + "end", " of the long line"), ("The river is", "ာင်း σ当晚c")]
-LM_EVAL_LOGLIKELIHOODS = [-23.73673, -23.61869, -23.42391, -23.40955, -15.07609, -30.77968, -23.65015, -69.94531,
-                          -29.67199]
+SHOTS = (
+    "The river is calm in the morning.\nAnswer: True\n\nChildren read books at the school library.\nAnswer: False\n\n"
+)
+REQUESTS = [
+    (SHOTS + "早上河水很平静。\nAnswer:", " True"),
+    (SHOTS + "早上河水很平静。\nAnswer:", " Neither"),
+    (SHOTS + "早上河水很平静。\nAnswer:", " False"),
+    (SHOTS + "Kinder lesen Bücher.\nAnswer: ", "False"),
+    (SHOTS + "Kinder lesen Bücher.\nAnswer:", " choice2"),
+    ("", "The river"),
+    ("Answer:", " True"),
+    ("word " * 40 + "end", " of the long line"),
+    ("The river is", "ာင်း σ当晚c"),
+]
+LM_EVAL_LOGLIKELIHOODS = [
+    -23.73673,
+    -23.61869,
+    -23.42391,
+    -23.40955,
+    -15.07609,
+    -30.77968,
+    -23.65015,
+    -69.94531,
+    -29.67199,
+]
 PROMPTS = [SHOTS + "早上河水很平静。\nAnswer:", SHOTS + "Kinder lesen", "The river is", "word " * 40 + "end"]
 LM_EVAL_UNTIL_E_OR_NEWLINE = ["کớ grigत کớodt.ãом : Lap", "ेलुλικ", "ာင်း σ当晚c", "מבש"]
-LM_EVAL_NO_STOP = ["کớ grigत کớodt.ãом : Lap", "ेलुλικeshקטးတွගඟに新니다lq..ن",
-                   "ာင်း σ当晚ce. kliX\u001fب c..نز", "מבשestion riv rolighãhãhãhãhãhãhãඋ"]
+LM_EVAL_NO_STOP = [
+    "کớ grigत کớodt.ãом : Lap",
+    "ेलुλικeshקטးတွගඟに新니다lq..ن",
+    "ာင်း σ当晚ce. kliX\u001fب c..نز",
+    "מבשestion riv rolighãhãhãhãhãhãhãඋ",
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +85,10 @@ def test_generate_equals_lm_eval_generate_until(llama, saving):
     """HFLM(...).generate_until with {"until": ["e", "\\n"], "max_gen_toks": 12} and with no stop strings."""
     model, tok = llama
     for batch_size in (1, 3):
-        assert scoring.generate(model, tok, PROMPTS, 12, stop=["e", "\n"], batch_size=batch_size,
-                                max_length=64) == LM_EVAL_UNTIL_E_OR_NEWLINE
+        assert (
+            scoring.generate(model, tok, PROMPTS, 12, stop=["e", "\n"], batch_size=batch_size, max_length=64)
+            == LM_EVAL_UNTIL_E_OR_NEWLINE
+        )
         assert scoring.generate(model, tok, PROMPTS, 12, batch_size=batch_size, max_length=64) == LM_EVAL_NO_STOP
 
 
@@ -75,7 +98,7 @@ def _plain_loglikelihood(model, tok, context, continuation):
     ids = torch.tensor([ctx + cont])
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
-    window = logprobs[-len(cont):]
+    window = logprobs[-len(cont) :]
     target = torch.tensor(cont)
     return window.gather(1, target[:, None]).sum().item(), bool((window.argmax(-1) == target).all())
 
@@ -126,8 +149,16 @@ def test_generation_with_shared_exemplars_equals_plain_greedy_decoding(llama, sa
 def test_prefix_tree_computes_exemplars_once_and_passages_once_beneath_them():
     exemplars_a, exemplars_b = [1] + [7] * 300, [1] + [8] * 300
     passage_1, passage_2 = [20] * 100, [21] * 100
-    seqs = [exemplars_a + passage_1 + [1], exemplars_b + [2], exemplars_a + passage_1 + [3], [1, 5],
-            exemplars_b + [4], exemplars_a + passage_1 + [6], exemplars_a + passage_2 + [7], [1, 6]]
+    seqs = [
+        exemplars_a + passage_1 + [1],
+        exemplars_b + [2],
+        exemplars_a + passage_1 + [3],
+        [1, 5],
+        exemplars_b + [4],
+        exemplars_a + passage_1 + [6],
+        exemplars_a + passage_2 + [7],
+        [1, 6],
+    ]
     order, nodes, node_of = scoring.plan_prefixes(seqs, saving=150)
     assert sorted(order) == list(range(len(seqs)))
     a, b = node_of[6], node_of[1]
@@ -192,8 +223,11 @@ def test_batches_hand_out_every_row_once_longest_first_within_the_prefix_budget(
     """Rows are ordered by the tokens they run beyond their prefix within runs of the token order whose
     prefixes' caches fit the budget; every node's cache is freed once its last row is out."""
     shared_a, shared_b = [1] + [7] * 300, [1] + [8] * 300
-    seqs = ([shared_a + [10 + j] * n for j, n in enumerate((3, 40, 9, 25))]
-            + [shared_b + [20 + j] * n for j, n in enumerate((30, 2, 50))] + [[1] + [9] * n for n in (200, 4, 120)])
+    seqs = (
+        [shared_a + [10 + j] * n for j, n in enumerate((3, 40, 9, 25))]
+        + [shared_b + [20 + j] * n for j, n in enumerate((30, 2, 50))]
+        + [[1] + [9] * n for n in (200, 4, 120)]
+    )
     order, nodes, node_of = scoring.plan_prefixes(seqs)
     assert len(nodes) == 2 and all(nodes[n].length == 301 for n in node_of[:7])
     # one node's cache fits 301 tokens: a run ends where a second node would be held; rows with no node join
@@ -210,7 +244,7 @@ def test_batches_hand_out_every_row_once_longest_first_within_the_prefix_budget(
         assert all(node.kv is None and node.rows == 0 for node in batches[0][2])
         start = 0
         for run in runs:
-            handed = rows[start:start + len(run)]
+            handed = rows[start : start + len(run)]
             assert sorted(handed) == sorted(run)
             assert [own(i) for i in handed] == sorted((own(i) for i in run), reverse=True)
             start += len(run)

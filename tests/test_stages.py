@@ -12,9 +12,15 @@ from conftest import REPO
 from maple_utils import stages
 from maple_utils.config import fields
 
-EXTRA = {"name": "07_extra", "unit": "evaluated_model", "groups": ["model"], "paths": ["out_dir", "run_dir"],
-         "needs": ["04_alpaca_eval"], "registry": ["models"],
-         "resources": {"gpus": 0, "cpus": 1, "memory_gb": 2, "time_min": 10, "disk_gb": 1}}
+EXTRA = {
+    "name": "07_extra",
+    "unit": "evaluated_model",
+    "groups": ["model"],
+    "paths": ["out_dir", "run_dir"],
+    "needs": ["04_alpaca_eval"],
+    "registry": ["models"],
+    "resources": {"gpus": 0, "cpus": 1, "memory_gb": 2, "time_min": 10, "disk_gb": 1},
+}
 
 
 def test_stage_fields_derive_from_field_groups():
@@ -46,15 +52,37 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     entries = yaml.safe_load(registry_file.read_text())
     entries["stages"].insert(len(entries["stages"]) - 1, EXTRA)  # before the analysis, which runs last
     registry_file.write_text(yaml.safe_dump(entries, sort_keys=False))
-    notebook = {"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 07 · Extra"]},
-                          {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
-                           "execution_count": None, "source": []},
-                          {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
-                           "source": ["import os\n", "import maple_utils\n", "print('CODE', maple_utils.__file__)\n",
-                                      "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))\n",
-                                      "import sys\n", "print('GUARD', 'maple_utils.grid.kernel_guard' in sys.modules)"]}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
+    notebook = {
+        "cells": [
+            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 07 · Extra"]},
+            {
+                "cell_type": "code",
+                "id": "b",
+                "metadata": {"tags": ["parameters"]},
+                "outputs": [],
+                "execution_count": None,
+                "source": [],
+            },
+            {
+                "cell_type": "code",
+                "id": "c",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": [
+                    "import os\n",
+                    "import maple_utils\n",
+                    "print('CODE', maple_utils.__file__)\n",
+                    "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))\n",
+                    "import sys\n",
+                    "print('GUARD', 'maple_utils.grid.kernel_guard' in sys.modules)",
+                ],
+            },
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
 
     def python(code: str) -> str:
@@ -62,27 +90,34 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    python("import runpy, sys; sys.argv = ['w']; runpy.run_path('scripts/write_notebook_parameters.py', run_name='__main__')")
+    python(
+        "import runpy, sys; sys.argv = ['w']; runpy.run_path('scripts/write_notebook_parameters.py', run_name='__main__')"
+    )
     out = python(
         "import json; from maple_utils.grid import cli, planner; import maple_utils\n"
         f"assert maple_utils.__file__.startswith({str(copy)!r})\n"
         "p = planner.plan_grid('params/smoke.yaml', 'runs/x'); planner.check_notebooks(p)\n"
         "print(json.dumps([[j.stage.name, j.key, j.needs] for j in p.jobs]))\n"
-        "print(json.dumps(cli.describe(p)))")
+        "print(json.dumps(cli.describe(p)))"
+    )
     jobs, listing = (json.loads(line) for line in out.splitlines()[-2:])
     extra = [j for j in jobs if j[0] == "07_extra"]
     assert len(extra) == 10  # one per evaluated model: 8 adapters and 2 base models
     assert all(needs == [f"04_alpaca_eval:{key}"] for _, key, needs in extra)
     assert [j[0] for j in jobs].index("07_extra") < [j[0] for j in jobs].index("06_analysis")
     assert any(line.startswith("07_extra: 10 job(s)") for line in listing)
-    declared = python("import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/07_extra.ipynb'))))")
+    declared = python(
+        "import papermill, json; print(json.dumps(list(papermill.inspect_notebook('notebooks/07_extra.ipynb'))))"
+    )
     assert json.loads(declared) == ["model", "quant", "out_dir", "run_dir"]
     # The new stage's notebook runs through the runner, and its kernel runs the copy's code, not the
     # checkout's that the shared venv has installed; a GPU the runner hands out is the only one it sees.
-    out = python("from maple_utils.grid import planner, runner\n"
-                 "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
-                 "runner.kernel_environment()\n"
-                 "print(runner.execute(p.jobs_of('07_extra')[0], p.out, device='3')['status'])")
+    out = python(
+        "from maple_utils.grid import planner, runner\n"
+        "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
+        "runner.kernel_environment()\n"
+        "print(runner.execute(p.jobs_of('07_extra')[0], p.out, device='3')['status'])"
+    )
     assert out.strip().endswith("done")
     executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()
     assert f"CODE {copy / 'maple_utils' / '__init__.py'}" in executed and "DEVICE 3" in executed

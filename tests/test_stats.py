@@ -55,8 +55,12 @@ def test_item_scores_read_the_predictions_files(tmp_path):
     for code, scores in (("en", [1.0, 0.0]), ("zh", [0.5])):
         path = layout.predictions(tmp_path, "xquad", code)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({"id": f"q{i}", "scores": {"squad_f1": s, "squad_em": 0.0}}) + "\n"
-                                for i, s in enumerate(scores)))
+        path.write_text(
+            "".join(
+                json.dumps({"id": f"q{i}", "scores": {"squad_f1": s, "squad_em": 0.0}}) + "\n"
+                for i, s in enumerate(scores)
+            )
+        )
     assert stats.item_scores(tmp_path, "xquad", "squad_f1") == {"en": {"q0": 1.0, "q1": 0.0}, "zh": {"q0": 0.5}}
     assert stats.item_scores(tmp_path, "xquad", "squad_f1", ["zh"]) == {"zh": {"q0": 0.5}}
 

@@ -25,21 +25,29 @@ def tok(tiny_built):
 
 
 def _records(n=16):
-    return [{"language": "en", "prompt": f"### Instruction:\nSay {i}\n\n### Response:\n",
-             "response": " ".join(["number", str(i % 3)] * (i % 4 + 1))} for i in range(n)]
+    return [
+        {
+            "language": "en",
+            "prompt": f"### Instruction:\nSay {i}\n\n### Response:\n",
+            "response": " ".join(["number", str(i % 3)] * (i % 4 + 1)),
+        }
+        for i in range(n)
+    ]
 
 
 def _closed_form(model: str, rank: int, targets: list[str]) -> int:
     """r x (in + out) for every adapted linear layer, from the model's config."""
     c = json.loads((Path(resolve_model(model)) / "config.json").read_text())
     head = c["hidden_size"] // c["num_attention_heads"]
-    shapes = {"q_proj": (c["hidden_size"], c["num_attention_heads"] * head),
-              "k_proj": (c["hidden_size"], c["num_key_value_heads"] * head),
-              "v_proj": (c["hidden_size"], c["num_key_value_heads"] * head),
-              "o_proj": (c["num_attention_heads"] * head, c["hidden_size"]),
-              "gate_proj": (c["hidden_size"], c["intermediate_size"]),
-              "up_proj": (c["hidden_size"], c["intermediate_size"]),
-              "down_proj": (c["intermediate_size"], c["hidden_size"])}
+    shapes = {
+        "q_proj": (c["hidden_size"], c["num_attention_heads"] * head),
+        "k_proj": (c["hidden_size"], c["num_key_value_heads"] * head),
+        "v_proj": (c["hidden_size"], c["num_key_value_heads"] * head),
+        "o_proj": (c["num_attention_heads"] * head, c["hidden_size"]),
+        "gate_proj": (c["hidden_size"], c["intermediate_size"]),
+        "up_proj": (c["hidden_size"], c["intermediate_size"]),
+        "down_proj": (c["intermediate_size"], c["hidden_size"]),
+    }
     return c["num_hidden_layers"] * sum(rank * sum(shapes[t]) for t in targets)
 
 
@@ -54,8 +62,10 @@ def test_labels_mask_the_prompt_and_keep_eos(tok):
     # the tokens are those of the text the model reads when it answers: prompt and response as one string
     record = _records(2)[1]
     assert ex["input_ids"] != data.examples[1]["input_ids"]
-    assert data.examples[1]["input_ids"][1:-1] == tok(record["prompt"] + record["response"],
-                                                      add_special_tokens=False)["input_ids"]
+    assert (
+        data.examples[1]["input_ids"][1:-1]
+        == tok(record["prompt"] + record["response"], add_special_tokens=False)["input_ids"]
+    )
     separate = tok(record["response"], add_special_tokens=False)["input_ids"]
     assert [t for t in data.examples[1]["labels"] if t != -100][:-1] != separate  # not a word-initial first piece
     padded = batches.pad(data.examples, tok.pad_token_id)
@@ -77,8 +87,18 @@ def test_lora_trains_and_round_trips_at_every_quantisation_and_rank(tmp_path, to
     import torch
     from peft import PeftModel
 
-    cfg = config.validate_run({"model": model_name, "quant": quant, "rank": rank, "max_steps": 10, "batch_size": 4,
-                               "learning_rate": 5e-3, "lora_dropout": 0.0, "target_modules": ["attention"]})
+    cfg = config.validate_run(
+        {
+            "model": model_name,
+            "quant": quant,
+            "rank": rank,
+            "max_steps": 10,
+            "batch_size": 4,
+            "learning_rate": 5e-3,
+            "lora_dropout": 0.0,
+            "target_modules": ["attention"],
+        }
+    )
     loop.seed_everything(0)
     model = modeling.attach_lora(modeling.load_base(model_name, quant), rank, 16, 0.0, ["attention"], quant)
     assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == LAYER[quant]
@@ -101,9 +121,13 @@ def test_lora_trains_and_round_trips_at_every_quantisation_and_rank(tmp_path, to
     assert not torch.allclose(trained, plain, atol=1e-4)  # the adapter changes the model
 
 
-@pytest.mark.parametrize("preset, layers", [("q_v", ["q_proj", "v_proj"]),
-                                            ("all_linear", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                            "up_proj", "down_proj"])])
+@pytest.mark.parametrize(
+    "preset, layers",
+    [
+        ("q_v", ["q_proj", "v_proj"]),
+        ("all_linear", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+    ],
+)
 def test_target_presets_adapt_the_layers_they_name(preset, layers):
     model = modeling.attach_lora(modeling.load_base("tiny-mistral", 16), 8, 16, 0.0, [preset], 16)
     assert modeling.trainable_parameters(model)[0] == _closed_form("tiny-mistral", 8, layers)
@@ -136,15 +160,24 @@ def test_a_padding_free_batch_equals_its_examples_one_by_one(tok, model_name):
         logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
         loss = loop._loss_sum(model, packed, "cpu")
     assert torch.allclose(logits, torch.cat(one_by_one), atol=1e-5)
-    expected = sum(F.cross_entropy(lg[:-1], torch.tensor(e["labels"][1:]), ignore_index=-100, reduction="sum")
-                   for lg, e in zip(one_by_one, examples))
+    expected = sum(
+        F.cross_entropy(lg[:-1], torch.tensor(e["labels"][1:]), ignore_index=-100, reduction="sum")
+        for lg, e in zip(one_by_one, examples)
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     # gradients too: the packed loss's equal the sum of the examples' own
     loss.backward()
     packed_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
-    expected = sum(F.cross_entropy(model(input_ids=torch.tensor([e["input_ids"]])).logits[0][:-1],
-                                   torch.tensor(e["labels"][1:]), ignore_index=-100, reduction="sum") for e in examples)
+    expected = sum(
+        F.cross_entropy(
+            model(input_ids=torch.tensor([e["input_ids"]])).logits[0][:-1],
+            torch.tensor(e["labels"][1:]),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        for e in examples
+    )
     expected.backward()
     for n, p in model.named_parameters():
         if p.requires_grad:
@@ -166,19 +199,26 @@ def test_sliding_window_attention_stays_exact_in_a_packed_row(tok):
         logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
     assert torch.allclose(logits, one_by_one, atol=1e-5)
     model.get_base_model().config.sliding_window = 1024
-    assert not torch.allclose(model(input_ids=torch.tensor([examples[0]["input_ids"]])).logits[0],
-                              one_by_one[:len(examples[0]["input_ids"])], atol=1e-4)  # the window mattered
+    assert not torch.allclose(
+        model(input_ids=torch.tensor([examples[0]["input_ids"]])).logits[0],
+        one_by_one[: len(examples[0]["input_ids"])],
+        atol=1e-4,
+    )  # the window mattered
 
 
 def _trained_weights(tok, **settings):
-    cfg = config.validate_run({"quant": 16, "rank": 4, "max_steps": 3, "learning_rate": 5e-3, "lora_dropout": 0.0,
-                               **settings})
+    cfg = config.validate_run(
+        {"quant": 16, "rank": 4, "max_steps": 3, "learning_rate": 5e-3, "lora_dropout": 0.0, **settings}
+    )
     loop.seed_everything(0)
-    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16,
-                                 gradient_checkpointing=cfg.gradient_checkpointing)
+    model = modeling.attach_lora(
+        modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16, gradient_checkpointing=cfg.gradient_checkpointing
+    )
     base = model.get_base_model()
-    assert getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", None)) \
+    assert (
+        getattr(base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", None))
         == cfg.gradient_checkpointing
+    )
     record = loop.train(model, tok, batches.tokenize(_records(), tok, 64), cfg, progress=False)
     return record, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -187,8 +227,11 @@ def test_accumulation_padding_and_recomputation_leave_the_update_unchanged(tok):
     import torch
 
     reference, weights = _trained_weights(tok, batch_size=4, grad_accum=1)
-    for settings in ({"batch_size": 2, "grad_accum": 2}, {"batch_size": 4, "gradient_checkpointing": True},
-                     {"batch_size": 4, "packing": "padded"}):
+    for settings in (
+        {"batch_size": 2, "grad_accum": 2},
+        {"batch_size": 4, "gradient_checkpointing": True},
+        {"batch_size": 4, "packing": "padded"},
+    ):
         record, other = _trained_weights(tok, **settings)
         assert [c["loss"] for c in record["curve"]] == pytest.approx([c["loss"] for c in reference["curve"]], abs=1e-5)
         assert all(torch.allclose(weights[n], other[n], atol=1e-6) for n in weights), settings
@@ -202,8 +245,13 @@ def test_learning_rate_schedules():
 
 
 def _job(checkpoints, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tests" / "training_job.py"), str(checkpoints), *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests" / "training_job.py"), str(checkpoints), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_run_killed_after_its_second_checkpoint_resumes_where_it_stopped(tmp_path):
@@ -217,7 +265,8 @@ def test_a_run_killed_after_its_second_checkpoint_resumes_where_it_stopped(tmp_p
     # a newer checkpoint without its trainer state (cut short, or copied in by hand) must be passed over
     (checkpoints / "step-000006").mkdir()
     (checkpoints / "step-000006" / "trainable.safetensors").write_bytes(
-        (checkpoints / "step-000004" / "trainable.safetensors").read_bytes())
+        (checkpoints / "step-000004" / "trainable.safetensors").read_bytes()
+    )
 
     resumed = _job(checkpoints, "--record", str(tmp_path / "resumed.json"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]

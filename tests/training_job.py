@@ -9,11 +9,27 @@ import json
 import os
 import signal
 
-RECORDS = [{"language": "en", "prompt": f"### Instruction:\nCount to {i}\n\n### Response:\n",
-            "response": " ".join(str(j) for j in range(i % 7 + 1))} for i in range(24)]
-SETTINGS = {"quant": 16, "rank": 4, "lora_dropout": 0.1, "max_steps": 8, "batch_size": 3, "grad_accum": 2,
-            "learning_rate": 5e-3, "checkpoint_every": 2, "keep_checkpoints": 3, "lr_scheduler": "cosine",
-            "warmup_ratio": 0.25}
+RECORDS = [
+    {
+        "language": "en",
+        "prompt": f"### Instruction:\nCount to {i}\n\n### Response:\n",
+        "response": " ".join(str(j) for j in range(i % 7 + 1)),
+    }
+    for i in range(24)
+]
+SETTINGS = {
+    "quant": 16,
+    "rank": 4,
+    "lora_dropout": 0.1,
+    "max_steps": 8,
+    "batch_size": 3,
+    "grad_accum": 2,
+    "learning_rate": 5e-3,
+    "checkpoint_every": 2,
+    "keep_checkpoints": 3,
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.25,
+}
 
 
 def build():
@@ -23,8 +39,9 @@ def build():
     cfg = config.validate_run(SETTINGS)
     tok = modeling.load_tokenizer("tiny-llama")
     loop.seed_everything(cfg.seed)
-    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout,
-                                 ["q_v"], 16)
+    model = modeling.attach_lora(
+        modeling.load_base("tiny-llama", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, ["q_v"], 16
+    )
     return cfg, tok, model, batches.tokenize(RECORDS, tok, 64)
 
 

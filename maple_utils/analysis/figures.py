@@ -29,10 +29,13 @@ def _save(fig, path: Path, title: str) -> dict:
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     legends = [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     legends += [t.get_text() for legend in fig.legends for t in legend.get_texts()]
-    facts = {"title": title,
-             "xlabels": sorted({ax.get_xlabel() for ax in axes if ax.get_xlabel()}),
-             "ylabels": sorted({ax.get_ylabel() for ax in axes if ax.get_ylabel()}),
-             "legend": legends, "colorbar": any(ax.get_label() == "<colorbar>" for ax in fig.axes)}
+    facts = {
+        "title": title,
+        "xlabels": sorted({ax.get_xlabel() for ax in axes if ax.get_xlabel()}),
+        "ylabels": sorted({ax.get_ylabel() for ax in axes if ax.get_ylabel()}),
+        "legend": legends,
+        "colorbar": any(ax.get_label() == "<colorbar>" for ax in fig.axes),
+    }
     fig.savefig(path, dpi=120, bbox_inches="tight")
     fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -48,11 +51,22 @@ def rank_quant_lines(table, path: Path) -> dict:
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.4), squeeze=False, sharey=True)
     for ax, model in zip(axes[0], models):
         part = table[table["model"] == model]
-        tuned = part[part["dataset"] != "(base)"].sort_values(["dataset", "quant", "rank"]).assign(
-            setting=lambda t: t["dataset"] + ", " + t["quant"].astype(str) + "-bit")
+        tuned = (
+            part[part["dataset"] != "(base)"]
+            .sort_values(["dataset", "quant", "rank"])
+            .assign(setting=lambda t: t["dataset"] + ", " + t["quant"].astype(str) + "-bit")
+        )
         if len(tuned):
-            sns.lineplot(data=tuned, x="rank", y="average", hue="setting", hue_order=list(dict.fromkeys(tuned["setting"])),
-                         marker="o", ax=ax, legend=ax is axes[0][-1])
+            sns.lineplot(
+                data=tuned,
+                x="rank",
+                y="average",
+                hue="setting",
+                hue_order=list(dict.fromkeys(tuned["setting"])),
+                marker="o",
+                ax=ax,
+                legend=ax is axes[0][-1],
+            )
         for _, row in part[part["dataset"] == "(base)"].iterrows():
             ax.axhline(row["average"], linestyle="--", color="grey", label=f"base, {row['quant']}-bit")
         ax.set_title(model)
@@ -83,8 +97,17 @@ def rank_quant_heatmaps(table, path: Path) -> dict:
     vmin, vmax = (tuned["average"].min(), tuned["average"].max()) if len(tuned) else (0, 1)
     for ax, ((model, dataset), part) in zip(axes[0], panels):
         grid = part.pivot_table(index="quant", columns="rank", values="average", aggfunc="mean")
-        sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=vmin, vmax=vmax, ax=ax,
-                    cbar=ax is axes[0][-1], cbar_kws={"label": "average score"})
+        sns.heatmap(
+            grid,
+            annot=True,
+            fmt=".2f",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            ax=ax,
+            cbar=ax is axes[0][-1],
+            cbar_kws={"label": "average score"},
+        )
         ax.set_title(f"{model} / {dataset}", fontsize=9)
         ax.grid(False)
         ax.set_xlabel("LoRA rank")
@@ -100,11 +123,14 @@ def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
     tasks = tasks_of(table)
     tuned = table[table["dataset"] != "(base)"]
     panels = list(tuned.groupby(["model", "dataset"])) or [(("(none)", "(none)"), tuned)]
-    fig, axes = plt.subplots(len(panels), max(1, len(tasks)), figsize=(2.6 * max(1, len(tasks)), 2.4 * len(panels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(panels), max(1, len(tasks)), figsize=(2.6 * max(1, len(tasks)), 2.4 * len(panels)), squeeze=False
+    )
     for row, ((model, dataset), part) in zip(axes, panels):
         for ax, task in zip(row, tasks or ["(none)"]):
-            grid = part.pivot_table(index="quant", columns="rank", values=task, aggfunc="mean") if task in part else None
+            grid = (
+                part.pivot_table(index="quant", columns="rank", values=task, aggfunc="mean") if task in part else None
+            )
             if grid is not None and grid.size:
                 sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": "score"})
             else:
@@ -125,8 +151,9 @@ def best_vs_off_the_shelf(numbers, path: Path) -> dict:
 
     tasks = tasks_of(numbers)
     rows = numbers[numbers["kind"] != "study: finetuned"].copy()
-    rows["system"] = rows.apply(lambda r: r["model"] if r["kind"] == "study: baseline" else
-                                f"{r['model']} / {r['dataset']}", axis=1)
+    rows["system"] = rows.apply(
+        lambda r: r["model"] if r["kind"] == "study: baseline" else f"{r['model']} / {r['dataset']}", axis=1
+    )
     long = rows.melt(id_vars=["system", "kind"], value_vars=tasks, var_name="task", value_name="score").dropna()
     long["score"] = long["score"].astype(float)
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks)), 3.8))
@@ -179,9 +206,13 @@ def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
         sns.barplot(data=chosen, x="language", y="value", hue="system", ax=ax, errorbar=None)
     else:
         _missing(ax, "no XQuAD rows in these results")
-    for (_, row), style in zip(numbers[numbers["kind"] == "study: baseline"].iterrows(), ("--", ":", "-.", (0, (1, 3)))):
+    for (_, row), style in zip(
+        numbers[numbers["kind"] == "study: baseline"].iterrows(), ("--", ":", "-.", (0, (1, 3)))
+    ):
         if row.get("xquad") is not None and row["xquad"] == row["xquad"]:
-            ax.axhline(float(row["xquad"]), linestyle=style, color="grey", linewidth=1, label=f"{row['model']} (study, mean)")
+            ax.axhline(
+                float(row["xquad"]), linestyle=style, color="grey", linewidth=1, label=f"{row['model']} (study, mean)"
+            )
     ax.set_xlabel("language")
     ax.set_ylabel("XQuAD F1")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")

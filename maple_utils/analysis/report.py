@@ -32,22 +32,35 @@ def _embedded_image(path: Path, alt: str) -> str:
 def provenance(out: Path) -> dict:
     """What produced these rows, from the runs' records: the grid, the code (git shas, dirty or not), the
     package versions and hardware, and the task x language pairs a task lacked."""
-    records = [io.read_json(p) for p in sorted((out / "runs").glob(f"*/{layout.RUN_RECORD}"))] if (out / "runs").is_dir() else []
+    records = (
+        [io.read_json(p) for p in sorted((out / "runs").glob(f"*/{layout.RUN_RECORD}"))]
+        if (out / "runs").is_dir()
+        else []
+    )
     sections = [section for record in records for section in record.get("stages", {}).values()]
     lacking = sorted({(n["task"], n["language"]) for s in sections for n in s.get("not_evaluated", [])})
     first = sections[0] if sections else {}
-    return {"grid": (out / layout.GRID_FILE).name if (out / layout.GRID_FILE).exists() else "",
-            "runs": len(records), "git_sha": sorted({str(s.get("git_sha")) for s in sections}),
-            "dirty": any(s.get("dirty") for s in sections), "versions": first.get("versions", {}),
-            "hardware": first.get("hardware", {}), "not_evaluated": [f"{t}/{c}" for t, c in lacking]}
+    return {
+        "grid": (out / layout.GRID_FILE).name if (out / layout.GRID_FILE).exists() else "",
+        "runs": len(records),
+        "git_sha": sorted({str(s.get("git_sha")) for s in sections}),
+        "dirty": any(s.get("dirty") for s in sections),
+        "versions": first.get("versions", {}),
+        "hardware": first.get("hardware", {}),
+        "not_evaluated": [f"{t}/{c}" for t, c in lacking],
+    }
 
 
 def missing_cells(table) -> list[str]:
     """Every configuration x task of the table with no score, named."""
     from maple_utils.analysis.tables import tasks_of
 
-    return [f"{r['model']} / {r['dataset']} / r{r['rank']} q{r['quant']}: {task}"
-            for _, r in table.iterrows() for task in tasks_of(table) if r[task] != r[task]]
+    return [
+        f"{r['model']} / {r['dataset']} / r{r['rank']} q{r['quant']}: {task}"
+        for _, r in table.iterrows()
+        for task in tasks_of(table)
+        if r[task] != r[task]
+    ]
 
 
 def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
@@ -63,33 +76,45 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     if table.empty:
         raise ValueError(f"no evaluation rows under {out}: run the evaluation first")
     limited = frame["limit"].notna().any()
-    note = ("Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the "
-            "paper's numbers." if limited else "Full evaluation sets.")
+    note = (
+        "Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the paper's numbers."
+        if limited
+        else "Full evaluation sets."
+    )
     rounded = table.round(3)
     numbers, display, found = tables.table1(table, frame, out, paper=paper)
-    paths = {"table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
-             "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
-             "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False)),
-             "table1_csv": io.write_text(report / "table1.csv", numbers.to_csv(index=False)),
-             "table1_md": io.write_text(report / "table1.md", display.to_markdown(index=False) + "\n"),
-             "table1_tex": io.write_text(report / "table1.tex", numbers.round(3).to_latex(index=False, float_format="%.3f",
-                                                                                          na_rep="--")),
-             "comparisons_csv": io.write_text(report / "comparisons.csv", found.to_csv(index=False))}
+    paths = {
+        "table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
+        "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
+        "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False)),
+        "table1_csv": io.write_text(report / "table1.csv", numbers.to_csv(index=False)),
+        "table1_md": io.write_text(report / "table1.md", display.to_markdown(index=False) + "\n"),
+        "table1_tex": io.write_text(
+            report / "table1.tex", numbers.round(3).to_latex(index=False, float_format="%.3f", na_rep="--")
+        ),
+        "comparisons_csv": io.write_text(report / "comparisons.csv", found.to_csv(index=False)),
+    }
     wins = win_rate_table(frame)
     if len(wins):
-        paths["win_rate_md"] = io.write_text(report / "win_rate_table.md", wins.round(2).to_markdown(index=False) + "\n")
+        paths["win_rate_md"] = io.write_text(
+            report / "win_rate_table.md", wins.round(2).to_markdown(index=False) + "\n"
+        )
     wins2 = tables.table2(frame, paper=paper)
     paths["table2_md"] = io.write_text(report / "table2.md", wins2.round(2).to_markdown(index=False) + "\n")
     train = training_table(frame)
     if len(train):
-        paths["training_md"] = io.write_text(report / "training_table.md", train.round(4).to_markdown(index=False) + "\n")
+        paths["training_md"] = io.write_text(
+            report / "training_table.md", train.round(4).to_markdown(index=False) + "\n"
+        )
     paths["figure"] = figures.rank_quant_lines(table, report / "rank_quant.png")["path"]
     ranked = tables.best_configurations(table)
-    drawn = [figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
-             figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),
-             figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
-             figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
-             figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png")]
+    drawn = [
+        figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
+        figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),
+        figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
+        figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
+        figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png"),
+    ]
     english = tables.english_degradation(frame, ranked)
     capacity = tables.trainable_share_vs_score(table, frame)
     versus_study = tables.paper_differences(numbers)
@@ -97,37 +122,59 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     paths["capacity_csv"] = io.write_text(report / "trainable_share_vs_score.csv", capacity.to_csv(index=False))
     paths["versus_study_csv"] = io.write_text(report / "versus_study.csv", versus_study.to_csv(index=False))
     paths["figures_json"] = io.write_json(report / "figures.json", [{**f, "path": str(f["path"])} for f in drawn])
-    legend = (f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
-              f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
-              f"its runner-up on that task is not significant (paired permutation test, Holm-corrected over all "
-              f"{len(found)} comparisons, alpha {stats.ALPHA}). missing: the task was not evaluated; NA: the study reports none.")
-    body = (f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
-            f"<h2>Table 1: task-wise performance at the best rank and quantisation</h2>"
-            f"<p>{html.escape(legend)}</p>{display.to_html(index=False, na_rep='')}"
-            f"<h2>Every configuration</h2>{rounded.to_html(index=False)}"
-            f"<h2>Average score by rank and quantisation</h2>{_embedded_image(paths['figure'], 'Average score over tasks by LoRA rank and quantisation')}"
-            + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in drawn) +
-            f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{wins2.round(2).to_html(index=False, na_rep='')}"
-            + f"<h2>English after multilingual finetuning (best configuration minus base)</h2>"
-              f"{english.round(3).to_html(index=False, na_rep='') if len(english) else '<p>No English rows.</p>'}"
-            + f"<h2>Share of trainable parameters and score</h2>"
-              f"{capacity.round(4).to_html(index=False) if len(capacity) else '<p>No training rows.</p>'}"
-            + (f"<h2>Ours minus the study's (paper mode)</h2>{versus_study.round(3).to_html(index=False)}" if paper and len(versus_study)
-               else "<p>Paper mode: none of these runs is a model and dataset the study reports, so there is no difference "
-                    "to show beside its Table 1 rows.</p>" if paper else "")
-            + (f"<h2>AlpacaEval win rate of every run against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
-               if len(wins) else "") +
-            f"<h2>Paired comparisons</h2>{found.round(4).to_html(index=False) if len(found) else '<p>No pair of configurations to compare.</p>'}")
+    legend = (
+        f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
+        f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
+        f"its runner-up on that task is not significant (paired permutation test, Holm-corrected over all "
+        f"{len(found)} comparisons, alpha {stats.ALPHA}). missing: the task was not evaluated; NA: the study reports none."
+    )
+    body = (
+        f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
+        f"<h2>Table 1: task-wise performance at the best rank and quantisation</h2>"
+        f"<p>{html.escape(legend)}</p>{display.to_html(index=False, na_rep='')}"
+        f"<h2>Every configuration</h2>{rounded.to_html(index=False)}"
+        f"<h2>Average score by rank and quantisation</h2>{_embedded_image(paths['figure'], 'Average score over tasks by LoRA rank and quantisation')}"
+        + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in drawn)
+        + f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{wins2.round(2).to_html(index=False, na_rep='')}"
+        + f"<h2>English after multilingual finetuning (best configuration minus base)</h2>"
+        f"{english.round(3).to_html(index=False, na_rep='') if len(english) else '<p>No English rows.</p>'}"
+        + f"<h2>Share of trainable parameters and score</h2>"
+        f"{capacity.round(4).to_html(index=False) if len(capacity) else '<p>No training rows.</p>'}"
+        + (
+            f"<h2>Ours minus the study's (paper mode)</h2>{versus_study.round(3).to_html(index=False)}"
+            if paper and len(versus_study)
+            else "<p>Paper mode: none of these runs is a model and dataset the study reports, so there is no difference "
+            "to show beside its Table 1 rows.</p>"
+            if paper
+            else ""
+        )
+        + (
+            f"<h2>AlpacaEval win rate of every run against the reference outputs (%)</h2>{wins.round(2).to_html(index=False)}"
+            if len(wins)
+            else ""
+        )
+        + f"<h2>Paired comparisons</h2>{found.round(4).to_html(index=False) if len(found) else '<p>No pair of configurations to compare.</p>'}"
+    )
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
     facts, gaps = provenance(out), missing_cells(table)
-    body += ("<h2>Provenance</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in facts.items())
-             + "</ul><h2>What is missing</h2>"
-             + ("<ul>" + "".join(f"<li>{html.escape(g)}</li>" for g in gaps) + "</ul>" if gaps
-                else "<p>Every configuration has a score for every task evaluated.</p>"))
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}")
-    paths["html"] = io.write_text(report / "analysis.html", f"<!doctype html><meta charset='utf-8'>"
-                                              f"<title>MAPLE report</title><style>{style}</style><body>{body}</body>\n")
+    body += (
+        "<h2>Provenance</h2><ul>"
+        + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in facts.items())
+        + "</ul><h2>What is missing</h2>"
+        + (
+            "<ul>" + "".join(f"<li>{html.escape(g)}</li>" for g in gaps) + "</ul>"
+            if gaps
+            else "<p>Every configuration has a score for every task evaluated.</p>"
+        )
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
+    )
+    paths["html"] = io.write_text(
+        report / "analysis.html",
+        f"<!doctype html><meta charset='utf-8'><title>MAPLE report</title><style>{style}</style><body>{body}</body>\n",
+    )
     return paths

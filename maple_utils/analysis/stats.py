@@ -19,18 +19,19 @@ import numpy as np
 
 from maple_utils import layout
 
-EXACT_MAX = 16            # items up to which the permutation test enumerates every sign pattern
-RESAMPLES = 2000          # bootstrap resamples and Monte Carlo permutations
+EXACT_MAX = 16  # items up to which the permutation test enumerates every sign pattern
+RESAMPLES = 2000  # bootstrap resamples and Monte Carlo permutations
 ALPHA = 0.05
 
 
-def item_scores(run_dir: str | Path, task: str, metric: str, languages: list[str] | None = None
-                ) -> dict[str, dict[str, float]]:
+def item_scores(
+    run_dir: str | Path, task: str, metric: str, languages: list[str] | None = None
+) -> dict[str, dict[str, float]]:
     """{language: {item id: score}} from a run's predictions/<task>-<language>.jsonl files."""
     out: dict[str, dict[str, float]] = {}
     folder = Path(run_dir) / layout.PREDICTIONS_DIR
     for path in sorted(folder.glob(f"{task}-*.jsonl")):
-        code = path.stem[len(task) + 1:]
+        code = path.stem[len(task) + 1 :]
         if languages is not None and code not in languages:
             continue
         items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -44,8 +45,9 @@ def task_score(by_language: dict[str, dict[str, float]]) -> float:
     return float(np.mean(means)) if means else float("nan")
 
 
-def bootstrap_ci(by_language: dict[str, dict[str, float]], level: float = 0.95, resamples: int = RESAMPLES,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    by_language: dict[str, dict[str, float]], level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `task_score`, resampling items with replacement within each
     language (languages in sorted order, each drawing its indices from one generator in turn)."""
     rng = np.random.default_rng(seed)
@@ -75,9 +77,10 @@ def paired_permutation_p(diffs: np.ndarray, resamples: int = RESAMPLES, seed: in
     observed = abs(diffs.mean())
     tolerance = 1e-12  # ties with the observed statistic count as extreme
     if n <= EXACT_MAX:
-        extreme = sum(abs(np.dot(signs, diffs) / n) >= observed - tolerance
-                      for signs in itertools.product((1, -1), repeat=n))
-        return extreme / 2 ** n
+        extreme = sum(
+            abs(np.dot(signs, diffs) / n) >= observed - tolerance for signs in itertools.product((1, -1), repeat=n)
+        )
+        return extreme / 2**n
     rng = np.random.default_rng(seed)
     signs = rng.choice((1.0, -1.0), size=(resamples, n))
     extreme = int((np.abs(signs @ diffs / n) >= observed - tolerance).sum())

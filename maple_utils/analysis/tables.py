@@ -56,7 +56,11 @@ def training_table(frame):
     train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
     if train.empty:
         return train
-    return with_run_columns(train).pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first").reset_index()
+    return (
+        with_run_columns(train)
+        .pivot_table(index=RUN_COLUMNS, columns="metric", values="value", aggfunc="first")
+        .reset_index()
+    )
 
 
 def win_rate_table(frame):
@@ -69,7 +73,8 @@ def win_rate_table(frame):
         return pd.DataFrame()
     rows = with_run_columns(rows)
     table = rows[RUN_COLUMNS + ["value", "stderr", "n", "scoring"]].rename(
-        columns={"value": "win_rate", "stderr": "standard_error", "n": "judged", "scoring": "judge"})
+        columns={"value": "win_rate", "stderr": "standard_error", "n": "judged", "scoring": "judge"}
+    )
     return table.sort_values(RUN_COLUMNS).reset_index(drop=True)
 
 
@@ -88,8 +93,9 @@ def best_configurations(table):
         return tuned.assign(place=[])
     present = tuned.groupby(["model", "dataset"])[tasks].transform(lambda c: c.notna().any())
     tuned["complete"] = (tuned[tasks].notna() | ~present).all(axis=1)
-    tuned = tuned.sort_values(["model", "dataset", "complete", "average", "rank", "quant"],
-                              ascending=[True, True, False, False, True, True])
+    tuned = tuned.sort_values(
+        ["model", "dataset", "complete", "average", "rank", "quant"], ascending=[True, True, False, False, True, True]
+    )
     tuned["place"] = tuned.groupby(["model", "dataset"]).cumcount() + 1
     return tuned
 
@@ -128,8 +134,12 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
                     low, high = stats.bootstrap_ci(scores, seed=seed)
                     text += f" [{low:.3f}, {high:.3f}]"
             if row["kind"] == "ours: best rank x quantisation":
-                mine = found[(found["kind"] == "best vs runner-up") & (found["model"] == row["model"])
-                             & (found["dataset"] == row["dataset"]) & (found["task"] == task)]
+                mine = found[
+                    (found["kind"] == "best vs runner-up")
+                    & (found["model"] == row["model"])
+                    & (found["dataset"] == row["dataset"])
+                    & (found["task"] == task)
+                ]
                 if len(mine) and not mine["significant"].iloc[0]:
                     text += f" {NOT_SIGNIFICANT}"
             display.at[i, task] = text
@@ -143,7 +153,10 @@ def _metric(task: str) -> str:
 
 def _run_ids(frame) -> dict:
     ev = with_run_columns(frame[frame["stage"] == "03_evaluate"])
-    return {(r.model, r.dataset, r.rank, r.quant): r.run_id for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()}
+    return {
+        (r.model, r.dataset, r.rank, r.quant): r.run_id
+        for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()
+    }
 
 
 # dataset pairs the study compares: multilingual data against English Alpaca; translated (Bactrian-X) data
@@ -190,7 +203,10 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=Non
                 pairs.append((kind, model, f"{first} vs {second}", best[(model, first)], best[(model, second)]))
     records = []
     for kind, model, dataset, a, b in pairs:
-        ids = [run_ids.get((model, a["dataset"], a["rank"], a["quant"])), run_ids.get((model, b["dataset"], b["rank"], b["quant"]))]
+        ids = [
+            run_ids.get((model, a["dataset"], a["rank"], a["quant"])),
+            run_ids.get((model, b["dataset"], b["rank"], b["quant"])),
+        ]
         if None in ids:
             continue
         for task in tasks_of(ranked):
@@ -198,11 +214,22 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=Non
             diffs = stats.paired_differences(sa, sb)
             if not len(diffs):
                 continue
-            records.append({"kind": kind, "model": model, "dataset": dataset, "task": task,
-                            "a": f"r{a['rank']} q{a['quant']}", "b": f"r{b['rank']} q{b['quant']}",
-                            "items": len(diffs), "mean_difference": float(np.mean(diffs)),
-                            "p": stats.paired_permutation_p(diffs, seed=seed)})
-    found = pd.DataFrame(records, columns=["kind", "model", "dataset", "task", "a", "b", "items", "mean_difference", "p"])
+            records.append(
+                {
+                    "kind": kind,
+                    "model": model,
+                    "dataset": dataset,
+                    "task": task,
+                    "a": f"r{a['rank']} q{a['quant']}",
+                    "b": f"r{b['rank']} q{b['quant']}",
+                    "items": len(diffs),
+                    "mean_difference": float(np.mean(diffs)),
+                    "p": stats.paired_permutation_p(diffs, seed=seed),
+                }
+            )
+    found = pd.DataFrame(
+        records, columns=["kind", "model", "dataset", "task", "a", "b", "items", "mean_difference", "p"]
+    )
     found["p_holm"] = stats.holm(list(found["p"])) if len(found) else []
     found["significant"] = found["p_holm"] < stats.ALPHA
     return found
@@ -217,7 +244,9 @@ def table2(frame, paper: bool = False):
     study = registry.read("baselines")["table2"]
     rows = []
     if len(wins):
-        tuned = wins.sort_values(["model", "dataset", "win_rate", "rank", "quant"], ascending=[True, True, False, True, True])
+        tuned = wins.sort_values(
+            ["model", "dataset", "win_rate", "rank", "quant"], ascending=[True, True, False, True, True]
+        )
         rows.append(tuned.groupby(["model", "dataset"]).head(1).assign(kind="ours"))
     rows.append(pd.DataFrame(study["baselines"]).assign(kind="study: baseline", dataset="NA"))
     if paper:
@@ -226,7 +255,6 @@ def table2(frame, paper: bool = False):
     table = pd.concat(rows, ignore_index=True).reindex(columns=columns)
     table[["rank", "quant"]] = table[["rank", "quant"]].astype("Int64")
     return table
-
 
 
 def english_degradation(frame, ranked):
@@ -240,10 +268,19 @@ def english_degradation(frame, ranked):
     base = en[en["dataset"] == "(base)"].set_index(["model", "task"])["value"]
     best = ranked[ranked["place"] == 1][["model", "dataset", "rank", "quant"]]
     tuned = en.merge(best, on=["model", "dataset", "rank", "quant"])
-    rows = [{"model": r.model, "dataset": r.dataset, "rank": r.rank, "quant": r.quant, "task": r.task,
-             "finetuned": r.value, "base": base.get((r.model, r.task)),
-             "change": r.value - base[(r.model, r.task)] if (r.model, r.task) in base.index else None}
-            for r in tuned.itertuples()]
+    rows = [
+        {
+            "model": r.model,
+            "dataset": r.dataset,
+            "rank": r.rank,
+            "quant": r.quant,
+            "task": r.task,
+            "finetuned": r.value,
+            "base": base.get((r.model, r.task)),
+            "change": r.value - base[(r.model, r.task)] if (r.model, r.task) in base.index else None,
+        }
+        for r in tuned.itertuples()
+    ]
     return pd.DataFrame(rows, columns=["model", "dataset", "rank", "quant", "task", "finetuned", "base", "change"])
 
 
@@ -253,8 +290,9 @@ def trainable_share_vs_score(table, frame):
     train = training_table(frame)
     if train.empty or "trainable_pct" not in train:
         return train
-    return table.merge(train[["model", "dataset", "rank", "quant", "trainable_pct"]],
-                       on=["model", "dataset", "rank", "quant"])[["model", "dataset", "rank", "quant", "trainable_pct", "average"]]
+    return table.merge(
+        train[["model", "dataset", "rank", "quant", "trainable_pct"]], on=["model", "dataset", "rank", "quant"]
+    )[["model", "dataset", "rank", "quant", "trainable_pct", "average"]]
 
 
 def paper_differences(numbers):
@@ -264,10 +302,15 @@ def paper_differences(numbers):
 
     names = {k: v.get("study_name") for k, v in registry.read("models")["models"].items() if v.get("study_name")}
     study = pd.DataFrame(registry.read("baselines")["table1"]["finetuned"])
-    ours = numbers[numbers["kind"] == "ours: best rank x quantisation"].assign(
-        study_model=lambda t: t["model"].map(names)).dropna(subset=["study_model"])
+    ours = (
+        numbers[numbers["kind"] == "ours: best rank x quantisation"]
+        .assign(study_model=lambda t: t["model"].map(names))
+        .dropna(subset=["study_model"])
+    )
     tasks = tasks_of(numbers)
-    joined = ours.merge(study, left_on=["study_model", "dataset"], right_on=["model", "dataset"], suffixes=("", "_study"))
+    joined = ours.merge(
+        study, left_on=["study_model", "dataset"], right_on=["model", "dataset"], suffixes=("", "_study")
+    )
     out = joined[["model", "dataset", "rank", "quant"]].copy()
     for task in [*tasks, "average"]:
         out[task] = joined[task].astype(float) - joined[f"{task}_study"].astype(float)

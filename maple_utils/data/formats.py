@@ -77,12 +77,22 @@ def read_squad(path: Path) -> list[dict]:
         try:
             for para in article["paragraphs"]:
                 for qa in para["qas"]:
-                    docs.append({"id": qa["id"], "context": para["context"], "question": qa["question"],
-                                 "answers": {"text": [x["text"] for x in qa["answers"]],
-                                             "answer_start": [x["answer_start"] for x in qa["answers"]]}})
+                    docs.append(
+                        {
+                            "id": qa["id"],
+                            "context": para["context"],
+                            "question": qa["question"],
+                            "answers": {
+                                "text": [x["text"] for x in qa["answers"]],
+                                "answer_start": [x["answer_start"] for x in qa["answers"]],
+                            },
+                        }
+                    )
         except (KeyError, TypeError) as err:
-            raise DataFileError(f"{path}: article {a}: missing SQuAD field {err} "
-                                "(expected paragraphs > context, qas > id, question, answers)") from None
+            raise DataFileError(
+                f"{path}: article {a}: missing SQuAD field {err} "
+                "(expected paragraphs > context, qas > id, question, answers)"
+            ) from None
     return docs
 
 
@@ -91,8 +101,10 @@ def read_xnli_tsv(path: Path) -> list[dict]:
     docs = []
     for i, row in enumerate(rows, start=1):
         if len(row) != 3 or row[2].strip() not in XNLI_LABELS:
-            raise DataFileError(f"{path}: row {i}: expected premise<TAB>hypothesis<TAB>label with label in "
-                                f"{sorted(XNLI_LABELS)}, got {row!r:.120}")
+            raise DataFileError(
+                f"{path}: row {i}: expected premise<TAB>hypothesis<TAB>label with label in "
+                f"{sorted(XNLI_LABELS)}, got {row!r:.120}"
+            )
         docs.append({"premise": row[0], "hypothesis": row[1], "label": XNLI_LABELS[row[2].strip()]})
     if not docs:
         raise DataFileError(f"{path}: the file is empty")
@@ -111,15 +123,24 @@ def read_xnli_release(path: Path, language: str) -> list[dict]:
         if row["language"] != language:
             continue
         if row["gold_label"] not in XNLI_LABELS:
-            raise DataFileError(f"{path}: row {i}: gold_label {row['gold_label']!r} is not one of {sorted(XNLI_LABELS)}")
-        docs.append({"premise": row["sentence1"], "hypothesis": row["sentence2"], "label": XNLI_LABELS[row["gold_label"]]})
+            raise DataFileError(
+                f"{path}: row {i}: gold_label {row['gold_label']!r} is not one of {sorted(XNLI_LABELS)}"
+            )
+        docs.append(
+            {"premise": row["sentence1"], "hypothesis": row["sentence2"], "label": XNLI_LABELS[row["gold_label"]]}
+        )
     if not docs:
         raise DataFileError(f"{path}: no rows for language {language!r}")
     return docs
 
 
-READERS = {"json": read_json_array, "jsonl": read_json_lines, "squad_json": read_squad, "xnli_tsv": read_xnli_tsv,
-           "xnli_release_tsv": read_xnli_release}
+READERS = {
+    "json": read_json_array,
+    "jsonl": read_json_lines,
+    "squad_json": read_squad,
+    "xnli_tsv": read_xnli_tsv,
+    "xnli_release_tsv": read_xnli_release,
+}
 
 
 def read(path: str | Path, fmt: str, keys: dict | None = None) -> list[dict]:

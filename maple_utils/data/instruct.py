@@ -107,12 +107,15 @@ def check_records(records: list, location: str) -> tuple[list[dict], list[Proble
 
 
 def _shown(problems: list, limit: int = 20) -> str:
-    lines = [str(p) for p in problems[:limit]] + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
+    lines = [str(p) for p in problems[:limit]] + (
+        [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
+    )
     return "\n  - " + "\n  - ".join(lines)
 
 
-def load_records(name: str, languages: list[str] | None = None, source: str = "embedded",
-                 root: str | None = None) -> tuple[list[dict], list[dict], list[Problem]]:
+def load_records(
+    name: str, languages: list[str] | None = None, source: str = "embedded", root: str | None = None
+) -> tuple[list[dict], list[dict], list[Problem]]:
     """Good records {language, instruction, input, output} of a dataset's languages, where they came from,
     and every bad record dropped. A file with no records, or with no record of the instruction shape,
     fails with a DataError naming the file and its first rows."""
@@ -127,12 +130,16 @@ def load_records(name: str, languages: list[str] | None = None, source: str = "e
         kept, found = check_records(raw, origin.location)
         structural = [p for p in found if p.kind in STRUCTURAL]
         if len(structural) == len(raw):
-            fatal.append(f"{origin.location}: no record has the instruction shape (string 'instruction' and "
-                         f"'output', optional 'input'); first rows:" + _shown(structural, 3).replace("\n", "\n  "))
+            fatal.append(
+                f"{origin.location}: no record has the instruction shape (string 'instruction' and "
+                f"'output', optional 'input'); first rows:" + _shown(structural, 3).replace("\n", "\n  ")
+            )
             continue
         problems += found
-        records += [{"language": code, "instruction": r["instruction"], "input": r.get("input") or "",
-                     "output": r["output"]} for r in kept]
+        records += [
+            {"language": code, "instruction": r["instruction"], "input": r.get("input") or "", "output": r["output"]}
+            for r in kept
+        ]
     if fatal:
         raise DataError(f"dataset {name}: {len(fatal)} unusable file(s)" + _shown(fatal))
     if problems:
@@ -176,15 +183,23 @@ def prepare(cfg) -> tuple[list[dict], list[dict], list[Problem]]:
     the records dropped as bad."""
     records, origins, problems = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
     records = size_match(records, cfg.max_train_examples, cfg.data_seed)
-    prepared = [{"language": r["language"], "prompt": format_prompt(cfg.prompt_template, r["instruction"], r["input"]),
-                 "response": r["output"]} for r in records]
+    prepared = [
+        {
+            "language": r["language"],
+            "prompt": format_prompt(cfg.prompt_template, r["instruction"], r["input"]),
+            "response": r["output"],
+        }
+        for r in records
+    ]
     return prepared, origins, problems
 
 
 def lengths(records: list[dict]) -> list[dict]:
     """Per-record prompt and response lengths in characters, for the 01 notebook's plot."""
-    return [{"language": r["language"], "prompt_chars": len(r["prompt"]), "response_chars": len(r["response"])}
-            for r in records]
+    return [
+        {"language": r["language"], "prompt_chars": len(r["prompt"]), "response_chars": len(r["response"])}
+        for r in records
+    ]
 
 
 def language_stats(records: list[dict]) -> list[dict]:
@@ -193,7 +208,12 @@ def language_stats(records: list[dict]) -> list[dict]:
     rows = []
     for code, n in sorted(counts.items()):
         recs = [r for r in records if r["language"] == code]
-        rows.append({"language": code, "examples": n,
-                     "mean_prompt_chars": round(sum(len(r["prompt"]) for r in recs) / n, 1),
-                     "mean_response_chars": round(sum(len(r["response"]) for r in recs) / n, 1)})
+        rows.append(
+            {
+                "language": code,
+                "examples": n,
+                "mean_prompt_chars": round(sum(len(r["prompt"]) for r in recs) / n, 1),
+                "mean_response_chars": round(sum(len(r["response"]) for r in recs) / n, 1),
+            }
+        )
     return rows

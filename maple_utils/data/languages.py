@@ -33,7 +33,10 @@ def _table(folder: str) -> dict[str, Language]:
     rows = registry.read("languages")["languages"]
     return {
         r["code"]: Language(
-            code=r["code"], name=r["name"], script=r["script"], group=r["group"],
+            code=r["code"],
+            name=r["name"],
+            script=r["script"],
+            group=r["group"],
             configs={c: r.get(c) for c in DATASET_COLUMNS},
         )
         for r in rows

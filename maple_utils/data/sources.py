@@ -67,8 +67,9 @@ def local_layout(name: str, entry: dict, root: str | None, split: str, **keys) -
         candidates.append((resolve(root or ".") / template.format(split=split, **keys), layout["format"]))
     if not candidates:
         known = sorted({s for layout in local.get("layouts", [local]) for s in layout.get("splits", {})})
-        raise MissingDataError(f"{name}: no local release layout for split {split!r} "
-                               f"(local files have: {', '.join(known) or 'none'})")
+        raise MissingDataError(
+            f"{name}: no local release layout for split {split!r} (local files have: {', '.join(known) or 'none'})"
+        )
     return next((c for c in candidates if c[0].is_file()), candidates[0])
 
 
@@ -80,9 +81,12 @@ def local_file(name: str, entry: dict, root: str | None, split: str, **keys) -> 
     """The local release file, or a MissingDataError naming what was expected where."""
     path = local_path(name, entry, root, split, **keys)
     if not path.is_file():
-        found = [s for s in ("train", "validation", "test") if s != split and _split_present(name, entry, root, s, keys)]
-        hint = (f"; the local files have split {', '.join(found)}: a run evaluates it with split_overrides"
-                if found else "")
+        found = [
+            s for s in ("train", "validation", "test") if s != split and _split_present(name, entry, root, s, keys)
+        ]
+        hint = (
+            f"; the local files have split {', '.join(found)}: a run evaluates it with split_overrides" if found else ""
+        )
         raise MissingDataError(f"{name}, {keys.get('config')}: missing local file {path}{hint}")
     return path
 
@@ -100,8 +104,10 @@ def hub_available() -> bool:
 
 def require_hub() -> None:
     if not hub_available():
-        raise MissingDataError(f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT} "
-                               "(or use data_source 'local' with release files under data_root)")
+        raise MissingDataError(
+            f"data_source 'hub' needs the `datasets` package: {HUB_INSTALL_HINT} "
+            "(or use data_source 'local' with release files under data_root)"
+        )
 
 
 def hub_arguments(entry: dict, split: str, **keys) -> dict:
@@ -124,8 +130,9 @@ def _hub_revision(path: str) -> str | None:
         return None
 
 
-def load(name: str, entry: dict, source: str, root: str | None, split: str, config: str,
-         **keys) -> tuple[list[dict], Origin]:
+def load(
+    name: str, entry: dict, source: str, root: str | None, split: str, config: str, **keys
+) -> tuple[list[dict], Origin]:
     """Records of one entry (a task, a dataset, the AlpacaEval set) for one config and split."""
     keys = {"config": config, **keys}
     if source == "embedded":
@@ -150,8 +157,7 @@ def load(name: str, entry: dict, source: str, root: str | None, split: str, conf
     raise ValueError(f"unknown data_source {source!r} (allowed: {', '.join(SOURCES)})")
 
 
-def check_available(name: str, entry: dict, source: str, root: str | None, split: str, config: str,
-                    **keys) -> str:
+def check_available(name: str, entry: dict, source: str, root: str | None, split: str, config: str, **keys) -> str:
     """Where the data will be read from, or a MissingDataError naming it, without reading it."""
     keys = {"config": config, **keys}
     if source == "local":

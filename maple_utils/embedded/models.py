@@ -9,8 +9,14 @@ from maple_utils.embedded.tokenizer import tokenizer_dir
 
 # A few hundred thousand parameters: big enough for every code path (GQA, 4/8-bit layers whose
 # dimensions suit bitsandbytes' blocks), small enough for a CPU grid in minutes.
-TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=2048)
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+)
 ARCHITECTURES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 1024}),
@@ -35,8 +41,14 @@ def model_dir(kind: str, seed: int | None = None) -> Path:
         tok = AutoTokenizer.from_pretrained(tokenizer)
         config_name, model_name, extra = ARCHITECTURES[kind]
         config = getattr(transformers, config_name)(
-            vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.unk_token_id, tie_word_embeddings=False, **TINY_SHAPE, **extra)
+            vocab_size=len(tok),
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.unk_token_id,
+            tie_word_embeddings=False,
+            **TINY_SHAPE,
+            **extra,
+        )
         torch.manual_seed(seed)
         model = getattr(transformers, model_name)(config)
         model.save_pretrained(out)
@@ -44,4 +56,3 @@ def model_dir(kind: str, seed: int | None = None) -> Path:
 
     key = content_hash(Path(__file__), tokenizer.name, kind, str(seed))
     return build_atomically(f"tiny-{kind}-s{seed}", key, build)
-

@@ -78,13 +78,17 @@ def _build(out: Path) -> None:
                 splits.setdefault(over.get("fewshot_split", spec["fewshot_split"]), SIZES["fewshot"])
             for split, size in splits.items():
                 rng = random.Random(f"{task}/{config}/{split}")
-                rows = [make_record(spec["embedded_sample"], text[code], rng, f"{task}-{code}", i, config)
-                        for i in range(size)]
+                rows = [
+                    make_record(spec["embedded_sample"], text[code], rng, f"{task}-{code}", i, config)
+                    for i in range(size)
+                ]
                 _write(out, task, config, split, rows)
         if "fewshot_source" in spec:  # exemplars from another dataset (XQuAD: English SQuAD)
             source, rng = spec["fewshot_source"], random.Random(f"{task}/exemplars")
-            rows = [make_record(spec["embedded_sample"], text["en"], rng, f"{task}-exemplars", i, source["config"])
-                    for i in range(SIZES["fewshot"])]
+            rows = [
+                make_record(spec["embedded_sample"], text["en"], rng, f"{task}-exemplars", i, source["config"])
+                for i in range(SIZES["fewshot"])
+            ]
             _write(out, f"{task}-exemplars", source["config"], source["split"], rows)
     for dataset, spec in registry.read("datasets")["datasets"].items():
         # the bundled corpus covers the language table; Bactrian-X's other languages come from files or the hub
@@ -99,8 +103,10 @@ def _build(out: Path) -> None:
             _write(out, dataset, code, "train", rows)
     spec = registry.read("tasks")["alpaca_eval"]
     rng = random.Random("alpaca_eval")
-    rows = [make_record(spec["embedded_sample"], text["en"], rng, "alpaca_eval", i, "alpaca_eval")
-            for i in range(SIZES["alpaca_eval"])]
+    rows = [
+        make_record(spec["embedded_sample"], text["en"], rng, "alpaca_eval", i, "alpaca_eval")
+        for i in range(SIZES["alpaca_eval"])
+    ]
     _write(out, "alpaca_eval", "alpaca_eval", spec["hub"]["split"], rows)
 
 

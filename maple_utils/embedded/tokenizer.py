@@ -33,8 +33,12 @@ def _train(lines: list[str], learned_vocab: int):
 
     learner = Tokenizer(models.BPE(unk_token="<unk>"))  # learns within words, each with its "▁" prefix
     learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    learner.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=learned_vocab, min_frequency=1,
-                                                           special_tokens=list(SPECIALS), show_progress=False))
+    learner.train_from_iterator(
+        lines,
+        trainers.BpeTrainer(
+            vocab_size=learned_vocab, min_frequency=1, special_tokens=list(SPECIALS), show_progress=False
+        ),
+    )
     learned = json.loads(learner.to_str())["model"]
     vocab = {t: i for i, t in enumerate(SPECIALS + BYTE_TOKENS)}
     for piece, _ in sorted(learned["vocab"].items(), key=lambda kv: kv[1]):
@@ -44,10 +48,12 @@ def _train(lines: list[str], learned_vocab: int):
     # over the whole text (no merge crosses a word, since none was learned across one).
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     decoders.Strip(" ", 1, 0)])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", vocab["<s>"])])
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
     return tok
 
@@ -57,9 +63,16 @@ def llama_style_tokenizer(lines: list[str], learned_vocab: int = LEARNED_VOCAB, 
     the benchmarks train one of Llama-2's vocabulary size on real text."""
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=_train(lines, learned_vocab), bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", add_bos_token=True, add_eos_token=False,
-                                   clean_up_tokenization_spaces=False, model_max_length=model_max_length)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=_train(lines, learned_vocab),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        add_bos_token=True,
+        add_eos_token=False,
+        clean_up_tokenization_spaces=False,
+        model_max_length=model_max_length,
+    )
 
 
 def tokenizer_dir() -> Path:

@@ -25,21 +25,23 @@ def spec() -> dict:
 def load_eval_set(cfg) -> tuple[list[dict], sources.Origin]:
     """Instructions with the reference model's outputs (AlpacaEval 1: text_davinci_003), and their origin."""
     entry = spec()
-    records, origin = sources.load("alpaca_eval", entry, cfg.data_source, cfg.data_root, entry["hub"]["split"],
-                                   config="alpaca_eval")
+    records, origin = sources.load(
+        "alpaca_eval", entry, cfg.data_source, cfg.data_root, entry["hub"]["split"], config="alpaca_eval"
+    )
     for i, rec in enumerate(records, start=1):
         missing = [k for k in ("instruction", "output") if not isinstance(rec.get(k), str)]
         if missing:
             raise ValueError(f"{origin.location}: record {i}: missing string field(s) {missing}")
-    return (records[:cfg.alpaca_eval_limit] if cfg.alpaca_eval_limit else records), origin
+    return (records[: cfg.alpaca_eval_limit] if cfg.alpaca_eval_limit else records), origin
 
 
 def render_prompts(tokenizer, records: list[dict], cfg) -> tuple[list[str], bool]:
     """Each instruction in the run's template, and whether that is the model's own chat template (which
     writes BOS itself)."""
     if instruct.uses_chat_template(cfg.prompt_template):
-        return [chat_prompt(tokenizer, None, [{"role": "user", "content": r["instruction"]}], cfg.model)
-                for r in records], True
+        return [
+            chat_prompt(tokenizer, None, [{"role": "user", "content": r["instruction"]}], cfg.model) for r in records
+        ], True
     return [instruct.format_prompt(cfg.prompt_template, r["instruction"], None) for r in records], False
 
 
@@ -48,11 +50,14 @@ def generate_outputs(model, tokenizer, records: list[dict], generator: str, cfg)
     prompts, chat = render_prompts(tokenizer, records, cfg)
     budget = cfg.alpaca_eval_max_new_tokens or spec()["max_new_tokens"]
     # EOS ends an answer, and "\n### " a template's next turn (a chat template's BOS is not doubled: scoring.encode)
-    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=cfg.alpaca_eval_batch_size,
-                               stop="\n### ")
+    outputs = scoring.generate(
+        model, tokenizer, prompts, max_new_tokens=budget, batch_size=cfg.alpaca_eval_batch_size, stop="\n### "
+    )
     outputs = [out.strip() for out in outputs]
-    return [{"instruction": r["instruction"], "output": out, "generator": generator,
-             "dataset": r.get("dataset", "")} for r, out in zip(records, outputs)]
+    return [
+        {"instruction": r["instruction"], "output": out, "generator": generator, "dataset": r.get("dataset", "")}
+        for r, out in zip(records, outputs)
+    ]
 
 
 def write_outputs(run_dir: str | Path, outputs: list[dict], references: list[dict]) -> Path:
@@ -64,18 +69,27 @@ def write_outputs(run_dir: str | Path, outputs: list[dict], references: list[dic
 def read_outputs(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """The model's outputs and the reference outputs that 04_alpaca_eval wrote; duplicated or missing
     instructions are named with their rows."""
-    outputs, references = io.read_json(layout.alpaca_eval_outputs(run_dir)), io.read_json(layout.alpaca_eval_references(run_dir))
+    outputs, references = (
+        io.read_json(layout.alpaca_eval_outputs(run_dir)),
+        io.read_json(layout.alpaca_eval_references(run_dir)),
+    )
     for name, records in (("model_outputs", outputs), ("reference_outputs", references)):
         seen: dict[str, int] = {}
         for i, rec in enumerate(records, start=1):
-            if not isinstance(rec, dict) or not isinstance(rec.get("instruction"), str) or not isinstance(rec.get("output"), str):
+            if (
+                not isinstance(rec, dict)
+                or not isinstance(rec.get("instruction"), str)
+                or not isinstance(rec.get("output"), str)
+            ):
                 raise ValueError(f"{name}.json row {i}: expected an object with string instruction and output")
             if rec["instruction"] in seen:
                 raise ValueError(f"{name}.json rows {seen[rec['instruction']]} and {i}: the same instruction twice")
             seen[rec["instruction"]] = i
     missing = [o["instruction"][:60] for o in outputs if o["instruction"] not in {r["instruction"] for r in references}]
     if missing:
-        raise ValueError(f"model_outputs.json: {len(missing)} instruction(s) have no reference output, e.g. {missing[0]!r}")
+        raise ValueError(
+            f"model_outputs.json: {len(missing)} instruction(s) have no reference output, e.g. {missing[0]!r}"
+        )
     return outputs, references
 
 
@@ -91,14 +105,28 @@ def win_rate_rows(identity: dict, scores: dict, cfg) -> list[dict]:
     """Rows of the judged win rate against the reference generator (percent), n and unparsed answers."""
     import math
 
-    common = dict(task="alpaca_eval", language="en", n=scores["n"], split="eval", k_shot=0, scoring=f"judge:{cfg.judge}",
-                  limit=cfg.alpaca_eval_limit, task_version=spec()["version"], registry_hash=registry.entry_hash(spec()))
-    rows = [results.make_row(identity, metric="unparsed_judgements", value=float(scores["unparsed"]), **common),
-            results.make_row(identity, metric="avg_output_chars", value=float(scores["avg_length"]), **common)]
+    common = dict(
+        task="alpaca_eval",
+        language="en",
+        n=scores["n"],
+        split="eval",
+        k_shot=0,
+        scoring=f"judge:{cfg.judge}",
+        limit=cfg.alpaca_eval_limit,
+        task_version=spec()["version"],
+        registry_hash=registry.entry_hash(spec()),
+    )
+    rows = [
+        results.make_row(identity, metric="unparsed_judgements", value=float(scores["unparsed"]), **common),
+        results.make_row(identity, metric="avg_output_chars", value=float(scores["avg_length"]), **common),
+    ]
     if not math.isnan(scores["win_rate"]):
-        rows += [results.make_row(identity, metric="win_rate", value=scores["win_rate"], stderr=scores["standard_error"],
-                                  **common),
-                 results.make_row(identity, metric="discrete_win_rate", value=scores["discrete_win_rate"], **common)]
+        rows += [
+            results.make_row(
+                identity, metric="win_rate", value=scores["win_rate"], stderr=scores["standard_error"], **common
+            ),
+            results.make_row(identity, metric="discrete_win_rate", value=scores["discrete_win_rate"], **common),
+        ]
     return rows
 
 
@@ -107,8 +135,18 @@ def output_rows(identity: dict, outputs: list[dict], cfg) -> list[dict]:
     lengths = [len(o["output"]) for o in outputs]
     mean_len, se_len = metrics.mean_stderr([float(n) for n in lengths])
     empty, se_empty = metrics.mean_stderr([float(n == 0) for n in lengths])
-    common = dict(task="alpaca_eval", language="en", n=len(outputs), split="eval", k_shot=0, scoring="generate",
-                  limit=cfg.alpaca_eval_limit, task_version=spec()["version"],
-                  registry_hash=registry.entry_hash(spec()))
-    return [results.make_row(identity, metric="output_chars", value=mean_len, stderr=se_len, **common),
-            results.make_row(identity, metric="empty_output_rate", value=empty, stderr=se_empty, **common)]
+    common = dict(
+        task="alpaca_eval",
+        language="en",
+        n=len(outputs),
+        split="eval",
+        k_shot=0,
+        scoring="generate",
+        limit=cfg.alpaca_eval_limit,
+        task_version=spec()["version"],
+        registry_hash=registry.entry_hash(spec()),
+    )
+    return [
+        results.make_row(identity, metric="output_chars", value=mean_len, stderr=se_len, **common),
+        results.make_row(identity, metric="empty_output_rate", value=empty, stderr=se_empty, **common),
+    ]

@@ -48,11 +48,13 @@ def check_inputs(cfg) -> dict[str, list[str]]:
     found = {}
     for task, code in task_languages(cfg)[0]:
         spec = load_task(task)
-        found[f"{task}-{code}"] = check_data(spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec),
-                                             cfg.split_overrides.get(task))
+        found[f"{task}-{code}"] = check_data(
+            spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec), cfg.split_overrides.get(task)
+        )
         if cfg.data_source == "local":
-            for name, entry, split, keys in data_reads(spec, code, k_for(cfg, spec), "local", cfg.data_root,
-                                                       cfg.split_overrides.get(task)):
+            for name, entry, split, keys in data_reads(
+                spec, code, k_for(cfg, spec), "local", cfg.data_root, cfg.split_overrides.get(task)
+            ):
                 sources.load(name, entry, "local", cfg.data_root, split, **keys)
     return found
 
@@ -63,38 +65,66 @@ def _score_loglikelihood(model, tokenizer, spec: TaskSpec, prompts: list[str], d
     k = len(spec.choices)
     items = []
     for i, doc in enumerate(docs):
-        scores = [ll for ll, _ in lls[i * k:(i + 1) * k]]
+        scores = [ll for ll, _ in lls[i * k : (i + 1) * k]]
         pred = max(range(k), key=scores.__getitem__)
         gold = spec.label(doc)
-        items.append({"loglikelihoods": scores, "prediction": spec.choices[pred].strip(),
-                      "reference": spec.choices[gold].strip(), "scores": {"acc": float(pred == gold)}})
+        items.append(
+            {
+                "loglikelihoods": scores,
+                "prediction": spec.choices[pred].strip(),
+                "reference": spec.choices[gold].strip(),
+                "scores": {"acc": float(pred == gold)},
+            }
+        )
     return items
 
 
-def _score_generation(model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict], code: str,
-                      batch_size: int, max_new_tokens: int):
-    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=spec.stop,
-                               batch_size=batch_size)
+def _score_generation(
+    model,
+    tokenizer,
+    spec: TaskSpec,
+    prompts: list[str],
+    docs: list[dict],
+    code: str,
+    batch_size: int,
+    max_new_tokens: int,
+):
+    outputs = scoring.generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=spec.stop, batch_size=batch_size
+    )
     items = []
     for doc, out in zip(docs, outputs):
         golds = spec.answers(doc)
         answer = out.strip()  # MEGAVERSE strips its outputs before scoring
-        items.append({"output": out, "prediction": answer, "reference": golds,
-                      "scores": metrics.score_generation(spec.metrics, answer, golds, code)})
+        items.append(
+            {
+                "output": out,
+                "prediction": answer,
+                "reference": golds,
+                "scores": metrics.score_generation(spec.metrics, answer, golds, code),
+            }
+        )
     return items
 
 
-def _score_choices_generatively(model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict],
-                                batch_size: int, max_new_tokens: int):
+def _score_choices_generatively(
+    model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict], batch_size: int, max_new_tokens: int
+):
     gen = spec.generative
-    outputs = scoring.generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=gen["stop"],
-                               batch_size=batch_size)
+    outputs = scoring.generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=gen["stop"], batch_size=batch_size
+    )
     items = []
     for doc, out in zip(docs, outputs):
         gold = spec.choices[spec.label(doc)].strip()
-        items.append({"output": out, "prediction": out.strip(), "reference": gold,
-                      "scores": metrics.classification_scores(gen["parser"], out, gold,
-                                                              [c.strip() for c in spec.choices])})
+        items.append(
+            {
+                "output": out,
+                "prediction": out.strip(),
+                "reference": gold,
+                "scores": metrics.classification_scores(gen["parser"], out, gold, [c.strip() for c in spec.choices]),
+            }
+        )
     return items
 
 
@@ -107,8 +137,9 @@ def scoring_mode(cfg, spec: TaskSpec) -> tuple[str, list[str], int | None]:
     return "loglikelihood", spec.metrics, None
 
 
-def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenizer, budget: int,
-                   chat: bool = False) -> tuple[list[str], list[int], list[bool]]:
+def fit_to_context(
+    spec: TaskSpec, shots: list[dict], docs: list[dict], tokenizer, budget: int, chat: bool = False
+) -> tuple[list[str], list[int], list[bool]]:
     """Each item's prompt within `budget` tokens: exemplars dropped one by one from the end while it is
     longer (MEGAVERSE, mission_anchors.md 2.1); a prompt too long even with none is left whole, and
     scoring truncates it from the left (lm-eval's rule). chat: in the tokenizer's chat template. Returns the
@@ -127,15 +158,23 @@ def fit_to_context(spec: TaskSpec, shots: list[dict], docs: list[dict], tokenize
     return prompts, kept, too_long
 
 
-def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, root: str | None,
-                  limit: int | None = None, split_override: dict | None = None) -> tuple[list[dict], list[str], dict]:
+def build_prompts(
+    spec: TaskSpec,
+    code: str,
+    k: int,
+    seed: int,
+    source: str,
+    root: str | None,
+    limit: int | None = None,
+    split_override: dict | None = None,
+) -> tuple[list[dict], list[str], dict]:
     """The documents to score for one task and language, their prompts (the same k exemplars before each),
     and the settings used (`used["exemplars"]`: the exemplar documents). split_override: {eval_split,
     fewshot_split} instead of the task's."""
     config = spec.config_for(code)
     eval_split, fewshot_split = spec.splits_for(config, split_override)
     docs, origin = load_docs(spec, code, eval_split, source, root)
-    docs = docs[:spec.eval_items] if spec.eval_items else docs
+    docs = docs[: spec.eval_items] if spec.eval_items else docs
     origins = [origin.as_dict()]
     if fewshot_split == eval_split:
         # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
@@ -150,24 +189,46 @@ def build_prompts(spec: TaskSpec, code: str, k: int, seed: int, source: str, roo
     if limit:
         docs = docs[:limit]
     preamble = spec.preamble(shots)
-    used = {"split": eval_split, "k_shot": len(shots), "scoring": spec.scoring, "metrics": spec.metrics,
-            "origins": origins, "exemplars": shots}
+    used = {
+        "split": eval_split,
+        "k_shot": len(shots),
+        "scoring": spec.scoring,
+        "metrics": spec.metrics,
+        "origins": origins,
+        "exemplars": shots,
+    }
     return docs, [preamble + spec.prompt_for(d) for d in docs], used
 
 
 def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dict], dict]:
     """Per-item results and the settings used, for one task and language."""
     spec = load_task(task)
-    docs, _, used = build_prompts(spec, code, k_for(cfg, spec), cfg.fewshot_seed, cfg.data_source,
-                                  cfg.data_root, cfg.limit, cfg.split_overrides.get(task))
+    docs, _, used = build_prompts(
+        spec,
+        code,
+        k_for(cfg, spec),
+        cfg.fewshot_seed,
+        cfg.data_source,
+        cfg.data_root,
+        cfg.limit,
+        cfg.split_overrides.get(task),
+    )
     shots = used.pop("exemplars")
     mode, used["metrics"], max_new = scoring_mode(cfg, spec)
     used["scoring"] = mode
-    room = max_new if mode == "generate" else max(len(tokenizer(c, add_special_tokens=False)["input_ids"])
-                                                  for c in spec.choices)
-    prompts, kept, too_long = fit_to_context(spec, shots, docs, tokenizer,
-                                             scoring.model_max_length(model, tokenizer) - room,
-                                             chat=instruct.uses_chat_template(cfg.prompt_template))
+    room = (
+        max_new
+        if mode == "generate"
+        else max(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in spec.choices)
+    )
+    prompts, kept, too_long = fit_to_context(
+        spec,
+        shots,
+        docs,
+        tokenizer,
+        scoring.model_max_length(model, tokenizer) - room,
+        chat=instruct.uses_chat_template(cfg.prompt_template),
+    )
     if mode == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
     elif spec.scoring == "loglikelihood":
@@ -177,8 +238,13 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     shot_ids = [_doc_id(d, i) for i, d in enumerate(shots)]
     for i, (item, doc, prompt, n, long) in enumerate(zip(items, docs, prompts, kept, too_long)):
         # item id, prompt hash and the exemplars used first, so that paired tests can match items across runs
-        items[i] = {"id": _doc_id(doc, i), "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
-                    "exemplars": shot_ids[:n], "truncated": long, **item}
+        items[i] = {
+            "id": _doc_id(doc, i),
+            "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()[:16],
+            "exemplars": shot_ids[:n],
+            "truncated": long,
+            **item,
+        }
     used.update(exemplars_dropped=sum(n < len(shots) for n in kept), truncated=sum(too_long))
     return items, used
 
@@ -187,7 +253,9 @@ def _doc_id(doc: dict, index: int):
     return doc.get("id", doc.get("idx", index))
 
 
-def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True) -> tuple[list[dict], dict]:
+def evaluate(
+    model, tokenizer, cfg, identity: dict, run_dir: str | Path, progress: bool = True
+) -> tuple[list[dict], dict]:
     """Result rows for every (task, language) of the config, and facts for the run record (the data read,
     the pairs a task lacks); per-item predictions go to run_dir/predictions/."""
     from tqdm import tqdm
@@ -203,18 +271,38 @@ def evaluate(model, tokenizer, cfg, identity: dict, run_dir: str | Path, progres
         data[f"{task}-{code}"] = used["origins"]
         for metric in used["metrics"]:
             value, stderr = metrics.mean_stderr([it["scores"][metric] for it in items])
-            rows.append(results.make_row(identity, task=task, language=code, metric=metric, value=value,
-                                         stderr=stderr, n=len(items), split=used["split"], k_shot=used["k_shot"],
-                                         scoring=used["scoring"], limit=cfg.limit, seed=cfg.fewshot_seed,
-                                         task_version=spec.version, registry_hash=spec.registry_hash,
-                                         exemplars_dropped=used["exemplars_dropped"], truncated=used["truncated"]))
-    facts = {"data": data, "not_evaluated": [{"task": t, "language": c, "why": "the task has no data in this language"}
-                                             for t, c in lacking]}
+            rows.append(
+                results.make_row(
+                    identity,
+                    task=task,
+                    language=code,
+                    metric=metric,
+                    value=value,
+                    stderr=stderr,
+                    n=len(items),
+                    split=used["split"],
+                    k_shot=used["k_shot"],
+                    scoring=used["scoring"],
+                    limit=cfg.limit,
+                    seed=cfg.fewshot_seed,
+                    task_version=spec.version,
+                    registry_hash=spec.registry_hash,
+                    exemplars_dropped=used["exemplars_dropped"],
+                    truncated=used["truncated"],
+                )
+            )
+    facts = {
+        "data": data,
+        "not_evaluated": [
+            {"task": t, "language": c, "why": "the task has no data in this language"} for t, c in lacking
+        ],
+    }
     return rows, facts
 
 
-def evaluate_adapters(model, tokenizer, runs: list[tuple[str, object, dict, str | Path]], progress: bool = True
-                      ) -> dict[str, tuple[list[dict], dict]]:
+def evaluate_adapters(
+    model, tokenizer, runs: list[tuple[str, object, dict, str | Path]], progress: bool = True
+) -> dict[str, tuple[list[dict], dict]]:
     """Rows and facts of each run in `runs` (adapter name, its RunConfig, its identity, its run folder), on one
     model holding every adapter (modeling.load_adapters): each is made the active adapter in turn, so the
     base is loaded once and each result equals a separate run's."""

@@ -74,6 +74,7 @@ def load_annotator(name: str = "chatgpt") -> Annotator:
 
 # ---------------------------------------------------------------- items and the cache
 
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -89,8 +90,14 @@ def items(outputs: list[dict], references: list[dict], both_orders: bool) -> lis
         else:  # the same item gets the same order on every machine and rerun
             orders = [random.Random(_digest(o["instruction"], reference, o["output"])).random() < 0.5]
         for model_first in orders:
-            out.append({"instruction": o["instruction"], "reference": reference, "output": o["output"],
-                        "model_first": model_first})
+            out.append(
+                {
+                    "instruction": o["instruction"],
+                    "reference": reference,
+                    "output": o["output"],
+                    "model_first": model_first,
+                }
+            )
     return out
 
 
@@ -128,6 +135,7 @@ class Cache:
 
 # ---------------------------------------------------------------- judges
 
+
 def _scrub(text: str) -> str:
     key = os.environ.get(ENV_KEY)
     return text.replace(key, "***") if key else text
@@ -139,8 +147,10 @@ class ApiJudge:
     def __init__(self, model: str, concurrency: int = 4, max_retries: int = 6, backoff_s: float = 0.5):
         missing = [v for v in (ENV_KEY, ENV_URL) if not os.environ.get(v)]
         if missing:
-            raise JudgeError(f"the API judge needs {' and '.join(missing)} in the environment "
-                             "(the outputs of 04_alpaca_eval are kept; set them and rerun)")
+            raise JudgeError(
+                f"the API judge needs {' and '.join(missing)} in the environment "
+                "(the outputs of 04_alpaca_eval are kept; set them and rerun)"
+            )
         self.model, self.concurrency, self.max_retries, self.backoff_s = model, concurrency, max_retries, backoff_s
         self.id = f"api:{model}"
 
@@ -155,14 +165,16 @@ class ApiJudge:
 
         for attempt in range(self.max_retries + 1):
             try:
-                reply = client.chat.completions.create(model=self.model, messages=messages, temperature=0,
-                                                       max_tokens=50)
+                reply = client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=0, max_tokens=50
+                )
                 return reply.choices[0].message.content or ""
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as err:
                 if attempt == self.max_retries:
-                    raise JudgeError(_scrub(f"judge {self.model}: gave up after {attempt + 1} attempts: "
-                                            f"{type(err).__name__}: {err}")) from None
-                time.sleep(self.backoff_s * 2 ** attempt)
+                    raise JudgeError(
+                        _scrub(f"judge {self.model}: gave up after {attempt + 1} attempts: {type(err).__name__}: {err}")
+                    ) from None
+                time.sleep(self.backoff_s * 2**attempt)
             except openai.APIStatusError as err:  # 4xx other than 429: asking again will not help
                 raise JudgeError(_scrub(f"judge {self.model}: {type(err).__name__}: {err}")) from None
         raise AssertionError("unreachable")
@@ -193,8 +205,9 @@ class LocalJudge:
         """Every pair scored in one batched call (sorted by length inside), then recorded one by one."""
         from maple_utils.eval import scoring
 
-        contexts = ["\n\n".join(m["content"] for m in annotator.messages(i["instruction"], *shown(i))) + "\n"
-                    for i in todo]
+        contexts = [
+            "\n\n".join(m["content"] for m in annotator.messages(i["instruction"], *shown(i))) + "\n" for i in todo
+        ]
         requests = [(c, label) for c in contexts for label in ("Output (a)", "Output (b)")]
         lls = scoring.loglikelihood(self.model, self.tokenizer, requests, batch_size=self.batch_size)
         for n, item in enumerate(todo):
@@ -209,8 +222,14 @@ def make_judge(cfg):
     return LocalJudge(cfg.judge_model, cfg.alpaca_eval_batch_size)
 
 
-def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: list[dict], cache_path: Path,
-                  both_orders: bool = False) -> list[dict]:
+def judge_outputs(
+    judge,
+    annotator: Annotator,
+    outputs: list[dict],
+    references: list[dict],
+    cache_path: Path,
+    both_orders: bool = False,
+) -> list[dict]:
     """A judgement per item (from the cache, or asked now and cached); an answer that cannot be parsed is
     asked again once and then recorded as unparsed, never scored."""
     cache = Cache(cache_path)
@@ -227,31 +246,57 @@ def judge_outputs(judge, annotator: Annotator, outputs: list[dict], references: 
             choice = annotator.parse(raw)
             if choice is not None:
                 break
-        cache.add({"key": item["key"], "judge": judge.id, "annotator": annotator.name,
-                   "instruction": item["instruction"], "output_1": a, "output_2": b, "raw": raw, "choice": choice,
-                   "attempts": attempt})
+        cache.add(
+            {
+                "key": item["key"],
+                "judge": judge.id,
+                "annotator": annotator.name,
+                "instruction": item["instruction"],
+                "output_1": a,
+                "output_2": b,
+                "raw": raw,
+                "choice": choice,
+                "attempts": attempt,
+            }
+        )
 
     judge.judge_all(annotator, todo, record)
-    return [{**item, "choice": None, "preference": 1.5, "raw": "(identical outputs: a tie)"}
-            if item["output"] == item["reference"] else {**item, **_result(cache.entries[item["key"]], item)}
-            for item in pairs]  # in the outputs' order, whatever came from the cache
+    return [
+        {**item, "choice": None, "preference": 1.5, "raw": "(identical outputs: a tie)"}
+        if item["output"] == item["reference"]
+        else {**item, **_result(cache.entries[item["key"]], item)}
+        for item in pairs
+    ]  # in the outputs' order, whatever came from the cache
 
 
 def _result(entry: dict, item: dict) -> dict:
     return {"choice": entry["choice"], "raw": entry["raw"], "preference": preference(item, entry["choice"])}
 
 
-def annotations(judgements: list[dict], generator: str, reference_generator: str, annotator: str,
-                judge_id: str) -> list[dict]:
+def annotations(
+    judgements: list[dict], generator: str, reference_generator: str, annotator: str, judge_id: str
+) -> list[dict]:
     """The judgements in alpaca_eval's annotation format (output_1 the reference, output_2 the model), which
     its own functions read: get_winrate, and get_length_controlled_winrate where the hub is reachable."""
-    return [{"instruction": j["instruction"], "output_1": j["reference"], "generator_1": reference_generator,
-             "output_2": j["output"], "generator_2": generator, "annotator": annotator, "judge": judge_id,
-             "preference": j["preference"], "raw_completion": j["raw"], "model_shown_first": j["model_first"]}
-            for j in judgements]
+    return [
+        {
+            "instruction": j["instruction"],
+            "output_1": j["reference"],
+            "generator_1": reference_generator,
+            "output_2": j["output"],
+            "generator_2": generator,
+            "annotator": annotator,
+            "judge": judge_id,
+            "preference": j["preference"],
+            "raw_completion": j["raw"],
+            "model_shown_first": j["model_first"],
+        }
+        for j in judgements
+    ]
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def win_rates(judgements: list[dict], outputs: list[dict]) -> dict:
     """Win rate (ties count half), its standard error and the discrete win rate, in percent, over the parsed
@@ -261,6 +306,11 @@ def win_rates(judgements: list[dict], outputs: list[dict]) -> dict:
     rate, se = metrics.mean_stderr([p - 1.0 for p in prefs]) if prefs else (float("nan"), float("nan"))
     discrete = [1.0 if p > 1.5 else 0.5 if p == 1.5 else 0.0 for p in prefs]
     lengths = [len(o["output"]) for o in outputs]
-    return {"win_rate": rate * 100, "standard_error": se * 100,
-            "discrete_win_rate": (sum(discrete) / len(discrete) * 100) if discrete else float("nan"),
-            "n": len(prefs), "unparsed": unparsed, "avg_length": sum(lengths) / max(1, len(lengths))}
+    return {
+        "win_rate": rate * 100,
+        "standard_error": se * 100,
+        "discrete_win_rate": (sum(discrete) / len(discrete) * 100) if discrete else float("nan"),
+        "n": len(prefs),
+        "unparsed": unparsed,
+        "avg_length": sum(lengths) / max(1, len(lengths)),
+    }

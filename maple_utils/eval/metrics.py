@@ -16,7 +16,9 @@ from collections import Counter
 from functools import lru_cache
 
 ASCII_PUNCT = set(string.punctuation)
-UNICODE_PUNCT = {chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")} | ASCII_PUNCT
+UNICODE_PUNCT = {
+    chr(i) for i in range(sys.maxunicode + 1) if unicodedata.category(chr(i)).startswith("P")
+} | ASCII_PUNCT
 MLQA_LANGS = ("en", "es", "hi", "vi", "de", "ar", "zh")
 MLQA_ARTICLES = {
     "en": r"\b(a|an|the)\b",
@@ -86,21 +88,31 @@ def _mixed_segmentation(text: str) -> list[str]:
 def squad_scores(prediction: str, golds: list[str]) -> dict[str, float]:
     """Exact match and F1 (0..1) of one prediction against its gold answers, max over golds."""
     pred = squad_normalize(prediction)
-    return {"squad_em": max(float(pred == squad_normalize(g)) for g in golds),
-            "squad_f1": max(_f1(pred.split(), squad_normalize(g).split()) for g in golds)}
+    return {
+        "squad_em": max(float(pred == squad_normalize(g)) for g in golds),
+        "squad_f1": max(_f1(pred.split(), squad_normalize(g).split()) for g in golds),
+    }
 
 
 def mlqa_scores(prediction: str, golds: list[str], lang: str) -> dict[str, float]:
     pred = mlqa_normalize(prediction, lang)
-    return {"mlqa_em": max(float(pred == mlqa_normalize(g, lang)) for g in golds),
-            "mlqa_f1": max(_f1(pred.split(), mlqa_normalize(g, lang).split()) for g in golds)}
+    return {
+        "mlqa_em": max(float(pred == mlqa_normalize(g, lang)) for g in golds),
+        "mlqa_f1": max(_f1(pred.split(), mlqa_normalize(g, lang).split()) for g in golds),
+    }
 
 
 def _is_unspaced(ch: str) -> bool:
     """Characters of scripts written without spaces between words: each becomes its own token."""
     cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x3040 <= cp <= 0x30FF  # Han, Kana
-            or 0x0E00 <= cp <= 0x0E7F or 0x1000 <= cp <= 0x109F or 0x1780 <= cp <= 0x17FF)  # Thai, Myanmar, Khmer
+    return (
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x3040 <= cp <= 0x30FF  # Han, Kana
+        or 0x0E00 <= cp <= 0x0E7F
+        or 0x1000 <= cp <= 0x109F
+        or 0x1780 <= cp <= 0x17FF
+    )  # Thai, Myanmar, Khmer
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -150,6 +162,7 @@ def rouge_scores(prediction: str, reference: str, lang: str) -> dict[str, float]
 
 # ---------------------------------------------------------------- classification answered by generation
 
+
 def _first_line(output: str) -> str:
     lines = output.strip().split("\n")
     return lines[0] if lines else ""
@@ -177,7 +190,9 @@ def classification_scores(parser: str, output: str, gold: str, choices: list[str
         loose = bool(pred) and (pred in ref or ref in pred)
         strict = pred == ref and [megaverse_normalize(c) for c in choices].count(pred) == 1
     elif parser == "letter":
-        loose_letter = next((letter for letter, digit in zip("ABCD", "1234") if letter in output or digit in output), None)
+        loose_letter = next(
+            (letter for letter, digit in zip("ABCD", "1234") if letter in output or digit in output), None
+        )
         loose = loose_letter == gold.strip()
         match = re.fullmatch(r"\(?([A-D])\)?\.?", line.strip())
         strict = bool(match) and match.group(1) == gold.strip()

@@ -35,6 +35,7 @@ from functools import lru_cache
 
 # ---------------------------------------------------------------- tokens (lm-eval's rules)
 
+
 def _starts_with_bos(tokenizer, text: str) -> bool:
     bos = getattr(tokenizer, "bos_token", None)
     return bool(bos) and text.startswith(bos)
@@ -46,7 +47,9 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=not _starts_with_bos(tokenizer, text))["input_ids"]
 
 
-def encode_pair(tokenizer, context: str, continuation: str, contexts: dict | None = None) -> tuple[list[int], list[int]]:
+def encode_pair(
+    tokenizer, context: str, continuation: str, contexts: dict | None = None
+) -> tuple[list[int], list[int]]:
     """Context tokens and the continuation's tokens, split from the joint encoding, as lm-eval does:
     trailing spaces of the context move to the continuation, so a tokenizer that merges a space into the
     next word sees the same text either way. An empty context is the BOS token (EOS when there is none).
@@ -63,7 +66,7 @@ def encode_pair(tokenizer, context: str, continuation: str, contexts: dict | Non
     if context not in memo:
         memo[context] = encode(tokenizer, context)
     ctx = memo[context]
-    return ctx, whole[len(ctx):]
+    return ctx, whole[len(ctx) :]
 
 
 def model_max_length(model, tokenizer=None) -> int:
@@ -77,6 +80,7 @@ def model_max_length(model, tokenizer=None) -> int:
 
 
 # ---------------------------------------------------------------- the shared-prefix machinery
+
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix shared by every sequence."""
@@ -110,14 +114,16 @@ NODE_MIN_SAVING = 256  # tokens of computation a shared prefix must save to be c
 class _Node:
     """A token prefix shared by several rows: computed once (on top of its parent's), then handed to each
     batch that holds one of its rows."""
+
     length: int
     parent: int | None
-    rows: int = 0          # rows of its subtree not yet scored; its cache is freed at 0
+    rows: int = 0  # rows of its subtree not yet scored; its cache is freed at 0
     kv: list | None = None
 
 
-def plan_prefixes(sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAVING
-                  ) -> tuple[list[int], list[_Node], list[int | None]]:
+def plan_prefixes(
+    sequences: Sequence[Sequence[int]], saving: int = NODE_MIN_SAVING
+) -> tuple[list[int], list[_Node], list[int | None]]:
     """A prefix tree over the sequences: the row order (token order, so each subtree is contiguous), the
     nodes, and each sequence's deepest node (None: no shared prefix worth computing apart). A run of
     neighbours in token order that share more than their parent's prefix becomes a node when computing
@@ -192,24 +198,23 @@ def _growing_layer_class():
                 keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
                 values = torch.empty(shape, dtype=value_states.dtype, device=value_states.device)
                 if self.used:
-                    keys[..., :self.used, :] = self.keys
-                    values[..., :self.used, :] = self.values
+                    keys[..., : self.used, :] = self.keys
+                    values[..., : self.used, :] = self.values
                 self.key_buffer, self.value_buffer = keys, values
-            self.key_buffer[..., self.used:self.used + new, :] = key_states
-            self.value_buffer[..., self.used:self.used + new, :] = value_states
+            self.key_buffer[..., self.used : self.used + new, :] = key_states
+            self.value_buffer[..., self.used : self.used + new, :] = value_states
             self.used += new
-            self.keys = self.key_buffer[..., :self.used, :]
-            self.values = self.value_buffer[..., :self.used, :]
+            self.keys = self.key_buffer[..., : self.used, :]
+            self.values = self.value_buffer[..., : self.used, :]
             return self.keys, self.values
 
         def batch_select_indices(self, indices) -> None:
             if self.get_seq_length() > 0:
                 self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-                self.keys = self.key_buffer[..., :self.used, :]
-                self.values = self.value_buffer[..., :self.used, :]
+                self.keys = self.key_buffer[..., : self.used, :]
+                self.values = self.value_buffer[..., : self.used, :]
 
     return GrowingLayer
-
 
 
 def _new_cache(model):
@@ -245,8 +250,10 @@ def attention_windows(model) -> dict[str | None, int | None]:
     known = {"full_attention": None, "sliding_attention": window}
     unknown = sorted(set(types) - set(known))
     if unknown:
-        raise ValueError(f"{type(model).__name__}: attention layers of type {', '.join(unknown)} are not supported "
-                         "by maple_utils.eval.scoring (it builds masks for full and sliding-window attention)")
+        raise ValueError(
+            f"{type(model).__name__}: attention layers of type {', '.join(unknown)} are not supported "
+            "by maple_utils.eval.scoring (it builds masks for full and sliding-window attention)"
+        )
     return {t: known[t] for t in sorted(set(types))}
 
 
@@ -310,8 +317,9 @@ class _Runner:
                 start = nodes[node.parent].length
                 cache = self.batch_cache([self.node_kv(nodes, node.parent, tokens)], [start])
                 past = torch.ones((1, start), dtype=torch.long)
-            _, cache, _, _ = self.forward(cache, [list(tokens[start:node.length])], past,
-                                          torch.full((1,), start - 1), keep=1)
+            _, cache, _, _ = self.forward(
+                cache, [list(tokens[start : node.length])], past, torch.full((1,), start - 1), keep=1
+            )
             node.kv = _kv_of(cache)
         return node.kv
 
@@ -349,7 +357,7 @@ class _Runner:
         width = max(lengths)
         mask = torch.zeros((len(lengths), width), dtype=torch.long)
         for i, n in enumerate(lengths):
-            mask[i, width - n:] = 1
+            mask[i, width - n :] = 1
         return self.batch_cache(kvs, lengths), mask, torch.tensor(lengths) - 1
 
     def forward(self, cache, rows: list[list[int]], past_mask, past_positions, keep: int, hidden: bool = False):
@@ -364,14 +372,19 @@ class _Runner:
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
         positions = past_positions[:, None] + torch.cumsum(mask, dim=1)
         positions = positions.clamp(min=0) * mask  # pads sit at position 0; no real token attends to them
         full_mask = torch.cat([past_mask, mask], dim=1)
         cache = cache if cache is not None else _new_cache(self.model)
-        inputs = dict(input_ids=ids.to(self.device), attention_mask=self.masks(full_mask, width),
-                      position_ids=positions.to(self.device), use_cache=True, **{self.cache_argument: cache})
+        inputs = dict(
+            input_ids=ids.to(self.device),
+            attention_mask=self.masks(full_mask, width),
+            position_ids=positions.to(self.device),
+            use_cache=True,
+            **{self.cache_argument: cache},
+        )
         if hidden:
             out = self.body(**inputs)
             return out.last_hidden_state[:, -keep:], _cache_of(out), full_mask, positions[:, -1]
@@ -395,6 +408,7 @@ PREFIX_CACHE_BYTES = 1 << 30  # cached prefixes a run of batches may hold at onc
 def _windows(order: list[int], nodes: list[_Node], node_of: list[int | None], budget_tokens: int):
     """The token order cut into runs whose prefixes' caches (each node holds its whole length) fit within
     budget_tokens together; a run always takes at least one row."""
+
     def unheld(i: int, held: set) -> list[int]:  # the row's node and its ancestors not yet held
         chain, node = [], node_of[i]
         while node is not None and node not in held:
@@ -430,7 +444,7 @@ def _batches(sequences: list[Sequence[int]], batch_size: int, budget_tokens: int
     for window in _windows(order, nodes, node_of, budget_tokens):
         window.sort(key=own, reverse=True)
         for start in range(0, len(window), batch_size):
-            rows = window[start:start + batch_size]
+            rows = window[start : start + batch_size]
             yield rows, [node_of[i] for i in rows], nodes
             for i in rows:
                 node = node_of[i]
@@ -448,8 +462,10 @@ def _pad_id(tokenizer) -> int:
 
 # ---------------------------------------------------------------- log-likelihood
 
-def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_size: int = 8,
-                  max_length: int | None = None) -> list[tuple[float, bool]]:
+
+def loglikelihood(
+    model, tokenizer, requests: Iterable[tuple[str, str]], batch_size: int = 8, max_length: int | None = None
+) -> list[tuple[float, bool]]:
     """Summed log P(continuation | context) and is-greedy for each request, in the requests' order."""
     import torch
 
@@ -466,10 +482,11 @@ def loglikelihood(model, tokenizer, requests: Iterable[tuple[str, str]], batch_s
         if not cont:
             raise ValueError(f"request {i}: the continuation {continuation!r} encodes to no tokens")
         if len(cont) > max_length:
-            raise ValueError(f"request {i}: the continuation has {len(cont)} tokens, more than the model's "
-                             f"{max_length}")
-        inp = (ctx + cont)[-(max_length + 1):][:-1]  # lm-eval's left truncation
-        stem = tuple(inp[:len(inp) - len(cont) + 1])
+            raise ValueError(
+                f"request {i}: the continuation has {len(cont)} tokens, more than the model's {max_length}"
+            )
+        inp = (ctx + cont)[-(max_length + 1) :][:-1]  # lm-eval's left truncation
+        stem = tuple(inp[: len(inp) - len(cont) + 1])
         stems.setdefault(stem, []).append((i, cont))
     runner = _Runner(model, _pad_id(tokenizer))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -489,13 +506,20 @@ def _slices(n: int, vocab: int):
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[int | None], nodes: list[_Node],
-                 stems: dict, results: list, batch_size: int) -> None:
+def _score_stems(
+    runner: _Runner,
+    batch: list[tuple[int, ...]],
+    row_nodes: list[int | None],
+    nodes: list[_Node],
+    stems: dict,
+    results: list,
+    batch_size: int,
+) -> None:
     """Log-likelihoods of every continuation of a batch of stems, written into `results` by request index."""
     import torch
 
     cache, past_mask, past_pos = runner.start(nodes, row_nodes, batch)
-    own = [list(key[past_pos[row] + 1:]) for row, key in enumerate(batch)]
+    own = [list(key[past_pos[row] + 1 :]) for row, key in enumerate(batch)]
     logits, cache, mask, last = runner.forward(cache, own, past_mask, past_pos, keep=1)
     first = torch.log_softmax(logits[:, -1], dim=-1)
     scored = [(row, i, cont) for row, key in enumerate(batch) for i, cont in stems[key]]
@@ -507,14 +531,20 @@ def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[
     # at a time: one stem may hold every request (an empty context), and a pass must stay within the bound.
     longer = sorted((n for n, (_, _, cont) in enumerate(scored) if len(cont) > 1), key=lambda n: len(scored[n][2]))
     for start in range(0, len(longer), batch_size):
-        chunk = longer[start:start + batch_size]
+        chunk = longer[start : start + batch_size]
         index = torch.tensor([scored[n][0] for n in chunk])
         tails = [scored[n][2][1:] for n in chunk]
         width = max(len(t) for t in tails)
-        hidden, _, _, _ = runner.forward(runner.rows_of(cache, index), [scored[n][2][:-1] for n in chunk],
-                                         mask[index], last[index], keep=width, hidden=True)
+        hidden, _, _, _ = runner.forward(
+            runner.rows_of(cache, index),
+            [scored[n][2][:-1] for n in chunk],
+            mask[index],
+            last[index],
+            keep=width,
+            hidden=True,
+        )
         for j, (n, tail) in enumerate(zip(chunk, tails)):
-            states, target = hidden[j, width - len(tail):], torch.tensor(tail, device=hidden.device)
+            states, target = hidden[j, width - len(tail) :], torch.tensor(tail, device=hidden.device)
             # the LM head over slices of positions, log-softmax read at the targets only: the logits held at
             # once stay within the budget whatever the vocabulary and the continuation's length
             for part in _slices(len(tail), runner.vocab):
@@ -529,6 +559,7 @@ def _score_stems(runner: _Runner, batch: list[tuple[int, ...]], row_nodes: list[
 
 
 # ---------------------------------------------------------------- generation
+
 
 def _stop_ids(model, tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
@@ -546,8 +577,15 @@ def cut_at_stops(text: str, stop: Sequence[str]) -> str:
     return text
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: str | Sequence[str] = (),
-             batch_size: int = 8, max_length: int | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    stop: str | Sequence[str] = (),
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> list[str]:
     """Greedy completions with lm-eval's `generate_until` semantics: prompts encoded as `encode` does and
     truncated from the left to leave room for max_new_tokens; decoding of a row ends at EOS, at
     max_new_tokens or once its text holds a stop string; the text is cut before the first stop string."""
@@ -559,27 +597,43 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: st
     max_length = max_length or model_max_length(model, tokenizer)
     if max_new_tokens >= max_length:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's {max_length}")
-    encoded = [encode(tokenizer, p)[-(max_length - max_new_tokens):] for p in prompts]
+    encoded = [encode(tokenizer, p)[-(max_length - max_new_tokens) :] for p in prompts]
     runner, stop_ids = _Runner(model, _pad_id(tokenizer)), _stop_ids(model, tokenizer)
     outputs: list[str | None] = [None] * len(prompts)
     with torch.inference_mode():
         for rows, row_nodes, nodes in _batches(encoded, batch_size, runner.prefix_budget()):
-            tokens = _decode_greedily(runner, *runner.start(nodes, row_nodes, [encoded[i] for i in rows]),
-                                      [encoded[i] for i in rows], max_new_tokens, stop, tokenizer, stop_ids)
+            tokens = _decode_greedily(
+                runner,
+                *runner.start(nodes, row_nodes, [encoded[i] for i in rows]),
+                [encoded[i] for i in rows],
+                max_new_tokens,
+                stop,
+                tokenizer,
+                stop_ids,
+            )
             for i, new in zip(rows, tokens):
                 outputs[i] = cut_at_stops(tokenizer.decode(new, skip_special_tokens=True), stop)
     return outputs  # type: ignore[return-value]
 
 
-def _decode_greedily(runner: _Runner, cache, past_mask, past_pos, rows: list[list[int]], max_new_tokens: int,
-                     stop: list[str], tokenizer, stop_ids: set[int]) -> list[list[int]]:
+def _decode_greedily(
+    runner: _Runner,
+    cache,
+    past_mask,
+    past_pos,
+    rows: list[list[int]],
+    max_new_tokens: int,
+    stop: list[str],
+    tokenizer,
+    stop_ids: set[int],
+) -> list[list[int]]:
     """The tokens greedy decoding adds to each row (whose cached prefix ends at past_pos), EOS excluded; a
     row leaves the batch at EOS, at max_new_tokens, or once its text holds a stop string."""
     import torch
 
     generated: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))
-    step = [row[past_pos[i] + 1:] for i, row in enumerate(rows)]
+    step = [row[past_pos[i] + 1 :] for i, row in enumerate(rows)]
     while active:
         logits, cache, past_mask, past_pos = runner.forward(cache, step, past_mask, past_pos, keep=1)
         next_tokens = logits[:, -1].argmax(-1).tolist()

@@ -48,7 +48,9 @@ class TaskSpec:
     def config_for(self, code: str) -> str:
         config = lang_table.table()[code].config_for(self.language_column)
         if not config:
-            raise ValueError(f"task {self.name} has no data for language {code!r} (it has: {', '.join(self.languages())})")
+            raise ValueError(
+                f"task {self.name} has no data for language {code!r} (it has: {', '.join(self.languages())})"
+            )
         return config
 
     def splits_for(self, config: str, override: dict | None = None) -> tuple[str, str]:
@@ -87,7 +89,9 @@ class TaskSpec:
     def preamble(self, exemplars: list[dict]) -> str:
         """The text before every item: the task instruction, then the exemplars with their answers, each
         block ended by a blank line."""
-        blocks = ([self.instruction] if self.instruction else []) + [self.prompt_for(d) + self.target(d) for d in exemplars]
+        blocks = ([self.instruction] if self.instruction else []) + [
+            self.prompt_for(d) + self.target(d) for d in exemplars
+        ]
         return "".join(block + "\n\n" for block in blocks)
 
     def compose(self, exemplars: list[dict], doc: dict, tokenizer=None) -> str:
@@ -98,11 +102,12 @@ class TaskSpec:
             return self.preamble(exemplars) + self.prompt_for(doc)
         turns = []
         for shot in exemplars:
-            turns += [{"role": "user", "content": self.render(shot)},
-                      {"role": "assistant", "content": self.target(shot).strip()}]
+            turns += [
+                {"role": "user", "content": self.render(shot)},
+                {"role": "assistant", "content": self.target(shot).strip()},
+            ]
         turns.append({"role": "user", "content": self.render(doc)})
         return chat_prompt(tokenizer, self.instruction, turns)
-
 
     @property
     def entry(self) -> dict:
@@ -125,8 +130,9 @@ def chat_prompt(tokenizer, system: str | None, turns: list[dict], model: str = "
     if not system:
         return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     try:
-        return tokenizer.apply_chat_template([{"role": "system", "content": system}] + turns, tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "system", "content": system}] + turns, tokenize=False, add_generation_prompt=True
+        )
     except TemplateError:  # raised by the template itself (raise_exception): it has no system role
         first = {**turns[0], "content": f"{system}\n\n{turns[0]['content']}"}
         return tokenizer.apply_chat_template([first] + turns[1:], tokenize=False, add_generation_prompt=True)
@@ -145,14 +151,17 @@ def all_tasks() -> list[str]:
 
 # ---------------------------------------------------------------- documents
 
-def load_docs(spec: TaskSpec, code: str, split: str, source: str = "embedded",
-              root: str | None = None) -> tuple[list[dict], sources.Origin]:
+
+def load_docs(
+    spec: TaskSpec, code: str, split: str, source: str = "embedded", root: str | None = None
+) -> tuple[list[dict], sources.Origin]:
     """A task's documents for one language and split, in the hub schema, and where they came from."""
     return sources.load(spec.name, spec.entry, source, root, split, config=spec.config_for(code), code=code)
 
 
-def data_reads(spec: TaskSpec, code: str, k: int, source: str, root: str | None,
-               override: dict | None = None) -> list[tuple[str, dict, str, dict]]:
+def data_reads(
+    spec: TaskSpec, code: str, k: int, source: str, root: str | None, override: dict | None = None
+) -> list[tuple[str, dict, str, dict]]:
     """What an evaluation of one language with k exemplars reads, as (entry name, entry, split, template
     keys): the evaluated split, and the exemplars' split or source when apart."""
     config = spec.config_for(code)
@@ -167,33 +176,41 @@ def data_reads(spec: TaskSpec, code: str, k: int, source: str, root: str | None,
     return reads
 
 
-def check_data(spec: TaskSpec, code: str, source: str, root: str | None, k: int,
-               override: dict | None = None) -> list[str]:
+def check_data(
+    spec: TaskSpec, code: str, source: str, root: str | None, k: int, override: dict | None = None
+) -> list[str]:
     """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
-    return [sources.check_available(name, entry, source, root, split, **keys)
-            for name, entry, split, keys in data_reads(spec, code, k, source, root, override)]
+    return [
+        sources.check_available(name, entry, source, root, split, **keys)
+        for name, entry, split, keys in data_reads(spec, code, k, source, root, override)
+    ]
 
 
 def _fewshot_source_split(fs: dict, source: str, root: str | None) -> str:
     """The split of a fewshot_source to read: its own, or locally its declared fallback when the file for its
     own split is absent (SQuAD train is not in ../shared/data; its dev set is)."""
     split = fs["split"]
-    if source == "local" and "local_fallback_split" in fs and not sources.local_path(
-            "exemplars", fs, root, split, config=fs["config"]).is_file():
+    if (
+        source == "local"
+        and "local_fallback_split" in fs
+        and not sources.local_path("exemplars", fs, root, split, config=fs["config"]).is_file()
+    ):
         return fs["local_fallback_split"]
     return split
 
 
-def load_fewshot_pool(spec: TaskSpec, code: str, split: str, source: str, root: str | None,
-                      evaluated: list[dict]) -> tuple[list[dict], sources.Origin]:
+def load_fewshot_pool(
+    spec: TaskSpec, code: str, split: str, source: str, root: str | None, evaluated: list[dict]
+) -> tuple[list[dict], sources.Origin]:
     """The documents exemplars are drawn from: the task's own split, or its `fewshot_source` (XQuAD: English
     SQuAD). A source that shares documents with the evaluated ones loses them (matched by id), and every
     other question on their passages (matched by the `exclude_passages` field)."""
     fs = spec.fewshot_source
     if not fs:
         return load_docs(spec, code, split, source, root)
-    pool, origin = sources.load(f"{spec.name}-exemplars", fs, source, root, _fewshot_source_split(fs, source, root),
-                                config=fs["config"])
+    pool, origin = sources.load(
+        f"{spec.name}-exemplars", fs, source, root, _fewshot_source_split(fs, source, root), config=fs["config"]
+    )
     ids = {d.get("id") for d in evaluated}
     field_name = fs.get("exclude_passages")
     passages = {d[field_name] for d in pool if d.get("id") in ids} if field_name else set()

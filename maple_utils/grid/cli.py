@@ -1,9 +1,9 @@
 """The grid's command line.
 
-    python -m maple_utils.grid run GRID --out DIR [--executor local|slurm] [--workers N] [--timeout S] [--dry-run]
-    python -m maple_utils.grid status GRID --out DIR
-    python -m maple_utils.grid retry GRID --out DIR [--executor local|slurm] [--workers N]
-    python -m maple_utils.grid report GRID --out DIR
+python -m maple_utils.grid run GRID --out DIR [--executor local|slurm] [--workers N] [--timeout S] [--dry-run]
+python -m maple_utils.grid status GRID --out DIR
+python -m maple_utils.grid retry GRID --out DIR [--executor local|slurm] [--workers N]
+python -m maple_utils.grid report GRID --out DIR
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ from maple_utils.config import ConfigError
 from maple_utils.grid.planner import Plan, plan_grid
 from maple_utils.grid.runner import RETRYABLE
 
-UNIT_TITLES = {"dataset": "prepared data set", "adapter": "adapter", "evaluated_model": "evaluated model (adapter or base)",
-               "grid": "grid"}
+UNIT_TITLES = {
+    "dataset": "prepared data set",
+    "adapter": "adapter",
+    "evaluated_model": "evaluated model (adapter or base)",
+    "grid": "grid",
+}
 
 
 def describe(plan: Plan) -> list[str]:
     """The dry-run listing: every stage's jobs, and the task languages that will not be evaluated."""
     from maple_utils import stages
 
-    lines = [f"grid {plan.grid.name}: {len(plan.adapters)} adapters, {len(plan.bases)} base models, "
-             f"{len(plan.jobs)} jobs"]
+    lines = [
+        f"grid {plan.grid.name}: {len(plan.adapters)} adapters, {len(plan.bases)} base models, {len(plan.jobs)} jobs"
+    ]
     for stage in stages.all_stages():
         keys = [j.key for j in plan.jobs_of(stage.name)]
         lines += ["", f"{stage.name}: {len(keys)} job(s), one per {UNIT_TITLES[stage.unit]}"]
@@ -66,15 +71,27 @@ def status_lines(plan: Plan) -> list[str]:
     if bad:
         lines += ["", "not complete:"]
         for job, state in bad:
-            lines.append(f"  {job.id}  {state['status']}" + (f" (attempt {state['attempt']})" if "attempt" in state else "")
-                         + (f": {state['error']}" if state.get("error") else ""))
+            lines.append(
+                f"  {job.id}  {state['status']}"
+                + (f" (attempt {state['attempt']})" if "attempt" in state else "")
+                + (f": {state['error']}" if state.get("error") else "")
+            )
             if state.get("notebook"):
                 lines.append(f"      {state['notebook']}")
     return lines
 
 
-def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = None, workers: int = 1,
-        retry: bool = False, echo=print, executor: str = "local", report_only: bool = False) -> int:
+def run(
+    grid_path: str,
+    out: str,
+    dry_run: bool = False,
+    timeout: int | None = None,
+    workers: int = 1,
+    retry: bool = False,
+    echo=print,
+    executor: str = "local",
+    report_only: bool = False,
+) -> int:
     """Run (or list) every job of a grid, with retry only the jobs that did not complete, or with
     report_only only the analysis (results.parquet and the report, from the rows there are); returns the
     number of jobs that did not complete."""
@@ -104,22 +121,36 @@ def run(grid_path: str, out: str, dry_run: bool = False, timeout: int | None = N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maple_utils.grid", description="Plan and run a MAPLE grid.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "expand a grid and execute every job that is not complete"),
-                       ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
-                       ("status", "a table of jobs per stage and status, and the notebooks of failed jobs"),
-                       ("report", "gather the rows there are into results.parquet and redo the analysis report")):
+    for name, text in (
+        ("run", "expand a grid and execute every job that is not complete"),
+        ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
+        ("status", "a table of jobs per stage and status, and the notebooks of failed jobs"),
+        ("report", "gather the rows there are into results.parquet and redo the analysis report"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
         cmd.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
         if name in ("run", "retry"):
-            cmd.add_argument("--timeout", type=int, default=None,
-                             help="seconds a notebook cell may run (default: the stage registry's time_min)")
-            cmd.add_argument("--workers", type=int, default=None,
-                             help="notebooks run at once (default: one per visible GPU, each job on its own GPU; "
-                                  "1 on a CPU); with slurm, each job array's throttle (default 1)")
-            cmd.add_argument("--executor", choices=("local", "slurm"), default="local",
-                             help="local: notebooks run here; slurm: jobs submitted with sbatch, a job array per stage and wave (grid file's "
-                                  "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)")
+            cmd.add_argument(
+                "--timeout",
+                type=int,
+                default=None,
+                help="seconds a notebook cell may run (default: the stage registry's time_min)",
+            )
+            cmd.add_argument(
+                "--workers",
+                type=int,
+                default=None,
+                help="notebooks run at once (default: one per visible GPU, each job on its own GPU; "
+                "1 on a CPU); with slurm, each job array's throttle (default 1)",
+            )
+            cmd.add_argument(
+                "--executor",
+                choices=("local", "slurm"),
+                default="local",
+                help="local: notebooks run here; slurm: jobs submitted with sbatch, a job array per stage and wave (grid file's "
+                "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)",
+            )
         if name == "run":
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     args = parser.parse_args(argv)
@@ -138,8 +169,15 @@ def main(argv: list[str] | None = None) -> int:
                 from maple_utils.grid.runner import visible_gpus
 
                 args.workers = (len(visible_gpus()) if args.executor == "local" else 0) or 1
-            failed = run(args.grid, args.out, dry_run=getattr(args, "dry_run", False), timeout=args.timeout,
-                         workers=args.workers, retry=args.command == "retry", executor=args.executor)
+            failed = run(
+                args.grid,
+                args.out,
+                dry_run=getattr(args, "dry_run", False),
+                timeout=args.timeout,
+                workers=args.workers,
+                retry=args.command == "retry",
+                executor=args.executor,
+            )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

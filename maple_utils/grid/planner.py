@@ -40,8 +40,15 @@ class Job:
 
     def fingerprint(self, upstream: dict[str, str]) -> str:
         used = self.cfg.subset(self.stage.outcome_fields) if self.cfg is not None else {}
-        return registry.stable_hash({"config": used, "registry": self.registry_hashes, "inputs": self.inputs,
-                                     "upstream": {n: upstream.get(n) for n in self.needs}}, n=16)
+        return registry.stable_hash(
+            {
+                "config": used,
+                "registry": self.registry_hashes,
+                "inputs": self.inputs,
+                "upstream": {n: upstream.get(n) for n in self.needs},
+            },
+            n=16,
+        )
 
     def completion(self) -> dict | None:
         """What the marker says: {fingerprint, token}; None when the job never completed."""
@@ -96,8 +103,9 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
     out = resolve(out).resolve()
     jobs: list[Job] = []
     for stage in stages.all_stages():
-        units = {"dataset": adapters, "adapter": adapters, "evaluated_model": adapters + bases,
-                 "grid": [None]}[stage.unit]
+        units = {"dataset": adapters, "adapter": adapters, "evaluated_model": adapters + bases, "grid": [None]}[
+            stage.unit
+        ]
         seen = set()
         for cfg in units:
             key = _key(stage.unit, cfg, grid.name)
@@ -144,4 +152,5 @@ def check_notebooks(plan: Plan) -> None:
         if declared != set(stage.parameters):
             raise config.ConfigError(
                 f"notebook {stage.notebook} declares {sorted(declared)} but stage {stage.name} reads "
-                f"{sorted(stage.parameters)}: regenerate it with python scripts/write_notebook_parameters.py")
+                f"{sorted(stage.parameters)}: regenerate it with python scripts/write_notebook_parameters.py"
+            )

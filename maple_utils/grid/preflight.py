@@ -22,8 +22,9 @@ def check_writable(out: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".preflight-"):
             pass
     except OSError as err:
-        raise ConfigError(f"output folder {out} is not writable ({err.strerror or err}); "
-                          "choose another --out") from None
+        raise ConfigError(
+            f"output folder {out} is not writable ({err.strerror or err}); choose another --out"
+        ) from None
 
 
 def data_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: str):
@@ -41,8 +42,9 @@ def data_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: st
                 yield cfg.dataset, entry, "train", {"config": code, "lang": code}
     seen = set()
     for cfg in evaluated:
-        setting = registry.stable_hash([cfg.tasks, cfg.languages, cfg.task_languages, cfg.k_shot, cfg.split_overrides,
-                                        cfg.data_root])
+        setting = registry.stable_hash(
+            [cfg.tasks, cfg.languages, cfg.task_languages, cfg.k_shot, cfg.split_overrides, cfg.data_root]
+        )
         if cfg.data_source != source or setting in seen:
             continue
         seen.add(setting)
@@ -70,8 +72,10 @@ def check_disk(out: Path, needed_gb: float, what: str) -> None:
     naming the folder, the space found and the need."""
     free = shutil.disk_usage(out).free / 2**30
     if free < needed_gb:
-        raise ConfigError(f"output folder {out} has {free:.1f} GB free; {what} declares {needed_gb:g} GB "
-                          "(stage registry resources.disk_gb): free some space or choose another --out")
+        raise ConfigError(
+            f"output folder {out} has {free:.1f} GB free; {what} declares {needed_gb:g} GB "
+            "(stage registry resources.disk_gb): free some space or choose another --out"
+        )
 
 
 def check_data(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
@@ -96,10 +100,13 @@ def hub_repos(adapters: list[RunConfig], evaluated: list[RunConfig]) -> set[tupl
     from maple_utils.config.fields import HUB_ID
     from maple_utils.paths import resolve
 
-    repos = {("model", c.model) for c in adapters + evaluated
-             if HUB_ID.match(c.model) and not resolve(c.model).is_dir()}
-    repos |= {("dataset", sources.hub_arguments(entry, split, **keys)["path"])
-              for _, entry, split, keys in data_reads(adapters, evaluated, "hub")}
+    repos = {
+        ("model", c.model) for c in adapters + evaluated if HUB_ID.match(c.model) and not resolve(c.model).is_dir()
+    }
+    repos |= {
+        ("dataset", sources.hub_arguments(entry, split, **keys)["path"])
+        for _, entry, split, keys in data_reads(adapters, evaluated, "hub")
+    }
     return repos
 
 
@@ -109,8 +116,14 @@ def check_packaged_models(configs: list[RunConfig]) -> int:
     Returns the number of packaged models the grid uses."""
     from maple_utils.models import packaged
 
-    used = sorted({m for c in configs for m in (c.model, c.judge_model if c.judge == "local" else None)
-                   if m and packaged.entry(m)})
+    used = sorted(
+        {
+            m
+            for c in configs
+            for m in (c.model, c.judge_model if c.judge == "local" else None)
+            if m and packaged.entry(m)
+        }
+    )
     problems = [packaged.missing(m) for m in used if not packaged.is_converted(m)]
     problems = [p for p in problems if p]
     if problems:
@@ -132,10 +145,15 @@ def check_offline(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
 
     cache = Path(constants.HF_HUB_CACHE)
     repos = hub_repos(adapters, evaluated)
-    missing = sorted(f"{kind} {repo}" for kind, repo in repos
-                     if not (cache / f"{kind}s--{repo.replace('/', '--')}" / "snapshots").is_dir())
+    missing = sorted(
+        f"{kind} {repo}"
+        for kind, repo in repos
+        if not (cache / f"{kind}s--{repo.replace('/', '--')}" / "snapshots").is_dir()
+    )
     if missing:
-        raise ConfigError(f"preflight: offline (HF_HUB_OFFLINE is set) and {len(missing)} hub repo(s) the grid reads "
-                          f"are not in the cache {cache}: {', '.join(missing)}. Download them where there is a "
-                          "network (same HF_HOME), or use local folders and data_source: local")
+        raise ConfigError(
+            f"preflight: offline (HF_HUB_OFFLINE is set) and {len(missing)} hub repo(s) the grid reads "
+            f"are not in the cache {cache}: {', '.join(missing)}. Download them where there is a "
+            "network (same HF_HOME), or use local folders and data_source: local"
+        )
     return len(repos)

@@ -45,10 +45,18 @@ def close_interrupted(out: Path, history: list[dict], keep=()) -> list[dict]:
     ended = []
     for job, entry in latest(e for e in history if "event" not in e).items():
         if entry.get("status") == "running" and job not in keep:
-            ended.append({"job": job, "stage": entry.get("stage"), "key": entry.get("key"),
-                          "attempt": entry.get("attempt"), "status": "interrupted", "started": entry.get("started"),
-                          "notebook": entry.get("notebook"),
-                          "error": "the runner stopped before this attempt ended (killed, or the machine went down)"})
+            ended.append(
+                {
+                    "job": job,
+                    "stage": entry.get("stage"),
+                    "key": entry.get("key"),
+                    "attempt": entry.get("attempt"),
+                    "status": "interrupted",
+                    "started": entry.get("started"),
+                    "notebook": entry.get("notebook"),
+                    "error": "the runner stopped before this attempt ended (killed, or the machine went down)",
+                }
+            )
             append_manifest(out, ended[-1])
     return history + ended
 
@@ -60,7 +68,7 @@ def clear_stale_kernel_files() -> list[Path]:
     """Remove the kernel folders of runners that no longer exist (a SIGKILL skips their clean-up)."""
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"{KERNEL_FILES}*"):
-        pid = folder.name[len(KERNEL_FILES):].split("-", 1)[0]
+        pid = folder.name[len(KERNEL_FILES) :].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
@@ -157,8 +165,15 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
     output = layout.executed_notebook(job.folder, job.stage.name)
     started = time.time()
-    entry = {"job": job.id, "stage": job.stage.name, "key": job.key, "attempt": attempt, "notebook": str(output),
-             "started": started, **({"device": device} if device is not None else {})}
+    entry = {
+        "job": job.id,
+        "stage": job.stage.name,
+        "key": job.key,
+        "attempt": attempt,
+        "notebook": str(output),
+        "started": started,
+        **({"device": device} if device is not None else {}),
+    }
     extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device})} if device is not None else {}
     # the kernel ends with its runner (maple_utils/grid/kernel_guard.py)
     extra["extra_arguments"] = ["--IPKernelApp.exec_lines=import maple_utils.grid.kernel_guard"]
@@ -167,17 +182,35 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     # kernel's key) goes there too, and the folder is named after this runner, so a runner started after a
     # kill clears what the killed one left (clear_stale_kernel_files).
     sockets = tempfile.mkdtemp(prefix=f"{KERNEL_FILES}{os.getpid()}-")
-    kernel_config = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel"),
-                                              "connection_file": os.path.join(sockets, "kernel.json")}})
+    kernel_config = Config(
+        {
+            "KernelManager": {
+                "transport": "ipc",
+                "ip": os.path.join(sockets, "kernel"),
+                "connection_file": os.path.join(sockets, "kernel.json"),
+            }
+        }
+    )
     try:
-        papermill.execute_notebook(str(notebooks_dir() / job.stage.notebook), str(output), parameters=job.params,
-                                   kernel_name="python3", cwd=str(notebooks_dir()), progress_bar=False,
-                                   execution_timeout=timeout, config=kernel_config, **extra)
+        papermill.execute_notebook(
+            str(notebooks_dir() / job.stage.notebook),
+            str(output),
+            parameters=job.params,
+            kernel_name="python3",
+            cwd=str(notebooks_dir()),
+            progress_bar=False,
+            execution_timeout=timeout,
+            config=kernel_config,
+            **extra,
+        )
     except PapermillExecutionError as err:
         entry.update(status="failed", error=f"{err.ename}: {err.evalue}", cell=err.cell_index, exception=err.ename)
     except CellTimeoutError as err:
-        entry.update(status="timed_out", error=f"a cell ran past {timeout} s: {str(err).splitlines()[0][:200]}",
-                     exception="CellTimeoutError")
+        entry.update(
+            status="timed_out",
+            error=f"a cell ran past {timeout} s: {str(err).splitlines()[0][:200]}",
+            exception="CellTimeoutError",
+        )
     except Exception as err:  # dead kernel (OOM, segfault, kill), kernel start failure
         entry.update(status="crashed", error=f"{type(err).__name__}: {err}", exception=type(err).__name__)
     else:
@@ -195,8 +228,10 @@ def prepare_out(plan: Plan) -> None:
         io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path))
     else:  # as given, with its comments
         shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
-    io.write_json(plan.out / layout.EXPANDED_GRID, {"adapters": [c.model_dump() for c in plan.adapters],
-                                                    "bases": [c.model_dump() for c in plan.bases]})
+    io.write_json(
+        plan.out / layout.EXPANDED_GRID,
+        {"adapters": [c.model_dump() for c in plan.adapters], "bases": [c.model_dump() for c in plan.bases]},
+    )
     for cfg in plan.adapters + plan.bases:
         job = next(j for j in plan.jobs if j.cfg is cfg and j.stage.unit == "evaluated_model")
         io.write_json(job.folder / layout.CONFIG, cfg.model_dump())
@@ -210,8 +245,15 @@ def stage_timeout(job: Job, override: int | None) -> int | None:
     return int(minutes * 60) if minutes else None
 
 
-def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 1, max_attempts: int = 3,
-             only: set[str] | None = None, executor: str = "local") -> dict[str, str]:
+def run_plan(
+    plan: Plan,
+    timeout: int | None = None,
+    echo=print,
+    workers: int = 1,
+    max_attempts: int = 3,
+    only: set[str] | None = None,
+    executor: str = "local",
+) -> dict[str, str]:
     """Execute every job that is not complete, up to `workers` notebooks at a time (with `executor="slurm"`,
     in job arrays of `workers` tasks at once), each as soon as the jobs it needs are complete (the once-per-grid analysis
     after every other job). A job that did not complete in `max_attempts` attempts is left alone (gave_up)
@@ -258,8 +300,11 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
     running: dict = {}
     progress = Progress(plan.jobs, workers)
     stopped: ConfigError | None = None
-    tracker = slurm.Tracker(plan.out, settings, workers, lambda e: append_manifest(plan.out, e)) \
-        if executor == "slurm" else None
+    tracker = (
+        slurm.Tracker(plan.out, settings, workers, lambda e: append_manifest(plan.out, e))
+        if executor == "slurm"
+        else None
+    )
 
     def report(job: Job, what: str, outcome: str, wall_s: float | None = None) -> None:
         echo(progress.line(job, what, outcome, wall_s))
@@ -284,9 +329,17 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                 blocked = [d for d in job.needs if status[d] not in ("done", "skipped")]
                 if blocked:
                     status[job.id] = "blocked"
-                    append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key,
-                                               "status": "blocked", "started": time.time(),
-                                               "error": f"upstream not done: {', '.join(blocked)}"})
+                    append_manifest(
+                        plan.out,
+                        {
+                            "job": job.id,
+                            "stage": job.stage.name,
+                            "key": job.key,
+                            "status": "blocked",
+                            "started": time.time(),
+                            "error": f"upstream not done: {', '.join(blocked)}",
+                        },
+                    )
                     report(job, "blocked (upstream failed)", "blocked")
                     continue
                 if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
@@ -299,13 +352,20 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                 if job.id in adoptable:
                     attempt, queued = adoptable.pop(job.id)
                     running[tracker.adopt(job, attempt, queued)] = job
-                    echo(f"      {job.stage.name:15s} {job.key}  still in SLURM ({queued['slurm_job_id']}, attempt "
-                         f"{attempt}): followed again")
+                    echo(
+                        f"      {job.stage.name:15s} {job.key}  still in SLURM ({queued['slurm_job_id']}, attempt "
+                        f"{attempt}): followed again"
+                    )
                     continue
                 if (only is not None and job.id not in only) or (only is None and failures[job.id] >= max_attempts):
                     status[job.id] = "gave_up" if only is None else "not retried"
-                    report(job, f"not run ({failures[job.id]} attempts failed; `retry` runs it again)"
-                           if only is None else "left as it is", status[job.id])
+                    report(
+                        job,
+                        f"not run ({failures[job.id]} attempts failed; `retry` runs it again)"
+                        if only is None
+                        else "left as it is",
+                        status[job.id],
+                    )
                     continue
                 try:
                     preflight.check_disk(plan.out, _disk_gb(job), job.id)
@@ -313,9 +373,18 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     stopped, pending = err, []
                     break
                 attempts[job.id] += 1
-                append_manifest(plan.out, {"job": job.id, "stage": job.stage.name, "key": job.key, "status": "running",
-                                           "attempt": attempts[job.id], "started": time.time(),
-                                           "notebook": str(layout.executed_notebook(job.folder, job.stage.name))})
+                append_manifest(
+                    plan.out,
+                    {
+                        "job": job.id,
+                        "stage": job.stage.name,
+                        "key": job.key,
+                        "status": "running",
+                        "attempt": attempts[job.id],
+                        "started": time.time(),
+                        "notebook": str(layout.executed_notebook(job.folder, job.stage.name)),
+                    },
+                )
                 if executor == "slurm":
                     wave.append((job, attempts[job.id]))
                     continue
@@ -338,12 +407,18 @@ def run_plan(plan: Plan, timeout: int | None = None, echo=print, workers: int = 
                     tokens[job.id] = job.mark_done(tokens)
                 append_manifest(plan.out, entry)
                 if entry.get("slurm_state") in slurm.RESUBMIT and attempts[job.id] < max_attempts:
-                    echo(f"      {job.stage.name:15s} {job.key}  SLURM ended it ({entry['slurm_state']}): submitted again")
+                    echo(
+                        f"      {job.stage.name:15s} {job.key}  SLURM ended it ({entry['slurm_state']}): submitted again"
+                    )
                     pending.insert(0, job)
                     continue
                 status[job.id] = entry["status"]
-                report(job, f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""),
-                       entry["status"], entry["wall_s"])
+                report(
+                    job,
+                    f"{entry['status']} ({entry['wall_s']} s)" + (f": {entry['error']}" if entry.get("error") else ""),
+                    entry["status"],
+                    entry["wall_s"],
+                )
     if stopped:
         raise stopped
     return status
@@ -377,6 +452,11 @@ class Progress:
         if not every or not sum(self.left.values()):
             return ""
         overall = sum(every) / len(every)
-        seconds = sum(n * (sum(self.walls[s]) / len(self.walls[s]) if s in self.walls else overall)
-                      for s, n in self.left.items()) / self.workers
+        seconds = (
+            sum(
+                n * (sum(self.walls[s]) / len(self.walls[s]) if s in self.walls else overall)
+                for s, n in self.left.items()
+            )
+            / self.workers
+        )
         return f" | ETA {seconds / 60:.0f} min" if seconds >= 60 else f" | ETA {seconds:.0f} s"

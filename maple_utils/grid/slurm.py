@@ -32,22 +32,36 @@ from maple_utils import io
 from maple_utils.config import ConfigError
 
 # SLURM job states after which a job is gone for good, and those that are no fault of the job
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-         "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"}
+ENDED = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+    "SPECIAL_EXIT",
+}
 RESUBMIT = {"CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
-ARRAYS = Path(".slurm", "arrays")  # under the grid's output folder: one folder per submitted array (script, task list, logs)
+ARRAYS = Path(
+    ".slurm", "arrays"
+)  # under the grid's output folder: one folder per submitted array (script, task list, logs)
 
 
 class SlurmSettings(BaseModel):
     """The grid file's `slurm:` section: what every submission asks for beyond the stage registry's needs."""
+
     model_config = ConfigDict(extra="forbid")
 
     partition: str | None = None
-    gpus: bool = True               # ask for the stage's GPUs (--gpus-per-task); false on CPU-only clusters
-    max_cpus: int | None = None     # caps on the stage registry's cpus and memory_gb, for small nodes
+    gpus: bool = True  # ask for the stage's GPUs (--gpus-per-task); false on CPU-only clusters
+    max_cpus: int | None = None  # caps on the stage registry's cpus and memory_gb, for small nodes
     max_memory_gb: float | None = None
-    poll_s: float = 2.0             # how often squeue is asked about the tasks in flight
-    sbatch_args: list[str] = []     # passed as they are, e.g. ["--account=nlp", "--qos=normal"]
+    poll_s: float = 2.0  # how often squeue is asked about the tasks in flight
+    sbatch_args: list[str] = []  # passed as they are, e.g. ["--account=nlp", "--qos=normal"]
 
 
 def _run(args: list[str], what: str, timeout: float = 30) -> str:
@@ -64,8 +78,9 @@ def check_cluster() -> None:
     """sbatch is installed and the controller answers, or one line that says which is not so."""
     for tool in ("sbatch", "squeue", "scontrol"):
         if shutil.which(tool) is None:
-            raise ConfigError(f"--executor slurm: `{tool}` is not on PATH (install SLURM's client tools, or use "
-                              "--executor local)")
+            raise ConfigError(
+                f"--executor slurm: `{tool}` is not on PATH (install SLURM's client tools, or use --executor local)"
+            )
     _run(["sinfo", "-h", "-o", "%P %a"], "the cluster (sinfo)", timeout=15)
 
 
@@ -95,20 +110,26 @@ def attempt_folder(job, attempt: int) -> Path:
 @dataclass
 class Task:
     """One array task in flight: the job it runs, and what the runner knows of it."""
+
     job: object
     attempt: int
-    slurm_id: str                   # ARRAY_TASK, as squeue and scancel take it
+    slurm_id: str  # ARRAY_TASK, as squeue and scancel take it
     started: float
-    output: str                     # SLURM's log of the task (the notebook when there is none)
+    output: str  # SLURM's log of the task (the notebook when there is none)
     future: Future = field(default_factory=Future)
-    announced: bool = False         # its `running` event is in the manifest
+    announced: bool = False  # its `running` event is in the manifest
     state: str = "PENDING"
     reason: str = ""
 
     @property
     def base(self) -> dict:
-        return {"job": self.job.id, "stage": self.job.stage.name, "key": self.job.key, "attempt": self.attempt,
-                "slurm_job_id": self.slurm_id}
+        return {
+            "job": self.job.id,
+            "stage": self.job.stage.name,
+            "key": self.job.key,
+            "attempt": self.attempt,
+            "slurm_job_id": self.slurm_id,
+        }
 
 
 class Tracker:
@@ -143,26 +164,51 @@ class Tracker:
             specs.append([str(own / "job.pkl"), str(own / "entry.json")])
         io.write_json(folder / "tasks.json", specs)
         script = folder / "array.sh"
-        script.write_text("#!/bin/bash\nexec " + " ".join(shlex.quote(a) for a in (
-            sys.executable, "-m", "maple_utils.grid.slurm_job", str(folder / "tasks.json"))) +
-            ' "$SLURM_ARRAY_TASK_ID"\n', encoding="utf-8")
+        script.write_text(
+            "#!/bin/bash\nexec "
+            + " ".join(
+                shlex.quote(a) for a in (sys.executable, "-m", "maple_utils.grid.slurm_job", str(folder / "tasks.json"))
+            )
+            + ' "$SLURM_ARRAY_TASK_ID"\n',
+            encoding="utf-8",
+        )
         throttle = f"%{self.throttle}" if self.throttle else ""
-        array_id = _run(["sbatch", "--parsable", f"--job-name=maple-{stage}", f"--array=0-{len(members) - 1}{throttle}",
-                         f"--output={folder}/task-%a.out", *requests(members[0][0], self.settings, timeout),
-                         str(script)], "sbatch").strip().split(";")[0]
+        array_id = (
+            _run(
+                [
+                    "sbatch",
+                    "--parsable",
+                    f"--job-name=maple-{stage}",
+                    f"--array=0-{len(members) - 1}{throttle}",
+                    f"--output={folder}/task-%a.out",
+                    *requests(members[0][0], self.settings, timeout),
+                    str(script),
+                ],
+                "sbatch",
+            )
+            .strip()
+            .split(";")[0]
+        )
         started = time.time()
         out = []
         for index, (job, attempt) in enumerate(members):
             task = Task(job, attempt, f"{array_id}_{index}", started, str(folder / f"task-{index}.out"))
-            self.record({**task.base, "status": "queued", "event": "slurm", "started": started,
-                         "slurm_output": task.output})
+            self.record(
+                {**task.base, "status": "queued", "event": "slurm", "started": started, "slurm_output": task.output}
+            )
             out.append((self._follow(task), job))
         return out
 
     def adopt(self, job, attempt: int, queued: dict) -> Future:
         """Follow a task a runner before this one submitted (its `queued` event)."""
-        task = Task(job, attempt, queued["slurm_job_id"], queued.get("started", time.time()),
-                    queued.get("slurm_output", ""), announced=queued.get("announced", False))
+        task = Task(
+            job,
+            attempt,
+            queued["slurm_job_id"],
+            queued.get("started", time.time()),
+            queued.get("slurm_output", ""),
+            announced=queued.get("announced", False),
+        )
         return self._follow(task)
 
     def _follow(self, task: Task) -> Future:
@@ -196,8 +242,15 @@ class Tracker:
                 states[task.slurm_id] = shown[array].get(task.slurm_id, ("UNKNOWN", ""))
             task.state, task.reason = states[task.slurm_id]
             if task.state == "RUNNING" and not task.announced:
-                self.record({**task.base, "status": "running", "event": "slurm", "slurm_state": task.state,
-                             "started": time.time()})
+                self.record(
+                    {
+                        **task.base,
+                        "status": "running",
+                        "event": "slurm",
+                        "slurm_state": task.state,
+                        "started": time.time(),
+                    }
+                )
                 task.announced = True
             if task.state in ENDED or task.state == "UNKNOWN":  # UNKNOWN: purged; its entry file tells
                 with self.lock:
@@ -210,10 +263,14 @@ class Tracker:
             entry = io.read_json(result)
         else:
             state, reason = task.state, task.reason
-            entry = {**task.base, "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
-                     "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
-                     "exception": f"Slurm{state.title().replace('_', '')}", "started": task.started,
-                     "notebook": task.output}
+            entry = {
+                **task.base,
+                "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
+                "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
+                "exception": f"Slurm{state.title().replace('_', '')}",
+                "started": task.started,
+                "notebook": task.output,
+            }
         entry.update(slurm_job_id=task.slurm_id, slurm_state=task.state, wall_s=round(time.time() - task.started, 1))
         return entry
 
@@ -221,8 +278,9 @@ class Tracker:
 def _queue(slurm_ids: list[str]) -> dict[str, tuple[str, str]]:
     """The tasks of these tasks' arrays that are still queued or running: {ARRAY_TASK: (state, reason)}."""
     arrays = sorted({i.split("_")[0] for i in slurm_ids})
-    queued = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"],
-                            capture_output=True, text=True, timeout=60)
+    queued = subprocess.run(
+        ["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=60
+    )
     if queued.returncode and "Invalid job id" not in queued.stderr:  # every array already purged: none queued
         raise RuntimeError(queued.stderr.strip()[:200])
     states = {}
@@ -239,8 +297,10 @@ def _shown_tasks(array: str) -> dict[str, tuple[str, str]]:
     for line in shown.stdout.splitlines():
         fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
         if fields.get("ArrayTaskId", "").isdigit():
-            found[f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"] = (fields.get("JobState", "UNKNOWN"),
-                                                                       fields.get("Reason", ""))
+            found[f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"] = (
+                fields.get("JobState", "UNKNOWN"),
+                fields.get("Reason", ""),
+            )
     return found
 
 
@@ -260,8 +320,11 @@ def in_flight(history: list[dict]) -> dict[str, tuple[int, dict]]:
             open_attempts[e["job"]] = e.get("attempt")
         elif "job" in e:
             open_attempts.pop(e["job"], None)
-    return {job: (attempt, submitted[(job, attempt)]) for job, attempt in open_attempts.items()
-            if (job, attempt) in submitted}
+    return {
+        job: (attempt, submitted[(job, attempt)])
+        for job, attempt in open_attempts.items()
+        if (job, attempt) in submitted
+    }
 
 
 def refuse_local(flying: dict[str, tuple[int, dict]]) -> None:
@@ -273,9 +336,12 @@ def refuse_local(flying: dict[str, tuple[int, dict]]) -> None:
     try:
         alive = sorted(set(ids) & set(_queue(ids)))
     except (RuntimeError, subprocess.TimeoutExpired) as err:
-        raise ConfigError(f"jobs of this grid may still be in SLURM ({', '.join(ids[:5])}), and squeue did not say: "
-                          f"{err}") from None
+        raise ConfigError(
+            f"jobs of this grid may still be in SLURM ({', '.join(ids[:5])}), and squeue did not say: {err}"
+        ) from None
     if alive:
-        raise ConfigError(f"{len(alive)} job(s) of this grid are still in SLURM from an `--executor slurm` run "
-                          f"({', '.join(alive[:5])}{', ...' if len(alive) > 5 else ''}): run with --executor slurm "
-                          "to follow them, or scancel them first")
+        raise ConfigError(
+            f"{len(alive)} job(s) of this grid are still in SLURM from an `--executor slurm` run "
+            f"({', '.join(alive[:5])}{', ...' if len(alive) > 5 else ''}): run with --executor slurm "
+            "to follow them, or scancel them first"
+        )

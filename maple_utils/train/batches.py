@@ -58,8 +58,10 @@ def tokenize(records: list[dict], tokenizer, max_length: int) -> Tokenized:
         truncated += cut
         examples.append({"input_ids": ids, "labels": labels})
     if not examples:
-        raise TrainingDataError(f"no example keeps a response token within max_length={max_length}: "
-                                f"all {len(records)} prompts fill it; raise max_length")
+        raise TrainingDataError(
+            f"no example keeps a response token within max_length={max_length}: "
+            f"all {len(records)} prompts fill it; raise max_length"
+        )
     return Tokenized(examples, truncated, dropped)
 
 
@@ -97,12 +99,16 @@ class DataOrder:
             if epoch not in cache:
                 cache[epoch] = self._permutation(epoch)
             indices.append(cache[epoch][offset])
-        return [indices[i:i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
+        return [indices[i : i + self.micro_batch] for i in range(0, len(indices), self.micro_batch)]
 
     def describe(self) -> dict:
         """What fixes the order (a checkpoint resumes only under the same); the step is stored beside it."""
-        return {"n_examples": self.n_examples, "micro_batch": self.micro_batch, "grad_accum": self.grad_accum,
-                "seed": self.seed}
+        return {
+            "n_examples": self.n_examples,
+            "micro_batch": self.micro_batch,
+            "grad_accum": self.grad_accum,
+            "seed": self.seed,
+        }
 
 
 def targets_of(labels: list[int]) -> list[int]:
@@ -119,8 +125,13 @@ def pack(batch: list[dict]):
     ids = [t for e in batch for t in e["input_ids"]]
     positions = [p for e in batch for p in range(len(e["input_ids"]))]
     targets = [t for e in batch for t in targets_of(e["labels"])]
-    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
-            "targets": torch.tensor(targets), "tokens": len(ids), "slots": len(ids)}
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "targets": torch.tensor(targets),
+        "tokens": len(ids),
+        "slots": len(ids),
+    }
 
 
 def pad(batch: list[dict], pad_id: int):
@@ -136,5 +147,10 @@ def pad(batch: list[dict], pad_id: int):
         ids[i, :n] = torch.tensor(e["input_ids"])
         targets[i, :n] = torch.tensor(targets_of(e["labels"]))
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "targets": targets.reshape(-1),
-            "tokens": int(mask.sum()), "slots": mask.numel()}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "targets": targets.reshape(-1),
+        "tokens": int(mask.sum()),
+        "slots": mask.numel(),
+    }

@@ -62,8 +62,10 @@ def _host_rng() -> dict:
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
-    return {"python": [version, list(internal), gauss],
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def save(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict, keep: int) -> Path:
@@ -71,8 +73,9 @@ def save(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()},
-                  str(tmp / "trainable.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}, str(tmp / "trainable.safetensors")
+        )
         tensors, meta = _optimizer_parts(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta))
@@ -94,8 +97,16 @@ def complete(root: Path) -> list[tuple[Path, dict]]:
         state_file = folder / TRAINER_STATE
         try:
             state = json.loads(state_file.read_text(encoding="utf-8"))
-            if not all((folder / f).is_file() for f in ("trainable.safetensors", "optimizer.safetensors",
-                                                        "optimizer.json", "scheduler.json", "rng.safetensors")):
+            if not all(
+                (folder / f).is_file()
+                for f in (
+                    "trainable.safetensors",
+                    "optimizer.safetensors",
+                    "optimizer.json",
+                    "scheduler.json",
+                    "rng.safetensors",
+                )
+            ):
                 raise FileNotFoundError("a weights, optimiser, schedule or RNG file is missing")
         except (OSError, ValueError) as err:
             print(f"checkpoint {folder} skipped: no complete trainer state ({err})")  # shown in the notebook
@@ -118,8 +129,10 @@ def restore(folder: Path, state: dict, model, optimizer, scheduler) -> None:
     weights = load_file(str(folder / "trainable.safetensors"))
     params = _trainable(model)
     if set(weights) != set(params):
-        raise ValueError(f"checkpoint {folder}: its trainable weights do not match this model's "
-                         f"({len(weights)} stored, {len(params)} trainable); was the LoRA config changed?")
+        raise ValueError(
+            f"checkpoint {folder}: its trainable weights do not match this model's "
+            f"({len(weights)} stored, {len(params)} trainable); was the LoRA config changed?"
+        )
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name].to(p.device, p.dtype))

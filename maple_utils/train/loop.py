@@ -99,8 +99,21 @@ def _peak_memory_mb() -> float:
 
 
 # Dense bf16/fp16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets (sparsity figures halved), for MFU.
-PEAK_TFLOPS = {"H200": 989, "H100 SXM": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362,
-               "A10G": 70, "A10": 125, "L4": 121, "V100": 125, "T4": 65, "RTX 4090": 165, "RTX 3090": 71}
+PEAK_TFLOPS = {
+    "H200": 989,
+    "H100 SXM": 989,
+    "H100 PCIe": 756,
+    "H100": 989,
+    "A100": 312,
+    "L40S": 362,
+    "A10G": 70,
+    "A10": 125,
+    "L4": 121,
+    "V100": 125,
+    "T4": 65,
+    "RTX 4090": 165,
+    "RTX 3090": 71,
+}
 
 
 def mfu(trainable: int, total: int, tokens_per_s: float) -> float | None:
@@ -141,8 +154,9 @@ def _resume_point(root: Path | None, expected: dict):
     return folder, state
 
 
-def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Path | None = None,
-          progress: bool = True) -> dict:
+def train(
+    model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Path | None = None, progress: bool = True
+) -> dict:
     """Train the model's trainable (LoRA) parameters with cfg's hyperparameters, checkpointing every
     `cfg.checkpoint_every` steps under `checkpoints` and resuming from the newest complete checkpoint there.
     Returns the training record: loss curve, throughput and memory facts."""
@@ -159,8 +173,13 @@ def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Pat
     schedule = make_schedule(optimizer, cfg.lr_scheduler, warmup, steps)
     root = Path(checkpoints) if checkpoints is not None and cfg.checkpoint_every else None
     # what a checkpoint must share with this run to be resumed (packing and recomputation change no result)
-    identity = {"data": data_hash(examples), "order": order.describe(), "steps": steps,
-                "lr_scheduler": cfg.lr_scheduler, "optimizer": optimizer_name}
+    identity = {
+        "data": data_hash(examples),
+        "order": order.describe(),
+        "steps": steps,
+        "lr_scheduler": cfg.lr_scheduler,
+        "optimizer": optimizer_name,
+    }
     state = {"curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0, "resumed_from": None}
     start_step = 0
     resume = _resume_point(root, identity)
@@ -184,8 +203,10 @@ def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Pat
             for m in micro:
                 loss = _loss_sum(model, m, device) / max(1, n_targets)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate "
-                                        "or use bf16/fp32 compute")
+                    raise TrainingError(
+                        f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate "
+                        "or use bf16/fp32 compute"
+                    )
                 if loss.requires_grad:
                     loss.backward()
                 step_loss += loss.item()
@@ -202,19 +223,37 @@ def train(model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Pat
             bar.update()
             if root is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                 elapsed = state["wall_s"] + time.perf_counter() - start
-                checkpoint.save(root, step + 1, model, optimizer, schedule,
-                                {**identity, **state, "wall_s": elapsed}, keep=cfg.keep_checkpoints)
+                checkpoint.save(
+                    root,
+                    step + 1,
+                    model,
+                    optimizer,
+                    schedule,
+                    {**identity, **state, "wall_s": elapsed},
+                    keep=cfg.keep_checkpoints,
+                )
     bar.close()
     session_wall = time.perf_counter() - start
     model.eval()
     tokens_per_s = session_tokens / session_wall if session_wall > 0 else 0.0
-    return {"steps": steps, "examples": len(examples), "truncated": data.truncated, "dropped": data.dropped,
-            "tokens": state["tokens"], "supervised_tokens": state["supervised"],
-            "padding_fraction": round(1 - state["tokens"] / max(1, state["slots"]), 4),
-            "tokens_per_s": round(tokens_per_s, 1), "wall_s": round(state["wall_s"] + session_wall, 2),
-            "peak_memory_mb": round(_peak_memory_mb(), 1), "final_loss": state["curve"][-1]["loss"],
-            "resumed_from_step": state["resumed_from"], "packing": cfg.packing, "optimizer": optimizer_name,
-            "lr_scheduler": cfg.lr_scheduler, "curve": state["curve"]}
+    return {
+        "steps": steps,
+        "examples": len(examples),
+        "truncated": data.truncated,
+        "dropped": data.dropped,
+        "tokens": state["tokens"],
+        "supervised_tokens": state["supervised"],
+        "padding_fraction": round(1 - state["tokens"] / max(1, state["slots"]), 4),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "wall_s": round(state["wall_s"] + session_wall, 2),
+        "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "final_loss": state["curve"][-1]["loss"],
+        "resumed_from_step": state["resumed_from"],
+        "packing": cfg.packing,
+        "optimizer": optimizer_name,
+        "lr_scheduler": cfg.lr_scheduler,
+        "curve": state["curve"],
+    }
 
 
 def model_card(cfg, summary: dict) -> str:
@@ -222,19 +261,46 @@ def model_card(cfg, summary: dict) -> str:
     from maple_utils.data import instruct
 
     languages = cfg.train_languages or instruct.dataset_spec(cfg.dataset)["languages"]
-    meta = ["---", f"base_model: {cfg.model}", "library_name: peft", "tags: [lora, maple]",
-            "language: [" + ", ".join(languages) + "]", "---"]
-    lines = [f"# {cfg.model} + LoRA r{cfg.rank} on {cfg.dataset} ({cfg.quant}-bit base)", "",
-             "Trained with MAPLE (notebooks/02_train.ipynb). Load it with "
-             "`PeftModel.from_pretrained(base, this_folder)` on the base model quantised as below.", "",
-             "| setting | value |", "|---|---|"]
-    for key in ("model", "quant", "dataset", "rank", "lora_alpha", "lora_dropout", "target_modules", "learning_rate",
-                "lr_scheduler", "batch_size", "grad_accum", "max_length", "prompt_template", "seed"):
+    meta = [
+        "---",
+        f"base_model: {cfg.model}",
+        "library_name: peft",
+        "tags: [lora, maple]",
+        "language: [" + ", ".join(languages) + "]",
+        "---",
+    ]
+    lines = [
+        f"# {cfg.model} + LoRA r{cfg.rank} on {cfg.dataset} ({cfg.quant}-bit base)",
+        "",
+        "Trained with MAPLE (notebooks/02_train.ipynb). Load it with "
+        "`PeftModel.from_pretrained(base, this_folder)` on the base model quantised as below.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    for key in (
+        "model",
+        "quant",
+        "dataset",
+        "rank",
+        "lora_alpha",
+        "lora_dropout",
+        "target_modules",
+        "learning_rate",
+        "lr_scheduler",
+        "batch_size",
+        "grad_accum",
+        "max_length",
+        "prompt_template",
+        "seed",
+    ):
         lines.append(f"| {key} | {getattr(cfg, key)} |")
     for key in ("steps", "examples", "final_loss", "trainable_params", "trainable_pct"):
         lines.append(f"| {key} | {summary.get(key)} |")
-    lines += ["", "The effective configuration is `maple_config.json`; the training record is the run's "
-              "`train_record.json`."]
+    lines += [
+        "",
+        "The effective configuration is `maple_config.json`; the training record is the run's `train_record.json`.",
+    ]
     return "\n".join(meta + lines) + "\n"
 
 
@@ -253,14 +319,25 @@ def save_adapter(model, tokenizer, adapter_dir: str | Path, cfg=None, summary: d
     return io.atomic_dir(Path(adapter_dir), write)
 
 
-SUMMARY_METRICS = ("final_loss", "tokens_per_s", "trainable_pct", "padding_fraction", "peak_memory_mb", "wall_s",
-                   "steps")
+SUMMARY_METRICS = (
+    "final_loss",
+    "tokens_per_s",
+    "trainable_pct",
+    "padding_fraction",
+    "peak_memory_mb",
+    "wall_s",
+    "steps",
+)
 
 
 def summarise(record: dict, trainable: int, total: int) -> dict:
-    return {"trainable_params": trainable, "total_params": total,
-            "trainable_pct": round(100 * trainable / total, 4), "mfu": mfu(trainable, total, record["tokens_per_s"]),
-            **record}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": round(100 * trainable / total, 4),
+        "mfu": mfu(trainable, total, record["tokens_per_s"]),
+        **record,
+    }
 
 
 def report(run, record: dict, trainable: int, total: int, model_revision: dict) -> dict:
@@ -269,8 +346,18 @@ def report(run, record: dict, trainable: int, total: int, model_revision: dict) 
 
     summary = summarise(record, trainable, total)
     io.write_json(run.folder / layout.TRAIN_RECORD, summary)
-    rows = [results.make_row(run.identity(), task="train", language="all", metric=m, value=float(summary[m]),
-                             n=record["examples"], seed=run.cfg.seed) for m in SUMMARY_METRICS]
+    rows = [
+        results.make_row(
+            run.identity(),
+            task="train",
+            language="all",
+            metric=m,
+            value=float(summary[m]),
+            n=record["examples"],
+            seed=run.cfg.seed,
+        )
+        for m in SUMMARY_METRICS
+    ]
     run.write_rows(rows)
     # provenance here; the training facts live once, in train_record.json
     run.record(model=model_revision, train_record=layout.TRAIN_RECORD)

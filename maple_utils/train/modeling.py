@@ -30,8 +30,10 @@ def load_tokenizer(model: str):
         if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
             tok.pad_token = tok.unk_token  # Llama-2 and Mistral: <unk> pads without resizing embeddings
         else:
-            raise ValueError(f"tokenizer of {model} has no pad or unk token distinct from EOS; "
-                             "add one and resize the embeddings before finetuning")
+            raise ValueError(
+                f"tokenizer of {model} has no pad or unk token distinct from EOS; "
+                "add one and resize the embeddings before finetuning"
+            )
     tok.padding_side = "right"  # training; generation switches to left
     return tok
 
@@ -40,8 +42,12 @@ def quantization_config(quant: int):
     from transformers import BitsAndBytesConfig
 
     if quant == 4:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype())
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype(),
+        )
     if quant == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     if quant == 16:
@@ -64,8 +70,10 @@ def load_base(model: str, quant: int):
     try:
         base = AutoModelForCausalLM.from_pretrained(resolve_model(model), **kwargs)
     except OSError as err:
-        raise OSError(f"could not load model {model!r}: {err}. Offline? Set HF_HUB_OFFLINE=1 only with the "
-                      "model in the cache (HF_HOME), or pass a local folder.") from err
+        raise OSError(
+            f"could not load model {model!r}: {err}. Offline? Set HF_HUB_OFFLINE=1 only with the "
+            "model in the cache (HF_HOME), or pass a local folder."
+        ) from err
     base.eval()
     return base
 
@@ -80,15 +88,23 @@ def lora_targets(target_modules: list[str]) -> list[str] | str:
     return target_modules
 
 
-def attach_lora(base, rank: int, alpha: int, dropout: float, target_modules: list[str], quant: int,
-                gradient_checkpointing: bool = False):
+def attach_lora(
+    base,
+    rank: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str],
+    quant: int,
+    gradient_checkpointing: bool = False,
+):
     """A PEFT model with fresh LoRA weights; the base's quantised layers stay frozen."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     checkpointing = {"use_reentrant": False}  # the reentrant variant drops gradients of frozen-input LoRA layers
     if quant < 16:
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing,
-                                               gradient_checkpointing_kwargs=checkpointing)
+        base = prepare_model_for_kbit_training(
+            base, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=checkpointing
+        )
     elif gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
         base.enable_input_require_grads()
@@ -98,10 +114,13 @@ def attach_lora(base, rank: int, alpha: int, dropout: float, target_modules: lis
         missing = [m for m in targets if m not in present]
         if missing:
             linear = sorted(p for p in present if p.endswith("proj"))
-            raise ValueError(f"target_modules {missing} are not modules of this model (linear layers present "
-                             f"include: {', '.join(linear)}; presets: q_v, attention, all_linear)")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        bias="none", task_type="CAUSAL_LM")
+            raise ValueError(
+                f"target_modules {missing} are not modules of this model (linear layers present "
+                f"include: {', '.join(linear)}; presets: q_v, attention, all_linear)"
+            )
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none", task_type="CAUSAL_LM"
+    )
     return get_peft_model(base, config)
 
 
@@ -111,8 +130,10 @@ def check_adapter(adapter_dir: str | Path) -> Path:
     folder = Path(adapter_dir)
     if not (folder / "adapter_model.safetensors").is_file():
         found = sorted(p.name for p in folder.glob("adapter_model.*")) if folder.is_dir() else []
-        raise ValueError(f"adapter {folder}: no adapter_model.safetensors (found: {', '.join(found) or 'nothing'}); "
-                         "only safetensors adapters are loaded")
+        raise ValueError(
+            f"adapter {folder}: no adapter_model.safetensors (found: {', '.join(found) or 'nothing'}); "
+            "only safetensors adapters are loaded"
+        )
     return folder
 
 

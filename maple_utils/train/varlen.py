@@ -33,8 +33,9 @@ def _sliding_mask(length: int, window: int, device):
     return (k <= q) & (k > q - window)
 
 
-def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                     is_causal=None, **kwargs):
+def varlen_attention(
+    module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None, **kwargs
+):
     """transformers' attention-function contract: (batch, heads, seq, head_dim) in, (batch, seq, heads,
     head_dim) out. Expects one packed row and its position ids."""
     import torch
@@ -42,8 +43,10 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
 
     position_ids = kwargs.get("position_ids")
     if position_ids is None or query.shape[0] != 1 or key.shape[2] != query.shape[2]:
-        raise RuntimeError("maple_varlen attention needs one packed row with position ids and no KV cache "
-                           "(it is meant for training only; see maple_utils/train/varlen.py)")
+        raise RuntimeError(
+            "maple_varlen attention needs one packed row with position ids and no KV cache "
+            "(it is meant for training only; see maple_utils/train/varlen.py)"
+        )
     groups = query.shape[1] // key.shape[1]
     # Mistral passes its window as an argument; other models keep it on the attention module
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None) or None
@@ -52,11 +55,13 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         if window is not None and end - start > window:
             mask = _sliding_mask(end - start, window, q.device)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                                                 enable_gqa=groups > 1)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, enable_gqa=groups > 1
+            )
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scaling,
-                                                 enable_gqa=groups > 1)
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=groups > 1
+            )
         outputs.append(out)
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
@@ -91,8 +96,10 @@ def padding_free(model):
     """Run the model's attention as per-example causal attention inside the block, then restore it."""
     if not supports_padding_free(model):
         name = type(getattr(model, "get_base_model", lambda: model)()).__name__
-        raise PaddingFreeUnsupported(f"{name} does not use transformers' attention interface, so its attention "
-                                     "cannot be kept within each example of a packed row; set packing: padded")
+        raise PaddingFreeUnsupported(
+            f"{name} does not use transformers' attention interface, so its attention "
+            "cannot be kept within each example of a packed row; set packing: padded"
+        )
     _register()
     configs = _configs(model)
     before = [c._attn_implementation for c in configs]
