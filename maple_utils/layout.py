@@ -5,19 +5,23 @@
   manifest.jsonl                one line per job attempt
   results.parquet               every result row, gathered from the runs
   report/                       tables, figures, analysis.html
+  .slurm/arrays/<stage>-*/      with --executor slurm: each submitted array's script, task list and logs
   data/<data_id>/               a prepared instruction set: train.jsonl, stats.json, problems.jsonl (records
                                 dropped as bad), results.jsonl
   runs/<run_id>/                an adapter's (or a base model's) folder:
     config.json                 the full effective config as planned
     run_record.json             one section per stage: the config fields it read, provenance, facts
     results.jsonl               this run's result rows
-    train_record.json, adapter/ training's record and the adapter
+    train_record.json, adapter/ training's record and the adapter: PEFT's adapter_config.json and
+                                adapter_model.safetensors, the tokenizer, maple_config.json (the effective
+                                config) and README.md (the model card)
     checkpoints/step-NNNNNN/    training checkpoints, removed once the adapter is saved
     predictions/<task>-<lang>.jsonl
     alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache),
                                 annotations.json (the judgements in alpaca_eval's annotation format)
     <stage>.ipynb               each executed notebook, kept on failure too
     .completed/<stage>          a stage's completion marker: its fingerprint
+    .slurm/<stage>-attempt-N/   with --executor slurm: one attempt's job.pkl (the job) and entry.json (its outcome)
 """
 
 from __future__ import annotations
@@ -42,6 +46,20 @@ PREPARED_DATA = "train.jsonl"
 DATA_STATS = "stats.json"
 DATA_PROBLEMS = "problems.jsonl"
 COMPLETED_DIR = ".completed"
+REPORT_PAGE = "analysis.html"
+# in adapter/: PEFT's two files (its names), then MAPLE's
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_RUN_CONFIG = "maple_config.json"
+MODEL_CARD = "README.md"
+ALPACA_EVAL_DIR = "alpaca_eval"
+SLURM_DIR = ".slurm"
+SLURM_ARRAYS = "arrays"
+SLURM_JOB = "job.pkl"
+SLURM_ENTRY = "entry.json"
+SLURM_TASKS = "tasks.json"
+SLURM_SCRIPT = "array.sh"
+SLURM_TASK_LOG = "task-{index}.out"  # {index}: the array index (sbatch's %a)
 
 
 def runs_dir(out: str | Path) -> Path:
@@ -50,6 +68,29 @@ def runs_dir(out: str | Path) -> Path:
 
 def data_dir(out: str | Path) -> Path:
     return Path(out) / DATA_DIR
+
+
+def run_folder(out: str | Path, run_id: str) -> Path:
+    return runs_dir(out) / run_id
+
+
+def run_records(out: str | Path) -> list[Path]:
+    """Every run's run_record.json in a grid folder."""
+    return sorted(runs_dir(out).glob(f"*/{RUN_RECORD}"))
+
+
+def report_page(out: str | Path) -> Path:
+    return Path(out) / REPORT_DIR / REPORT_PAGE
+
+
+def slurm_arrays(out: str | Path) -> Path:
+    return Path(out) / SLURM_DIR / SLURM_ARRAYS
+
+
+def slurm_attempt(folder: str | Path, stage: str, attempt: int) -> Path:
+    """One attempt's job spec and finished entry: per stage and attempt, since the stages of one run share its
+    folder and two of them (03 and 04) run at once."""
+    return Path(folder) / SLURM_DIR / f"{stage}-attempt-{attempt}"
 
 
 def executed_notebook(folder: str | Path, stage: str) -> Path:
@@ -67,20 +108,26 @@ def predictions(run_dir: str | Path, task: str, language: str) -> Path:
     return Path(run_dir) / PREDICTIONS_DIR / f"{task}-{language}.jsonl"
 
 
+def prediction_files(run_dir: str | Path, task: str) -> dict[str, Path]:
+    """{language: its predictions file} of one task in a run folder."""
+    folder = Path(run_dir) / PREDICTIONS_DIR
+    return {p.stem[len(task) + 1 :]: p for p in sorted(folder.glob(f"{task}-*.jsonl"))}
+
+
 def alpaca_eval_outputs(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "alpaca_eval" / "model_outputs.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / "model_outputs.json"
 
 
 def alpaca_eval_references(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "alpaca_eval" / "reference_outputs.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / "reference_outputs.json"
 
 
 def alpaca_eval_judgements(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "alpaca_eval" / "judgements.jsonl"
+    return Path(run_dir) / ALPACA_EVAL_DIR / "judgements.jsonl"
 
 
 def alpaca_eval_annotations(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "alpaca_eval" / "annotations.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / "annotations.json"
 
 
 def row_files(out: str | Path) -> list[Path]:

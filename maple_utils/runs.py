@@ -160,10 +160,10 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     if (
         run.adapter_dir is not None
         and stage.unit == "evaluated_model"
-        and not (run.adapter_dir / "adapter_config.json").is_file()
+        and not (run.adapter_dir / layout.ADAPTER_CONFIG).is_file()
     ):
         raise ConfigError(
-            f"{where}: {run.adapter_dir} holds no adapter_config.json: run {' and '.join(stage.needs)} for this run first"
+            f"{where}: {run.adapter_dir} holds no {layout.ADAPTER_CONFIG}: run {' and '.join(stage.needs)} for this run first"
         )
     folder.mkdir(parents=True, exist_ok=True)
     return run

@@ -125,3 +125,8 @@ def get(name: str) -> Stage:
 
 def of_unit(unit: str) -> list[Stage]:
     return [s for s in all_stages() if s.unit == unit]
+
+
+def reading(group: str) -> list[str]:
+    """Names of the stages that read a config field group (the evaluation rows: those of `evaluation`'s)."""
+    return [s.name for s in all_stages() if group in s.groups]

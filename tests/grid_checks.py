@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from conftest import REPO, comparable_rows, run_cli
-from maple_utils.grid import planner, runner
+from maple_utils.grid import local, manifest, planner
 
 KILLS = 5
 
@@ -43,7 +43,7 @@ def grid_command(grid: Path, out: Path, *args: str) -> list[str]:
 
 
 def _done_count(out: Path) -> int:
-    return sum(1 for e in runner.read_manifest(out) if e.get("status") == "done")
+    return sum(1 for e in manifest.read(out) if e.get("status") == "done")
 
 
 def kernels_of(pid: int) -> list[int]:
@@ -99,7 +99,7 @@ def check_resumed(grid: Path, out: Path, reference: Path, kills: list[dict], see
     """After the kills: every job complete, its rows equal the reference's, no completed job ran again, the cut-off
     attempts marked interrupted, and the killed runners' kernel folders gone."""
     assert_same_rows(out, reference)
-    entries = runner.read_manifest(out)
+    entries = manifest.read(out)
     done = [e["job"] for e in entries if e.get("status") == "done"]
     assert len(done) == len(set(done)), f"a completed job ran again (seed {seed}, kills {kills})"
     # a kill between a job's completion marker and its manifest line leaves it complete without a `done` line:
@@ -111,7 +111,7 @@ def check_resumed(grid: Path, out: Path, reference: Path, kills: list[dict], see
         assert not any(e.get("job") == job and e.get("status") == "running" for e in entries[index + 1 :])
     assert any(e.get("status") == "interrupted" for e in entries), f"seed {seed}, kills {kills}"
     tmp = Path(tempfile.gettempdir())
-    assert not [p for kill in kills for p in tmp.glob(f"{runner.KERNEL_FILES}{kill['pid']}-*")]
+    assert not [p for kill in kills for p in tmp.glob(f"{local.KERNEL_FILES}{kill['pid']}-*")]
 
 
 def assert_same_rows(out: Path, reference: Path) -> None:
@@ -136,7 +136,7 @@ def slurm_run_with_cancel_and_kill(grid: Path, out: Path, env: dict, workers: in
     cancelled = orphaned = None
     deadline = time.time() + 1200
     while first.poll() is None and time.time() < deadline and orphaned is None:
-        events = runner.read_manifest(out)  # a line being written is skipped
+        events = manifest.read(out)  # a line being written is skipped
         ended = {(e["job"], e.get("attempt")) for e in events if "wall_s" in e}
         running = [
             e
@@ -170,7 +170,7 @@ def check_slurm_run(grid: Path, out: Path, reference: Path, seen: dict) -> None:
     submitted again; the task the killed runner left in SLURM was followed, not submitted again; every other
     job ran once; `status` shows nothing incomplete."""
     assert_same_rows(out, reference)
-    entries = runner.read_manifest(out)
+    entries = manifest.read(out)
     job = seen["cancelled"]["job"]
     ends = [e for e in entries if e["job"] == job and "wall_s" in e]
     assert [e["slurm_state"] for e in ends] == ["CANCELLED", "COMPLETED"], ends

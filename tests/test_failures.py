@@ -13,7 +13,6 @@ import yaml
 
 from conftest import REPO, run_cli
 from maple_utils import layout
-from maple_utils.grid import runner
 
 pytestmark = pytest.mark.slow
 
@@ -180,9 +179,9 @@ def test_a_failing_run_is_isolated_and_kept(tmp_path):
     assert status.returncode == 0
     assert f"02_train:{failed[0]['key']}  failed (attempt 1)" in status.stdout and str(kept) in status.stdout
     assert "retry" in proc.stdout  # the last lines say what to run next
-    before = len(runner.read_manifest(tmp_path / "out"))
+    before = len(_manifest(tmp_path))
     again = run_cli("retry", str(grid_file), "--out", str(tmp_path / "out"))
     assert again.returncode == 1
-    started = [m["job"] for m in runner.read_manifest(tmp_path / "out")[before:] if m["status"] == "running"]
+    started = [m["job"] for m in _manifest(tmp_path)[before:] if m["status"] == "running"]
     assert started == [failed[0]["job"]]  # the failed job again; the report stays, since no row changed
     assert "failed (attempt 2)" in run_cli("status", str(grid_file), "--out", str(tmp_path / "out")).stdout

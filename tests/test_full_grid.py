@@ -31,7 +31,7 @@ from grid_checks import (
     smoke_variant,
 )
 from maple_utils import io
-from maple_utils.grid import runner
+from maple_utils.grid import manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.full_grid]
 JOBS = 40  # the smoke grid: 1 data set, 8 adapters, 10 evaluated models x 3 stages, the analysis
@@ -41,9 +41,7 @@ def _spans(out):
     """(start, end) of every attempt that ran a notebook; the end less 0.1 s, since wall_s is rounded to it and a
     worker starts its next job at once."""
     return [
-        (e["started"], e["started"] + e["wall_s"] - 0.1)
-        for e in runner.read_manifest(out)
-        if "wall_s" in e and "started" in e
+        (e["started"], e["started"] + e["wall_s"] - 0.1) for e in manifest.read(out) if "wall_s" in e and "started" in e
     ]
 
 
@@ -85,7 +83,7 @@ def one_worker_grid(tmp_path_factory, worker_id):
             time.sleep(2)
         log = (shared / "one_worker.log").read_text()
         assert io.read_json(ended)["returncode"] == 0, log[-3000:]
-        assert sum(e.get("status") == "done" for e in runner.read_manifest(out)) == JOBS
+        assert sum(e.get("status") == "done" for e in manifest.read(out)) == JOBS
         assert _most_at_once(_spans(out)) == 1
         return out
 
@@ -98,7 +96,7 @@ def test_the_whole_smoke_grid_on_two_workers_equals_one_worker(one_worker_grid, 
     grid, out = smoke_variant(tmp_path), tmp_path / "out"
     proc = run_cli("run", str(grid), "--out", str(out), "--workers", "2", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert sum(e.get("status") == "done" for e in runner.read_manifest(out)) == JOBS
+    assert sum(e.get("status") == "done" for e in manifest.read(out)) == JOBS
     assert _most_at_once(_spans(out)) == 2  # two notebooks did run at once
     assert_same_rows(out, one_worker_grid())
 

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from maple_utils import config, layout, registry
-from maple_utils.grid import planner, runner
+from maple_utils.grid import manifest, planner
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ GRID = {
 
 
 def _executed(out, before: int) -> set[str]:
-    return {e["stage"] for e in runner.read_manifest(out)[before:] if e.get("status") == "done"}
+    return {e["stage"] for e in manifest.read(out)[before:] if e.get("status") == "done"}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_run_record_and_rows_show_what_the_run_really_used(grid_run):
 
 def test_nothing_edited_reruns_nothing(grid_run):
     _, grid_file, out, _ = grid_run
-    before = len(runner.read_manifest(out))
+    before = len(manifest.read(out))
     proc = run_cli("run", str(grid_file), "--out", str(out))
     assert proc.returncode == 0 and proc.stdout.count("already complete") == 6
     assert _executed(out, before) == set()
@@ -123,7 +123,7 @@ def test_an_edited_prompt_reruns_the_evaluation_and_nothing_upstream(grid_run):
     text = (registry.PACKAGED / "tasks.yaml").read_text(encoding="utf-8")
     assert "True, False, or Neither?" in text
     (edited / "tasks.yaml").write_text(text.replace("True, False, or Neither?", "True, False or Neither?"))
-    before = len(runner.read_manifest(out))
+    before = len(manifest.read(out))
     proc = run_cli("run", str(grid_file), "--out", str(out), env={"MAPLE_REGISTRY": str(edited)})
     assert proc.returncode == 0, proc.stdout[-3000:]
     # the evaluation reruns; the report follows because its rows changed; data, training, AlpacaEval and its judge stay
@@ -134,7 +134,7 @@ def test_an_edited_prompt_reruns_the_evaluation_and_nothing_upstream(grid_run):
     assert set(xnli["registry_hash"]) == {new_hash}
     predictions = out / layout.RUNS_DIR / config.run_id(cfg) / "predictions" / "xnli-en.jsonl"
     assert predictions.exists()
-    again = len(runner.read_manifest(out))
+    again = len(manifest.read(out))
     proc = run_cli("run", str(grid_file), "--out", str(out), env={"MAPLE_REGISTRY": str(edited)})
     assert proc.returncode == 0 and _executed(out, again) == set()
 
@@ -143,7 +143,7 @@ def test_a_retrained_adapter_reruns_its_evaluations(grid_run):
     _, grid_file, out, cfg = grid_run
     marker = layout.completion_marker(out / layout.RUNS_DIR / config.run_id(cfg), "02_train")
     marker.unlink()  # as if the adapter had been trained again
-    before = len(runner.read_manifest(out))
+    before = len(manifest.read(out))
     proc = run_cli("run", str(grid_file), "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert _executed(out, before) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_judge", "06_analysis"}

@@ -113,10 +113,10 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     # The new stage's notebook runs through the runner, and its kernel runs the copy's code, not the
     # checkout's that the shared venv has installed; a GPU the runner hands out is the only one it sees.
     out = python(
-        "from maple_utils.grid import planner, runner\n"
+        "from maple_utils.grid import local, planner\n"
         "p = planner.plan_grid('params/smoke.yaml', 'runs/x')\n"
-        "runner.kernel_environment()\n"
-        "print(runner.execute(p.jobs_of('07_extra')[0], p.out, device='3')['status'])"
+        "local.kernel_environment()\n"
+        "print(local.execute(p.jobs_of('07_extra')[0], p.out, device='3')['status'])"
     )
     assert out.strip().endswith("done")
     executed = next((copy / "runs" / "x" / "runs").glob("*/07_extra.ipynb")).read_text()

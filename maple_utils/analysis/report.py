@@ -32,11 +32,7 @@ def _embedded_image(path: Path, alt: str) -> str:
 def provenance(out: Path) -> dict:
     """What produced these rows, from the runs' records: the grid, the code (git shas, dirty or not), the
     package versions and hardware, and the task x language pairs a task lacked."""
-    records = (
-        [io.read_json(p) for p in sorted((out / "runs").glob(f"*/{layout.RUN_RECORD}"))]
-        if (out / "runs").is_dir()
-        else []
-    )
+    records = [io.read_json(p) for p in layout.run_records(out)]
     sections = [section for record in records for section in record.get("stages", {}).values()]
     lacking = sorted({(n["task"], n["language"]) for s in sections for n in s.get("not_evaluated", [])})
     first = sections[0] if sections else {}
@@ -67,22 +63,48 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     """<out>/report/: Table 1 (numbers as md, tex, csv; the display form with intervals and marks as md), the
     paired comparisons, Table 2, the training table, the figure (png, pdf) and analysis.html, one
     self-contained page. paper: the study's own finetuned rows beside ours in Tables 1 and 2."""
-    from maple_utils.analysis import figures, stats, tables
-
     out = resolve(out_dir)
     report = out / layout.REPORT_DIR
     report.mkdir(parents=True, exist_ok=True)
     table = task_table(frame)
     if table.empty:
         raise ValueError(f"no evaluation rows under {out}: run the evaluation first")
-    limited = frame["limit"].notna().any()
+    shown, paths = _write_tables(report, table, frame, out, paper)
+    shown["figure"] = paths["figure"] = figures_of(report, table, frame, shown)
+    paths["figures_json"] = io.write_json(
+        report / "figures.json", [{**f, "path": str(f["path"])} for f in shown["drawn"]]
+    )
     note = (
         "Smoke-sized run: rows come from runs with a `limit` on items and are not comparable with the paper's numbers."
-        if limited
+        if frame["limit"].notna().any()
         else "Full evaluation sets."
     )
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
+    )
+    body = _body(out, note, shown, paper) + _provenance_html(out, table)
+    paths["html"] = io.write_text(
+        layout.report_page(out),
+        f"<!doctype html><meta charset='utf-8'><title>MAPLE report</title><style>{style}</style><body>{body}</body>\n",
+    )
+    return paths
+
+
+def _write_tables(report: Path, table, frame, out: Path, paper: bool) -> tuple[dict, dict[str, Path]]:
+    """Every table of the report as files (md, tex, csv), and the frames the page shows."""
+    from maple_utils.analysis import tables
+
     rounded = table.round(3)
     numbers, display, found = tables.table1(table, frame, out, paper=paper)
+    ranked = tables.best_configurations(table)
+    shown = {
+        "table": table, "rounded": rounded, "numbers": numbers, "display": display, "found": found,
+        "ranked": ranked, "wins": win_rate_table(frame), "wins2": tables.table2(frame, paper=paper),
+        "train": training_table(frame), "english": tables.english_degradation(frame, ranked),
+        "capacity": tables.trainable_share_vs_score(table, frame), "versus_study": tables.paper_differences(numbers),
+    }  # fmt: skip
     paths = {
         "table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
         "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
@@ -93,49 +115,59 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
             report / "table1.tex", numbers.round(3).to_latex(index=False, float_format="%.3f", na_rep="--")
         ),
         "comparisons_csv": io.write_text(report / "comparisons.csv", found.to_csv(index=False)),
+        "table2_md": io.write_text(report / "table2.md", shown["wins2"].round(2).to_markdown(index=False) + "\n"),
+        "english_csv": io.write_text(report / "english_degradation.csv", shown["english"].to_csv(index=False)),
+        "capacity_csv": io.write_text(report / "trainable_share_vs_score.csv", shown["capacity"].to_csv(index=False)),
+        "versus_study_csv": io.write_text(report / "versus_study.csv", shown["versus_study"].to_csv(index=False)),
     }
-    wins = win_rate_table(frame)
-    if len(wins):
+    if len(shown["wins"]):
         paths["win_rate_md"] = io.write_text(
-            report / "win_rate_table.md", wins.round(2).to_markdown(index=False) + "\n"
+            report / "win_rate_table.md", shown["wins"].round(2).to_markdown(index=False) + "\n"
         )
-    wins2 = tables.table2(frame, paper=paper)
-    paths["table2_md"] = io.write_text(report / "table2.md", wins2.round(2).to_markdown(index=False) + "\n")
-    train = training_table(frame)
-    if len(train):
+    if len(shown["train"]):
         paths["training_md"] = io.write_text(
-            report / "training_table.md", train.round(4).to_markdown(index=False) + "\n"
+            report / "training_table.md", shown["train"].round(4).to_markdown(index=False) + "\n"
         )
-    paths["figure"] = figures.rank_quant_lines(table, report / "rank_quant.png")["path"]
-    ranked = tables.best_configurations(table)
-    drawn = [
+    return shown, paths
+
+
+def figures_of(report: Path, table, frame, shown: dict) -> Path:
+    """Draw every figure into the report folder; shown["drawn"] gets what each shows. Returns the overview's path."""
+    from maple_utils.analysis import figures
+
+    overview = figures.rank_quant_lines(table, report / "rank_quant.png")["path"]
+    ranked, numbers = shown["ranked"], shown["numbers"]
+    shown["drawn"] = [
         figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
         figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),
         figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
         figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
         figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png"),
     ]
-    english = tables.english_degradation(frame, ranked)
-    capacity = tables.trainable_share_vs_score(table, frame)
-    versus_study = tables.paper_differences(numbers)
-    paths["english_csv"] = io.write_text(report / "english_degradation.csv", english.to_csv(index=False))
-    paths["capacity_csv"] = io.write_text(report / "trainable_share_vs_score.csv", capacity.to_csv(index=False))
-    paths["versus_study_csv"] = io.write_text(report / "versus_study.csv", versus_study.to_csv(index=False))
-    paths["figures_json"] = io.write_json(report / "figures.json", [{**f, "path": str(f["path"])} for f in drawn])
+    return overview
+
+
+def _body(out: Path, note: str, shown: dict, paper: bool) -> str:
+    """The page's tables and figures, in the order a reader of the study expects them."""
+    from maple_utils.analysis import stats, tables
+
+    found, english, capacity = shown["found"], shown["english"], shown["capacity"]
+    versus_study, wins, train = shown["versus_study"], shown["wins"], shown["train"]
     legend = (
         f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
         f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
         f"its runner-up on that task is not significant (paired permutation test, Holm-corrected over all "
         f"{len(found)} comparisons, alpha {stats.ALPHA}). missing: the task was not evaluated; NA: the study reports none."
     )
+    overview = _embedded_image(shown["figure"], "Average score over tasks by LoRA rank and quantisation")
     body = (
         f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
         f"<h2>Table 1: task-wise performance at the best rank and quantisation</h2>"
-        f"<p>{html.escape(legend)}</p>{display.to_html(index=False, na_rep='')}"
-        f"<h2>Every configuration</h2>{rounded.to_html(index=False)}"
-        f"<h2>Average score by rank and quantisation</h2>{_embedded_image(paths['figure'], 'Average score over tasks by LoRA rank and quantisation')}"
-        + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in drawn)
-        + f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{wins2.round(2).to_html(index=False, na_rep='')}"
+        f"<p>{html.escape(legend)}</p>{shown['display'].to_html(index=False, na_rep='')}"
+        f"<h2>Every configuration</h2>{shown['rounded'].to_html(index=False)}"
+        f"<h2>Average score by rank and quantisation</h2>{overview}"
+        + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in shown["drawn"])
+        + f"<h2>Table 2: best AlpacaEval win rate (%)</h2>{shown['wins2'].round(2).to_html(index=False, na_rep='')}"
         + f"<h2>English after multilingual finetuning (best configuration minus base)</h2>"
         f"{english.round(3).to_html(index=False, na_rep='') if len(english) else '<p>No English rows.</p>'}"
         + f"<h2>Share of trainable parameters and score</h2>"
@@ -157,8 +189,12 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     )
     if len(train):
         body += f"<h2>Training</h2>{train.round(4).to_html(index=False)}"
+    return body
+
+
+def _provenance_html(out: Path, table) -> str:
     facts, gaps = provenance(out), missing_cells(table)
-    body += (
+    return (
         "<h2>Provenance</h2><ul>"
         + "".join(f"<li>{html.escape(k)}: {html.escape(str(v))}</li>" for k, v in facts.items())
         + "</ul><h2>What is missing</h2>"
@@ -168,13 +204,3 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
             else "<p>Every configuration has a score for every task evaluated.</p>"
         )
     )
-    style = (
-        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
-    )
-    paths["html"] = io.write_text(
-        report / "analysis.html",
-        f"<!doctype html><meta charset='utf-8'><title>MAPLE report</title><style>{style}</style><body>{body}</body>\n",
-    )
-    return paths

@@ -29,9 +29,7 @@ def item_scores(
 ) -> dict[str, dict[str, float]]:
     """{language: {item id: score}} from a run's predictions/<task>-<language>.jsonl files."""
     out: dict[str, dict[str, float]] = {}
-    folder = Path(run_dir) / layout.PREDICTIONS_DIR
-    for path in sorted(folder.glob(f"{task}-*.jsonl")):
-        code = path.stem[len(task) + 1 :]
+    for code, path in layout.prediction_files(run_dir, task).items():
         if languages is not None and code not in languages:
             continue
         items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maple_utils import registry
+from maple_utils import layout, registry, stages
 from maple_utils.analysis import stats
 
 RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
@@ -51,8 +51,6 @@ def with_run_columns(rows):
 
 
 def training_table(frame):
-    from maple_utils import stages
-
     train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
     if train.empty:
         return train
@@ -152,7 +150,7 @@ def _metric(task: str) -> str:
 
 
 def _run_ids(frame) -> dict:
-    ev = with_run_columns(frame[frame["stage"] == "03_evaluate"])
+    ev = with_run_columns(frame[frame["stage"].isin(stages.reading("evaluation"))])
     return {
         (r.model, r.dataset, r.rank, r.quant): r.run_id
         for r in ev[["model", "dataset", "rank", "quant", "run_id"]].drop_duplicates().itertuples()
@@ -170,7 +168,7 @@ def _scores_reader(out_dir: str | Path):
     (the same run appears in Table 1 and in several comparisons)."""
     from functools import cache
 
-    return cache(lambda run_id, task: stats.item_scores(Path(out_dir) / "runs" / run_id, task, _metric(task)))
+    return cache(lambda run_id, task: stats.item_scores(layout.run_folder(out_dir, run_id), task, _metric(task)))
 
 
 def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=None):

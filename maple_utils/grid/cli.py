@@ -14,8 +14,10 @@ import sys
 
 from maple_utils import config, layout
 from maple_utils.config import ConfigError
+from maple_utils.grid import manifest
+from maple_utils.grid.manifest import COMPLETE, RETRYABLE, Entry, Status
 from maple_utils.grid.planner import Plan, plan_grid
-from maple_utils.grid.runner import RETRYABLE
+from maple_utils.grid.runner import EXECUTORS
 
 UNIT_TITLES = {
     "dataset": "prepared data set",
@@ -48,12 +50,10 @@ def describe(plan: Plan) -> list[str]:
     return lines
 
 
-def job_states(plan: Plan) -> dict[str, dict]:
+def job_states(plan: Plan) -> dict[str, Entry]:
     """Each job's state from the manifest: its latest entry, or pending when it never ran."""
-    from maple_utils.grid.runner import latest, read_manifest
-
-    entries = latest(read_manifest(plan.out))
-    return {j.id: entries.get(j.id, {"status": "pending"}) for j in plan.jobs}
+    entries = manifest.latest(manifest.read(plan.out))
+    return {j.id: entries.get(j.id, Entry.of(j, Status.PENDING)) for j in plan.jobs}
 
 
 def status_lines(plan: Plan) -> list[str]:
@@ -63,21 +63,21 @@ def status_lines(plan: Plan) -> list[str]:
     from maple_utils import stages
 
     states = job_states(plan)
-    frame = pd.DataFrame([{"stage": j.stage.name, "status": states[j.id]["status"]} for j in plan.jobs])
+    frame = pd.DataFrame([{"stage": j.stage.name, "status": str(states[j.id].status)} for j in plan.jobs])
     table = frame.pivot_table(index="stage", columns="status", aggfunc="size", fill_value=0)
     table = table.reindex([s.name for s in stages.all_stages() if s.name in table.index])
     lines = [f"grid {plan.grid.name} in {plan.out}", "", table.to_markdown()]
-    bad = [(j, states[j.id]) for j in plan.jobs if states[j.id]["status"] in RETRYABLE + ("running",)]
+    bad = [(j, states[j.id]) for j in plan.jobs if states[j.id].status in (*RETRYABLE, Status.RUNNING)]
     if bad:
         lines += ["", "not complete:"]
         for job, state in bad:
             lines.append(
-                f"  {job.id}  {state['status']}"
-                + (f" (attempt {state['attempt']})" if "attempt" in state else "")
-                + (f": {state['error']}" if state.get("error") else "")
+                f"  {job.id}  {state.status}"
+                + (f" (attempt {state.attempt})" if state.attempt is not None else "")
+                + (f": {state.error}" if state.error else "")
             )
-            if state.get("notebook"):
-                lines.append(f"      {state['notebook']}")
+            if state.notebook:
+                lines.append(f"      {state.notebook}")
     return lines
 
 
@@ -107,10 +107,10 @@ def run(
         only = {j.id for j in plan.jobs if j.stage.unit == "grid"}
     elif retry:
         states = job_states(plan)
-        only = {j.id for j in plan.jobs if states[j.id]["status"] in RETRYABLE or j.stage.unit == "grid"}
+        only = {j.id for j in plan.jobs if states[j.id].status in RETRYABLE or j.stage.unit == "grid"}
     status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only, executor=executor)
-    failed = [j for j, s in status.items() if s not in ("done", "skipped", "not retried")]
-    echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {plan.out / layout.REPORT_DIR}/analysis.html")
+    failed = [j for j, s in status.items() if s not in (*COMPLETE, Status.NOT_RETRIED)]
+    echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {layout.report_page(plan.out)}")
     if failed:
         echo(f"{len(failed)} job(s) did not complete: {', '.join(failed)}")
         echo(f"see: python -m maple_utils.grid status {grid_path} --out {out}")
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         ("run", "expand a grid and execute every job that is not complete"),
         ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
         ("status", "a table of jobs per stage and status, and the notebooks of failed jobs"),
-        ("report", "gather the rows there are into results.parquet and redo the analysis report"),
+        ("report", f"gather the rows there are into {layout.RESULTS_TABLE} and redo the analysis report"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             cmd.add_argument(
                 "--executor",
-                choices=("local", "slurm"),
+                choices=tuple(EXECUTORS),
                 default="local",
                 help="local: notebooks run here; slurm: jobs submitted with sbatch, a job array per stage and wave (grid file's "
                 "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)",
@@ -165,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.workers is not None and args.workers < 1:
                 raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-            if args.workers is None:  # one worker per GPU, each job on its own GPU; one on a CPU
-                from maple_utils.grid.runner import visible_gpus
-
-                args.workers = (len(visible_gpus()) if args.executor == "local" else 0) or 1
+            if args.workers is None:  # local: one worker per GPU, each job on its own GPU; one on a CPU
+                args.workers = EXECUTORS[args.executor].default_workers()
             failed = run(
                 args.grid,
                 args.out,

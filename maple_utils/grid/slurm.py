@@ -28,8 +28,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from maple_utils import io
+from maple_utils import io, layout
 from maple_utils.config import ConfigError
+from maple_utils.grid import manifest
+from maple_utils.grid.manifest import SLURM_EVENT, Entry, Status
 
 # SLURM job states after which a job is gone for good, and those that are no fault of the job
 ENDED = {
@@ -46,9 +48,6 @@ ENDED = {
     "SPECIAL_EXIT",
 }
 RESUBMIT = {"CANCELLED", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"}
-ARRAYS = Path(
-    ".slurm", "arrays"
-)  # under the grid's output folder: one folder per submitted array (script, task list, logs)
 
 
 class SlurmSettings(BaseModel):
@@ -102,9 +101,7 @@ def requests(job, settings: SlurmSettings, timeout_s: int | None) -> list[str]:
 
 
 def attempt_folder(job, attempt: int) -> Path:
-    """Where one attempt's job spec and finished entry live: per stage and attempt, since the stages of one
-    run share its folder and two of them (03 and 04) run at once."""
-    return job.folder / ".slurm" / f"{job.stage.name}-attempt-{attempt}"
+    return layout.slurm_attempt(job.folder, job.stage.name, attempt)
 
 
 @dataclass
@@ -121,15 +118,8 @@ class Task:
     state: str = "PENDING"
     reason: str = ""
 
-    @property
-    def base(self) -> dict:
-        return {
-            "job": self.job.id,
-            "stage": self.job.stage.name,
-            "key": self.job.key,
-            "attempt": self.attempt,
-            "slurm_job_id": self.slurm_id,
-        }
+    def entry(self, status: Status, **fields) -> Entry:
+        return Entry.of(self.job, status, attempt=self.attempt, slurm_job_id=self.slurm_id, **fields)
 
 
 class Tracker:
@@ -142,32 +132,33 @@ class Tracker:
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
 
-    def submit(self, wave: list[tuple[object, int]], timeout_of) -> list[tuple[Future, object]]:
-        """One array per stage of the wave [(job, attempt)]; returns (future, job) per task."""
+    def submit(self, wave: list[tuple[object, int, int | None, Future]]) -> None:
+        """One array per stage of the wave [(job, attempt, timeout, the Future its entry resolves)]."""
         by_stage: dict[str, list] = {}
-        for job, attempt in wave:
-            by_stage.setdefault(job.stage.name, []).append((job, attempt))
-        started = []
+        for member in wave:
+            by_stage.setdefault(member[0].stage.name, []).append(member)
         for stage, members in by_stage.items():
-            started += self._submit_array(stage, members, timeout_of(members[0][0]))
-        return started
+            self._submit_array(stage, members)
 
-    def _submit_array(self, stage: str, members: list, timeout: int | None) -> list[tuple[Future, object]]:
-        (self.out / ARRAYS).mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"{stage}-", dir=self.out / ARRAYS))
+    def _submit_array(self, stage: str, members: list) -> None:
+        timeout = members[0][2]  # one stage, one time limit
+        arrays = layout.slurm_arrays(self.out)  # one folder per submitted array: script, task list, logs
+        arrays.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{stage}-", dir=arrays))
         specs = []
-        for job, attempt in members:
+        for job, attempt, _, _ in members:
             own = attempt_folder(job, attempt)
             own.mkdir(parents=True, exist_ok=True)
-            (own / "entry.json").unlink(missing_ok=True)
-            (own / "job.pkl").write_bytes(pickle.dumps((job, str(self.out), attempt, timeout)))
-            specs.append([str(own / "job.pkl"), str(own / "entry.json")])
-        io.write_json(folder / "tasks.json", specs)
-        script = folder / "array.sh"
+            (own / layout.SLURM_ENTRY).unlink(missing_ok=True)
+            (own / layout.SLURM_JOB).write_bytes(pickle.dumps((job, str(self.out), attempt, timeout)))
+            specs.append([str(own / layout.SLURM_JOB), str(own / layout.SLURM_ENTRY)])
+        io.write_json(folder / layout.SLURM_TASKS, specs)
+        script = folder / layout.SLURM_SCRIPT
         script.write_text(
             "#!/bin/bash\nexec "
             + " ".join(
-                shlex.quote(a) for a in (sys.executable, "-m", "maple_utils.grid.slurm_job", str(folder / "tasks.json"))
+                shlex.quote(a)
+                for a in (sys.executable, "-m", "maple_utils.grid.slurm_job", str(folder / layout.SLURM_TASKS))
             )
             + ' "$SLURM_ARRAY_TASK_ID"\n',
             encoding="utf-8",
@@ -180,7 +171,7 @@ class Tracker:
                     "--parsable",
                     f"--job-name=maple-{stage}",
                     f"--array=0-{len(members) - 1}{throttle}",
-                    f"--output={folder}/task-%a.out",
+                    f"--output={folder / layout.SLURM_TASK_LOG.format(index='%a')}",
                     *requests(members[0][0], self.settings, timeout),
                     str(script),
                 ],
@@ -190,14 +181,11 @@ class Tracker:
             .split(";")[0]
         )
         started = time.time()
-        out = []
-        for index, (job, attempt) in enumerate(members):
-            task = Task(job, attempt, f"{array_id}_{index}", started, str(folder / f"task-{index}.out"))
-            self.record(
-                {**task.base, "status": "queued", "event": "slurm", "started": started, "slurm_output": task.output}
-            )
-            out.append((self._follow(task), job))
-        return out
+        for index, (job, attempt, _, future) in enumerate(members):
+            log = str(folder / layout.SLURM_TASK_LOG.format(index=index))
+            task = Task(job, attempt, f"{array_id}_{index}", started, log, future=future)
+            self.record(task.entry(Status.QUEUED, event=SLURM_EVENT, started=started, slurm_output=task.output))
+            self._follow(task)
 
     def adopt(self, job, attempt: int, queued: dict) -> Future:
         """Follow a task a runner before this one submitted (its `queued` event)."""
@@ -242,37 +230,28 @@ class Tracker:
                 states[task.slurm_id] = shown[array].get(task.slurm_id, ("UNKNOWN", ""))
             task.state, task.reason = states[task.slurm_id]
             if task.state == "RUNNING" and not task.announced:
-                self.record(
-                    {
-                        **task.base,
-                        "status": "running",
-                        "event": "slurm",
-                        "slurm_state": task.state,
-                        "started": time.time(),
-                    }
-                )
+                self.record(task.entry(Status.RUNNING, event=SLURM_EVENT, slurm_state=task.state, started=time.time()))
                 task.announced = True
             if task.state in ENDED or task.state == "UNKNOWN":  # UNKNOWN: purged; its entry file tells
                 with self.lock:
                     self.tasks.pop(task.slurm_id, None)
                 task.future.set_result(self._entry(task))
 
-    def _entry(self, task: Task) -> dict:
-        result = attempt_folder(task.job, task.attempt) / "entry.json"
+    def _entry(self, task: Task) -> Entry:
+        result = attempt_folder(task.job, task.attempt) / layout.SLURM_ENTRY
         if result.is_file():
-            entry = io.read_json(result)
+            entry = Entry.from_json(io.read_json(result))
         else:
             state, reason = task.state, task.reason
-            entry = {
-                **task.base,
-                "status": "timed_out" if state in ("TIMEOUT", "DEADLINE") else "crashed",
-                "error": f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
-                "exception": f"Slurm{state.title().replace('_', '')}",
-                "started": task.started,
-                "notebook": task.output,
-            }
-        entry.update(slurm_job_id=task.slurm_id, slurm_state=task.state, wall_s=round(time.time() - task.started, 1))
-        return entry
+            entry = task.entry(
+                Status.TIMED_OUT if state in ("TIMEOUT", "DEADLINE") else Status.CRASHED,
+                error=f"SLURM ended the job: {state}" + (f" ({reason})" if reason and reason != "None" else ""),
+                exception=f"Slurm{state.title().replace('_', '')}",
+                started=task.started,
+                notebook=task.output,
+            )
+        wall_s = round(time.time() - task.started, 1)
+        return entry.replace(slurm_job_id=task.slurm_id, slurm_state=task.state, wall_s=wall_s)
 
 
 def _queue(slurm_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -311,12 +290,12 @@ def in_flight(history: list[dict]) -> dict[str, tuple[int, dict]]:
     submitted: dict[tuple[str, int], dict] = {}
     for e in history:
         key = (e.get("job"), e.get("attempt"))
-        if e.get("event") == "slurm":
-            if e.get("status") == "queued":
+        if e.get("event") == SLURM_EVENT:
+            if e.get("status") == Status.QUEUED:
                 submitted[key] = dict(e)
-            elif e.get("status") == "running" and key in submitted:
+            elif e.get("status") == Status.RUNNING and key in submitted:
                 submitted[key]["announced"] = True
-        elif e.get("status") == "running":
+        elif e.get("status") == Status.RUNNING:
             open_attempts[e["job"]] = e.get("attempt")
         elif "job" in e:
             open_attempts.pop(e["job"], None)
@@ -345,3 +324,56 @@ def refuse_local(flying: dict[str, tuple[int, dict]]) -> None:
             f"({', '.join(alive[:5])}{', ...' if len(alive) > 5 else ''}): run with --executor slurm "
             "to follow them, or scancel them first"
         )
+
+
+class SlurmExecutor:
+    """Jobs as SLURM array tasks: what becomes ready together goes in one array per stage, `--workers` its
+    throttle; attempts outlive the runner and are adopted by the next one."""
+
+    name = "SLURM"
+
+    def __init__(self, plan, workers: int):
+        try:
+            self.settings = SlurmSettings.model_validate(plan.grid.slurm)
+        except ValueError as err:
+            raise ConfigError(f"{plan.grid_path}: slurm section: {err}") from None
+        self.tracker = Tracker(plan.out, self.settings, workers, lambda e: manifest.append(plan.out, e))
+        self.held: list[tuple[object, int, int | None, Future]] = []
+
+    @staticmethod
+    def default_workers() -> int:
+        return 1
+
+    def check(self) -> None:
+        check_cluster()
+
+    def left_running(self, history: list[Entry]) -> dict:
+        return in_flight(history)
+
+    def has_room(self, in_flight: int) -> bool:
+        return True  # each array throttles itself (%N)
+
+    def can_start(self, job) -> bool:
+        return True
+
+    def submit(self, job, attempt: int, timeout: int | None) -> Future:
+        future: Future = Future()
+        self.held.append((job, attempt, timeout, future))
+        return future
+
+    def flush(self) -> None:
+        if self.held:
+            wave, self.held = self.held, []
+            self.tracker.submit(wave)
+
+    def adopt(self, job, attempt: int, queued: dict) -> tuple[Future, str]:
+        return self.tracker.adopt(job, attempt, queued), queued["slurm_job_id"]
+
+    def finished(self, future: Future) -> None:
+        pass
+
+    def again(self, entry: Entry) -> bool:
+        return entry.slurm_state in RESUBMIT
+
+    def close(self) -> None:
+        pass

@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 from maple_utils import io
-from maple_utils.grid.runner import execute
+from maple_utils.grid.local import execute
+from maple_utils.grid.manifest import Status
 
 
 def main(tasks: str, index: str) -> int:
     spec, result = io.read_json(tasks)[int(index)]
     job, out, attempt, timeout = pickle.loads(Path(spec).read_bytes())
     entry = execute(job, Path(out), attempt, timeout)
-    io.write_json(result, entry)  # atomic: the runner reads a whole entry or none
-    return 0 if entry["status"] == "done" else 1
+    io.write_json(result, entry.to_json())  # atomic: the runner reads a whole entry or none
+    return 0 if entry.status is Status.DONE else 1
 
 
 if __name__ == "__main__":

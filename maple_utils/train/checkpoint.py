@@ -21,8 +21,14 @@ from pathlib import Path
 
 from maple_utils import io
 
+# the checkpoint folder's files, the format this module alone writes and reads (layout.py names the folder)
 PREFIX = "step-"
 TRAINER_STATE = "trainer_state.json"
+TRAINABLE = "trainable.safetensors"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_STATE = "optimizer.json"
+RNG = "rng.safetensors"
+SCHEDULER = "scheduler.json"
 
 
 def folder_for(root: Path, step: int) -> Path:
@@ -73,14 +79,12 @@ def save(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}, str(tmp / "trainable.safetensors")
-        )
+        save_file({k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}, str(tmp / TRAINABLE))
         tensors, meta = _optimizer_parts(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(meta))
-        save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-        (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+        save_file(tensors, str(tmp / OPTIMIZER_TENSORS))
+        (tmp / OPTIMIZER_STATE).write_text(json.dumps(meta))
+        save_file(_rng_tensors(), str(tmp / RNG))
+        (tmp / SCHEDULER).write_text(json.dumps(scheduler.state_dict()))
         (tmp / TRAINER_STATE).write_text(json.dumps({**trainer_state, "step": step, "rng": _host_rng()}))
 
     path = io.atomic_dir(folder_for(root, step), write)
@@ -97,16 +101,7 @@ def complete(root: Path) -> list[tuple[Path, dict]]:
         state_file = folder / TRAINER_STATE
         try:
             state = json.loads(state_file.read_text(encoding="utf-8"))
-            if not all(
-                (folder / f).is_file()
-                for f in (
-                    "trainable.safetensors",
-                    "optimizer.safetensors",
-                    "optimizer.json",
-                    "scheduler.json",
-                    "rng.safetensors",
-                )
-            ):
+            if not all((folder / f).is_file() for f in (TRAINABLE, OPTIMIZER_TENSORS, OPTIMIZER_STATE, SCHEDULER, RNG)):
                 raise FileNotFoundError("a weights, optimiser, schedule or RNG file is missing")
         except (OSError, ValueError) as err:
             print(f"checkpoint {folder} skipped: no complete trainer state ({err})")  # shown in the notebook
@@ -126,7 +121,7 @@ def restore(folder: Path, state: dict, model, optimizer, scheduler) -> None:
     import torch
     from safetensors.torch import load_file
 
-    weights = load_file(str(folder / "trainable.safetensors"))
+    weights = load_file(str(folder / TRAINABLE))
     params = _trainable(model)
     if set(weights) != set(params):
         raise ValueError(
@@ -136,8 +131,8 @@ def restore(folder: Path, state: dict, model, optimizer, scheduler) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name].to(p.device, p.dtype))
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    meta = json.loads((folder / "optimizer.json").read_text())
+    tensors = load_file(str(folder / OPTIMIZER_TENSORS))
+    meta = json.loads((folder / OPTIMIZER_STATE).read_text())
     opt_state: dict = {int(k): dict(v) for k, v in meta["scalars"].items()}
     for key, value in tensors.items():
         index, name = key.split("/", 1)
@@ -147,8 +142,8 @@ def restore(folder: Path, state: dict, model, optimizer, scheduler) -> None:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
-    rng = load_file(str(folder / "rng.safetensors"))
+    scheduler.load_state_dict(json.loads((folder / SCHEDULER).read_text()))
+    rng = load_file(str(folder / RNG))
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available():
         cuda = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda/"))]

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from maple_utils import layout
 from maple_utils.train import batches, checkpoint, varlen
 
 
@@ -198,22 +199,8 @@ def train(
     with attention:
         for step in range(start_step, steps):
             micro = [_micro_batch(examples, idx, cfg.packing, tokenizer.pad_token_id) for idx in order.step(step)]
-            n_targets = sum(int((m["targets"] != batches.IGNORE).sum()) for m in micro)
-            step_loss = 0.0
-            for m in micro:
-                loss = _loss_sum(model, m, device) / max(1, n_targets)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate "
-                        "or use bf16/fp32 compute"
-                    )
-                if loss.requires_grad:
-                    loss.backward()
-                step_loss += loss.item()
-                state["tokens"] += m["tokens"]
-                state["slots"] += m["slots"]
-                session_tokens += m["tokens"]
-            state["supervised"] += n_targets
+            step_loss = _accumulate(model, micro, device, step, state)
+            session_tokens += sum(m["tokens"] for m in micro)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             schedule.step()
@@ -233,8 +220,35 @@ def train(
                     keep=cfg.keep_checkpoints,
                 )
     bar.close()
-    session_wall = time.perf_counter() - start
     model.eval()
+    return _record(data, cfg, steps, state, session_tokens, time.perf_counter() - start, optimizer_name)
+
+
+def _accumulate(model, micro: list[dict], device, step: int, state: dict) -> float:
+    """Gradients of one optimiser step over its micro-batches (the loss a mean over all their targets); returns
+    the step's loss and counts its tokens into `state`."""
+    import torch
+
+    n_targets = sum(int((m["targets"] != batches.IGNORE).sum()) for m in micro)
+    step_loss = 0.0
+    for m in micro:
+        loss = _loss_sum(model, m, device) / max(1, n_targets)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"nan_loss: loss is {loss.item()} at step {step + 1}; lower learning_rate or use bf16/fp32 compute"
+            )
+        if loss.requires_grad:
+            loss.backward()
+        step_loss += loss.item()
+        state["tokens"] += m["tokens"]
+        state["slots"] += m["slots"]
+    state["supervised"] += n_targets
+    return step_loss
+
+
+def _record(data, cfg, steps: int, state: dict, session_tokens: int, session_wall: float, optimizer_name: str) -> dict:
+    """The training record: loss curve, throughput and memory facts."""
+    examples = data.examples
     tokens_per_s = session_tokens / session_wall if session_wall > 0 else 0.0
     return {
         "steps": steps,
@@ -299,7 +313,8 @@ def model_card(cfg, summary: dict) -> str:
         lines.append(f"| {key} | {summary.get(key)} |")
     lines += [
         "",
-        "The effective configuration is `maple_config.json`; the training record is the run's `train_record.json`.",
+        f"The effective configuration is `{layout.ADAPTER_RUN_CONFIG}`; the training record is the run's "
+        f"`{layout.TRAIN_RECORD}`.",
     ]
     return "\n".join(meta + lines) + "\n"
 
@@ -313,8 +328,8 @@ def save_adapter(model, tokenizer, adapter_dir: str | Path, cfg=None, summary: d
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if cfg is not None:
-            (tmp / "maple_config.json").write_text(json.dumps(cfg.model_dump(), indent=2, default=str) + "\n")
-            (tmp / "README.md").write_text(model_card(cfg, summary or {}), encoding="utf-8")
+            (tmp / layout.ADAPTER_RUN_CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2, default=str) + "\n")
+            (tmp / layout.MODEL_CARD).write_text(model_card(cfg, summary or {}), encoding="utf-8")
 
     return io.atomic_dir(Path(adapter_dir), write)
 
@@ -342,7 +357,7 @@ def summarise(record: dict, trainable: int, total: int) -> dict:
 
 def report(run, record: dict, trainable: int, total: int, model_revision: dict) -> dict:
     """Write train_record.json, the stage's result rows and its run-record section; returns the summary."""
-    from maple_utils import io, layout, results
+    from maple_utils import io, results
 
     summary = summarise(record, trainable, total)
     io.write_json(run.folder / layout.TRAIN_RECORD, summary)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from maple_utils import layout
 from maple_utils.models.resolve import resolve_model
 
 
@@ -128,10 +129,10 @@ def check_adapter(adapter_dir: str | Path) -> Path:
     """An adapter folder that holds safetensors weights; a pickled adapter_model.bin is refused, since
     loading a pickle can run code."""
     folder = Path(adapter_dir)
-    if not (folder / "adapter_model.safetensors").is_file():
+    if not (folder / layout.ADAPTER_WEIGHTS).is_file():
         found = sorted(p.name for p in folder.glob("adapter_model.*")) if folder.is_dir() else []
         raise ValueError(
-            f"adapter {folder}: no adapter_model.safetensors (found: {', '.join(found) or 'nothing'}); "
+            f"adapter {folder}: no {layout.ADAPTER_WEIGHTS} (found: {', '.join(found) or 'nothing'}); "
             "only safetensors adapters are loaded"
         )
     return folder
