@@ -17,12 +17,13 @@ import pandas as pd
 
 
 def stage_timings(out: Path) -> pd.DataFrame:
-    from maple_utils.grid.runner import read_manifest
+    from maple_utils.grid import manifest
+    from maple_utils.grid.manifest import Status
 
     latest: dict[str, dict] = {}
-    for entry in read_manifest(out):
-        if entry.get("status") == "done":
-            latest[entry["job"]] = entry
+    for entry in manifest.read(out):
+        if entry.status is Status.DONE:
+            latest[entry.job] = entry
     by_stage = defaultdict(list)
     for entry in latest.values():
         by_stage[entry["stage"]].append(entry["wall_s"])
