@@ -154,3 +154,23 @@ def pytest_collection_modifyitems(session, config, items):
 
         shutil.rmtree(REPO / "runs" / "notebooks", ignore_errors=True)
     items.sort(key=lambda item: scope_of(item.nodeid) != "smoke")  # stable: otherwise collection order
+
+
+def stage_notebook(title: str, source: str) -> dict:
+    """A notebook for a stage added in a test: a title, the `parameters` cell (empty; the parameters script
+    writes it), then one code cell of `source`."""
+
+    def code(cell_id: str, text: str, tags: list[str]) -> dict:
+        return {"cell_type": "code", "id": cell_id, "metadata": {"tags": tags} if tags else {}, "outputs": [],
+                "execution_count": None, "source": text.splitlines(keepends=True)}  # fmt: skip
+
+    return {
+        "cells": [
+            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": [title]},
+            code("b", "", ["parameters"]),
+            code("c", source, []),
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, stage_notebook
 from maple_utils import layout
 
 pytestmark = pytest.mark.slow
@@ -51,30 +51,7 @@ def copy(tmp_path_factory):
             }
         )
     )
-    notebook = {
-        "cells": [
-            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Probe"]},
-            {
-                "cell_type": "code",
-                "id": "b",
-                "metadata": {"tags": ["parameters"]},
-                "outputs": [],
-                "execution_count": None,
-                "source": [],
-            },
-            {
-                "cell_type": "code",
-                "id": "c",
-                "metadata": {},
-                "outputs": [],
-                "execution_count": None,
-                "source": PROBE.strip().splitlines(keepends=True),
-            },
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
+    notebook = stage_notebook("# Probe", PROBE.strip())
     (root / "notebooks" / "07_probe.ipynb").write_text(json.dumps(notebook))
     subprocess.run([sys.executable, "scripts/write_notebook_parameters.py"], cwd=root, check=True, capture_output=True)
     (root / "grid.yaml").write_text(

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, stage_notebook
 from maple_utils import stages
 from maple_utils.config import fields
 
@@ -52,37 +52,10 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     entries = yaml.safe_load(registry_file.read_text())
     entries["stages"].insert(len(entries["stages"]) - 1, EXTRA)  # before the analysis, which runs last
     registry_file.write_text(yaml.safe_dump(entries, sort_keys=False))
-    notebook = {
-        "cells": [
-            {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# 07 · Extra"]},
-            {
-                "cell_type": "code",
-                "id": "b",
-                "metadata": {"tags": ["parameters"]},
-                "outputs": [],
-                "execution_count": None,
-                "source": [],
-            },
-            {
-                "cell_type": "code",
-                "id": "c",
-                "metadata": {},
-                "outputs": [],
-                "execution_count": None,
-                "source": [
-                    "import os\n",
-                    "import maple_utils\n",
-                    "print('CODE', maple_utils.__file__)\n",
-                    "print('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))\n",
-                    "import sys\n",
-                    "print('GUARD', 'maple_utils.grid.kernel_guard' in sys.modules)",
-                ],
-            },
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
+    notebook = stage_notebook(
+        "# 07 · Extra",
+        "import os\nimport maple_utils\nprint('CODE', maple_utils.__file__)\nprint('DEVICE', os.environ.get('CUDA_VISIBLE_DEVICES'))\nimport sys\nprint('GUARD', 'maple_utils.grid.kernel_guard' in sys.modules)",
+    )
     (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
 
     def python(code: str) -> str:
