@@ -76,8 +76,7 @@ class Entry(Mapping):
 
     @classmethod
     def from_json(cls, line: dict) -> Entry:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in line.items() if k in known})
+        return cls(**{k: v for k, v in line.items() if k in _FIELDS})
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Status) else v) for k, v in vars(self).items() if v is not None}
@@ -90,7 +89,7 @@ class Entry(Mapping):
         return self.event is not None
 
     def __getitem__(self, name: str):
-        value = vars(self).get(name) if name in {f.name for f in dataclasses.fields(self)} else None
+        value = vars(self).get(name) if name in _FIELDS else None
         if value is None:
             raise KeyError(name)
         return value.value if isinstance(value, Status) else value
@@ -105,6 +104,7 @@ class Entry(Mapping):
         return isinstance(other, Mapping) and self.to_json() == dict(other)
 
 
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Entry))
 _LOCK = threading.Lock()
 
 
