@@ -179,10 +179,9 @@ def load_model(name: str, data: Path):
             LLAMA2_CONTEXT,
             {**SHAPE, "vocab_size": len(tok), "max_position_embeddings": LLAMA2_CONTEXT, "dtype": "float32"},
         )
-    from maple_utils.models import packaged
-    from maple_utils.train import modeling
+    from maple_utils.models import loading, packaged
 
-    model, tok = modeling.load_base(name, 16), modeling.load_tokenizer(name)
+    model, tok = loading.load_base(name, 16), loading.load_tokenizer(name)
     return (
         model,
         tok,

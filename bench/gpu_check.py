@@ -146,9 +146,10 @@ def training_rows(folder: Path, kind: str, quant: int, tiny: bool) -> list[dict]
     import torch
 
     from maple_utils import config
+    from maple_utils.models import loading
     from maple_utils.train import batches, loop, modeling
 
-    base, tok = modeling.load_base(str(folder), quant), modeling.load_tokenizer(str(folder))
+    base, tok = loading.load_base(str(folder), quant), loading.load_tokenizer(str(folder))
     seq, per_step = size("seq", tiny), size("batch", tiny)
     rng = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 2000, (per_step * 4, seq), generator=rng).tolist()  # 4 steps' worth, reused
@@ -209,9 +210,9 @@ def _timed(fn):
 def inference_rows(folder: Path, kind: str, tiny: bool, adapter: Path) -> list[dict]:
     """Prefill with and without prefix sharing, decode at several batch sizes, adapter load and switch."""
     from maple_utils.eval import scoring
-    from maple_utils.train import modeling
+    from maple_utils.models import loading
 
-    model, tok = modeling.load_base(str(folder), 16), modeling.load_tokenizer(str(folder))
+    model, tok = loading.load_base(str(folder), 16), loading.load_tokenizer(str(folder))
     words = "the river is calm in the morning and children read books at the school library".split()
 
     def text(n_words: int, offset: int) -> str:
@@ -283,9 +284,10 @@ def inference_rows(folder: Path, kind: str, tiny: bool, adapter: Path) -> list[d
 
 def save_adapter(folder: Path, out: Path) -> None:
     """A rank-64 LoRA on the attention layers, saved as the evaluation stages load one."""
+    from maple_utils.models import loading
     from maple_utils.train import modeling
 
-    model = modeling.attach_lora(modeling.load_base(str(folder), 16), 64, 16, 0.0, ["attention"], 16)
+    model = modeling.attach_lora(loading.load_base(str(folder), 16), 64, 16, 0.0, ["attention"], 16)
     model.save_pretrained(out)
 
 

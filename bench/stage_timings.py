@@ -46,10 +46,10 @@ def main() -> None:
     table = stage_timings(out)
     print(table.to_markdown(index=False))
     print(f"\nall notebooks: {table['total_s'].sum():.1f} s")
-    from maple_utils import layout, stages
+    from maple_utils import layout, stages, units
 
     frame = pd.read_parquet(out / layout.RESULTS_TABLE)
-    training = [s.name for s in stages.of_unit("adapter")]
+    training = [s.name for s in stages.of_unit(units.ADAPTER)]
     train = frame[frame["stage"].isin(training) & frame["metric"].isin(["tokens_per_s", "wall_s"])].astype(
         {"quant": int}
     )

@@ -21,7 +21,8 @@ TRL's padding-free mode refuses to truncate). Contenders:
 Each runs in its own process, so its peak resident memory is its own. Trained tokens/s counts the non-pad
 tokens of every example trained on, over the training loop's wall time (model loading and tokenisation are
 outside it). Each contender runs --repeats times (default 3), interleaved, and its median run is reported.
-"final loss" is the mean of the last 10 optimiser steps' losses. The maple row also reports
+"untrained loss" is each contender's own objective on every example before any step (eval mode, token-weighted):
+the two sides must agree on it. "final loss" is the mean of the last 10 optimiser steps' losses. The maple row also reports
 its exactness: the largest logit difference between a padding-free batch of 8 and the same examples one by
 one. Results go to bench/results/train_throughput.json and a markdown table on stdout.
 """
@@ -114,14 +115,15 @@ def run_maple(folder: Path, examples: list[dict]) -> dict:
     import torch
 
     from maple_utils import config
+    from maple_utils.models import loading
     from maple_utils.train import batches, loop, modeling, varlen
 
     cfg = config.validate_run({**SETTINGS, "model": str(folder), "quant": 16, "checkpoint_every": None})
-    tok = modeling.load_tokenizer(str(folder))
+    tok = loading.load_tokenizer(str(folder))
     data = batches.tokenize([{"language": "en", **e} for e in examples], tok, cfg.max_length)
     loop.seed_everything(cfg.seed)
     model = modeling.attach_lora(
-        modeling.load_base(str(folder), 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
+        loading.load_base(str(folder), 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
     )
     model.eval()  # exactness on the untrained adapter, dropout off
     sample = data.examples[:8]
@@ -130,6 +132,13 @@ def run_maple(folder: Path, examples: list[dict]) -> dict:
         with varlen.padding_free(model):
             flat = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
         alone = torch.cat([model(input_ids=torch.tensor([e["input_ids"]])).logits[0] for e in sample])
+        with varlen.padding_free(model):  # the objective before any step, on every example, by the loop's loss
+            summed = sum(
+                float(loop._loss_sum(model, batches.pack(data.examples[i : i + 8]), "cpu"))
+                for i in range(0, len(data.examples), 8)
+            )
+        targets = sum(sum(t != batches.IGNORE for t in e["labels"]) for e in data.examples)
+    model.train()
     start = time.perf_counter()
     record = loop.train(model, tok, data, cfg, progress=False)
     wall = time.perf_counter() - start
@@ -141,6 +150,7 @@ def run_maple(folder: Path, examples: list[dict]) -> dict:
         "losses": losses,
         "padding_fraction": record["padding_fraction"],
         "max_logit_diff": float((flat - alone).abs().max()),
+        "untrained_loss": summed / targets,
     }
 
 
@@ -150,9 +160,9 @@ def run_trl(folder: Path, examples: list[dict], padding_free: bool) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from maple_utils.train import modeling
+    from maple_utils.models import loading
 
-    tok = modeling.load_tokenizer(str(folder))  # the same pad token (<unk>, distinct from EOS)
+    tok = loading.load_tokenizer(str(folder))  # the same pad token (<unk>, distinct from EOS)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32")
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["response"]} for e in examples])
     with tempfile.TemporaryDirectory() as out:
@@ -187,11 +197,37 @@ def run_trl(folder: Path, examples: list[dict], padding_free: bool) -> dict:
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=lora)
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        untrained = _untrained_loss(trainer)
         start = time.perf_counter()
         trainer.train()
         wall = time.perf_counter() - start
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        return {"tokens": tokens, "wall_s": wall, "steps": trainer.state.global_step, "losses": losses}
+        return {
+            "tokens": tokens,
+            "wall_s": wall,
+            "steps": trainer.state.global_step,
+            "losses": losses,
+            "untrained_loss": untrained,
+        }
+
+
+def _untrained_loss(trainer) -> float:
+    """TRL's objective before any step, on every example: its own collator's batches of 8 (labels, and
+    position ids when padding-free), transformers' loss, weighted by each batch's target tokens."""
+    import torch
+
+    model, rows = trainer.model, list(trainer.train_dataset)
+    model.eval()
+    summed, targets = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), 8):
+            batch = trainer.data_collator(rows[i : i + 8])
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids", "labels")}
+            summed += float(model(**batch).loss) * n
+            targets += n
+    model.train()
+    return summed / targets
 
 
 def contender(name: str, folder: Path, data: Path, n: int) -> dict:
@@ -272,6 +308,10 @@ def main() -> None:
         "maple_vs_trl_padding_free": by["maple"]["tokens_per_s"] / by["trl_padding_free"]["tokens_per_s"],
         "final_loss_vs_trl": by["maple"]["final_loss"] / by["trl"]["final_loss"] - 1,
         "final_loss_vs_trl_padding_free": by["maple"]["final_loss"] / by["trl_padding_free"]["final_loss"] - 1,
+        "untrained_loss_diff_vs_trl": abs(by["maple"]["untrained_loss"] - by["trl"]["untrained_loss"]),
+        "untrained_loss_diff_vs_trl_padding_free": abs(
+            by["maple"]["untrained_loss"] - by["trl_padding_free"]["untrained_loss"]
+        ),
     }
     import torch
     import transformers
@@ -295,12 +335,14 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| contender | trained tokens/s | maple's speed-up | final loss | peak RSS (MB) | steps | tokens |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| contender | trained tokens/s | maple's speed-up | untrained loss | final loss | peak RSS (MB) | steps | tokens |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['contender']} | {r['tokens_per_s']:,.0f} | {by['maple']['tokens_per_s'] / r['tokens_per_s']:.2f}x "
-            f"| {r['final_loss']:.4f} | {r['peak_rss_mb']:,.0f} | {r['steps']} | {r['tokens']:,} |"
+            f"| {r['untrained_loss']:.6f} | {r['final_loss']:.4f} | {r['peak_rss_mb']:,.0f} | {r['steps']} | {r['tokens']:,} |"
         )
     print(f"\nmaple exactness: max |logit difference| padding-free vs one by one = {by['maple']['max_logit_diff']:.2e}")
     print(json.dumps(summary, indent=2))

@@ -74,6 +74,11 @@ def run_folder(out: str | Path, run_id: str) -> Path:
     return runs_dir(out) / run_id
 
 
+def data_folder(out: str | Path, data_id: str) -> Path:
+    """A prepared instruction set's folder."""
+    return data_dir(out) / data_id
+
+
 def run_records(out: str | Path) -> list[Path]:
     """Every run's run_record.json in a grid folder."""
     return sorted(runs_dir(out).glob(f"*/{RUN_RECORD}"))

@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from maple_utils import config, io, layout, registry, results, stages
+from maple_utils import config, io, layout, results, stages
 from maple_utils.config import ConfigError, RunConfig
 from maple_utils.paths import resolve
+from maple_utils.units import ConfigSource
 
-IDENTITY_GROUP = "model"  # fields an evaluation stage must share with the run it evaluates
+SHARED_WITH_RUN = "model"  # the field group an evaluation stage must share with the run it evaluates
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,13 @@ class StageRun:
         """Where training checkpoints go while the adapter is being trained."""
         return self.folder / layout.CHECKPOINTS
 
-    def write_rows(self, rows: list[dict]) -> Path:
-        return results.write_rows(self.folder, self.stage.name, rows)
-
-    def record(self, **facts) -> Path:
-        """This stage's section of the run record: the config fields it read, provenance, facts."""
+    def finish(self, rows: list[dict], **facts) -> Path:
+        """The end of a stage that makes rows: its result rows (results.jsonl), then its section of the run
+        record (the config fields it read, provenance, facts); returns the run record's path."""
+        results.write_rows(self.folder, self.stage.name, rows)
         used = self.cfg.subset(self.stage.fields) if self.cfg is not None else {}
         identity = {k: v for k, v in self.identity().items() if k != "stage"} if self.cfg else {"run_id": self.run_id}
         return results.write_stage_record(self.folder, self.stage.name, used, identity=identity, **facts)
-
-
-def job_folder(unit: str, key: str, out_dir: Path) -> Path:
-    """Where a job of a stage of this unit writes, by its key (data id, run id or grid name)."""
-    if unit == "dataset":
-        return layout.data_dir(out_dir) / key
-    if unit == "grid":
-        return out_dir
-    return layout.runs_dir(out_dir) / key
 
 
 def _parameters(stage: stages.Stage, namespace: dict) -> dict:
@@ -112,117 +103,82 @@ def open_stage(name: str, namespace: dict) -> StageRun:
     where = f"{stage.notebook} parameters"
     own = {f: params[f] for f in stage.fields}
     out_dir = resolve(params["out_dir"]).resolve()
-    if stage.unit == "grid":
-        return StageRun(stage, None, out_dir, job_folder(stage.unit, out_dir.name, out_dir), out_dir.name)
-    if stage.unit == "dataset":
-        cfg = config.validate_run(own, where)
-        key = config.data_id(cfg)
-        return StageRun(stage, cfg, out_dir, job_folder(stage.unit, key, out_dir), key)
+    unit = stage.unit
+    if unit.config_source is ConfigSource.NONE:
+        key = unit.key(None, out_dir.name)
+        return StageRun(stage, None, out_dir, unit.folder(out_dir, key), key)
     run_dir = params.get("run_dir", "")
-    if stage.unit == "adapter":
+    folder = _folder(run_dir, out_dir, where) if run_dir else None
+    if unit.config_source is ConfigSource.OWN:
         cfg = config.validate_run(own, where)
-        folder = _folder(run_dir, out_dir, where) if run_dir else job_folder(stage.unit, config.run_id(cfg), out_dir)
-        stored = _stored_config(folder)
-        if stored is not None and stored.subset(stage.outcome_fields) != cfg.subset(stage.outcome_fields):
-            diff = {
-                f: (getattr(stored, f), getattr(cfg, f))
-                for f in stage.outcome_fields
-                if getattr(stored, f) != getattr(cfg, f)
-            }
+    else:
+        cfg = _trained_config(stage, own, folder, where)
+    key = unit.key(cfg, out_dir.name)
+    if key is None:
+        raise ConfigError(f"{where}: dataset is None, but stage {name} makes one job per {unit.title}")
+    folder = folder or unit.folder(out_dir, key)
+    if unit.run_folder:
+        _keep_config(stage, cfg, folder, where)
+    run = StageRun(stage, cfg, out_dir, folder, key)
+    if unit.config_source is ConfigSource.TRAINED and run.adapter_dir is not None:
+        if not (run.adapter_dir / layout.ADAPTER_CONFIG).is_file():
             raise ConfigError(
-                f"{where}: {folder / layout.CONFIG} was planned with other values {diff} "
-                "(stored, given): use another run_dir, or remove that folder"
+                f"{where}: {run.adapter_dir} holds no {layout.ADAPTER_CONFIG}: "
+                f"run {' and '.join(stage.needs)} for this run first"
             )
-    else:  # an evaluation of a run: what was trained is in its config.json
-        if run_dir:
-            folder = _folder(run_dir, out_dir, where)
-            stored = _stored_config(folder)
-            if stored is None:
-                raise ConfigError(
-                    f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "
-                    "or set run_dir = '' to evaluate the base model alone"
-                )
-            identity = config.fields_of([IDENTITY_GROUP])
-            differ = {f: (own[f], getattr(stored, f)) for f in identity if f in own and own[f] != getattr(stored, f)}
-            if differ:
-                raise ConfigError(
-                    f"{where}: {', '.join(differ)} differ from the run's {layout.CONFIG} "
-                    f"({', '.join(f'{k}: given {a!r}, trained {b!r}' for k, (a, b) in differ.items())})"
-                )
-            cfg = config.validate_run({**stored.model_dump(), **own}, where)
-        else:
-            cfg = config.validate_run({**own, "dataset": None, "rank": None}, where)
-            folder = job_folder(stage.unit, config.run_id(cfg), out_dir)
-            stored = _stored_config(folder)
-    if stored is None:
-        io.write_json(folder / layout.CONFIG, cfg.model_dump())
-    run = StageRun(stage, cfg, out_dir, folder, config.run_id(cfg))
-    if (
-        run.adapter_dir is not None
-        and stage.unit == "evaluated_model"
-        and not (run.adapter_dir / layout.ADAPTER_CONFIG).is_file()
-    ):
-        raise ConfigError(
-            f"{where}: {run.adapter_dir} holds no {layout.ADAPTER_CONFIG}: run {' and '.join(stage.needs)} for this run first"
-        )
     folder.mkdir(parents=True, exist_ok=True)
     return run
+
+
+def _trained_config(stage: stages.Stage, own: dict, folder: Path | None, where: str) -> RunConfig:
+    """An evaluation's config: what was trained (the run's config.json), its own fields on top; with no
+    run folder, a base model's, evaluated alone."""
+    if folder is None:
+        return config.validate_run({**own, "dataset": None, "rank": None}, where)
+    stored = _stored_config(folder)
+    if stored is None:
+        raise ConfigError(
+            f"{where}: run_dir {folder} holds no {layout.CONFIG}: run {' and '.join(stage.needs)} for it first, "
+            "or set run_dir = '' to evaluate the base model alone"
+        )
+    identity = config.fields_of([SHARED_WITH_RUN])
+    differ = {f: (own[f], getattr(stored, f)) for f in identity if f in own and own[f] != getattr(stored, f)}
+    if differ:
+        raise ConfigError(
+            f"{where}: {', '.join(differ)} differ from the run's {layout.CONFIG} "
+            f"({', '.join(f'{k}: given {a!r}, trained {b!r}' for k, (a, b) in differ.items())})"
+        )
+    return config.validate_run({**stored.model_dump(), **own}, where)
+
+
+def _keep_config(stage: stages.Stage, cfg: RunConfig, folder: Path, where: str) -> None:
+    """A run folder keeps the config it was planned with: written when absent; a stage whose own fields make
+    the run refuses a folder planned with other values."""
+    stored = _stored_config(folder)
+    if stored is None:
+        io.write_json(folder / layout.CONFIG, cfg.model_dump())
+        return
+    if stage.unit.config_source is ConfigSource.OWN:
+        differ = {f: (getattr(stored, f), getattr(cfg, f)) for f in stage.outcome_fields}
+        differ = {f: pair for f, pair in differ.items() if pair[0] != pair[1]}
+        if differ:
+            raise ConfigError(
+                f"{where}: {folder / layout.CONFIG} was planned with other values {differ} "
+                "(stored, given): use another run_dir, or remove that folder"
+            )
 
 
 # ---------------------------------------------------------------- the prepared instruction set
 
 
-def prepared_data(run: StageRun) -> list[dict]:
-    """The prepared instruction set of the run's dataset, made once per grid and reused by every run."""
+def training_set(run: StageRun) -> list[dict]:
+    """The prepared instruction set of the run's dataset (01_data's), made here once per grid when absent and
+    reused by every run trained on it."""
     from maple_utils.data import instruct
 
-    path = job_folder("dataset", config.data_id(run.cfg), run.out_dir) / layout.PREPARED_DATA
+    path = layout.data_folder(run.out_dir, config.data_id(run.cfg)) / layout.PREPARED_DATA
     if path.exists():
         return io.read_jsonl(path)
     records, _, _ = instruct.prepare(run.cfg)
     io.write_jsonl(path, records)
     return records
-
-
-def prepare_data(run: StageRun) -> tuple[list[dict], list[dict], list[dict]]:
-    """01_data: prepare the set afresh, write it with its per-language counts, every dropped record
-    (problems.jsonl: file, row, kind, detail) and result rows of both."""
-    from maple_utils.data import instruct
-
-    records, origins, problems = instruct.prepare(run.cfg)
-    stats = instruct.language_stats(records)
-    dropped = instruct.problem_counts(problems, {o["location"]: o["language"] for o in origins})
-    io.write_jsonl(run.folder / layout.PREPARED_DATA, records)
-    io.write_json(run.folder / layout.DATA_STATS, stats)
-    io.write_jsonl(run.folder / layout.DATA_PROBLEMS, [vars(p) for p in problems])
-    entry_hash = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
-    identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
-    rows = [
-        results.make_row(
-            identity,
-            task="data",
-            language=s["language"],
-            metric="examples",
-            value=float(s["examples"]),
-            n=s["examples"],
-            seed=run.cfg.data_seed,
-            registry_hash=entry_hash,
-        )
-        for s in stats
-    ]
-    rows += [
-        results.make_row(
-            identity,
-            task="data",
-            language=d["language"],
-            metric=f"dropped_{d['kind']}",
-            value=float(d["dropped"]),
-            n=d["dropped"],
-            seed=run.cfg.data_seed,
-            registry_hash=entry_hash,
-        )
-        for d in dropped
-    ]
-    run.write_rows(rows)
-    run.record(data=origins, dropped=dropped)
-    return records, stats, dropped

@@ -9,10 +9,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from maple_utils import registry
+from maple_utils import registry, units
 from maple_utils.config import fields as config_fields
-
-UNITS = ("dataset", "adapter", "evaluated_model", "grid")
 
 
 def _language_rows(codes) -> dict:
@@ -45,7 +43,7 @@ PATH_PARAMETERS = {
 @dataclass(frozen=True)
 class Stage:
     name: str
-    unit: str
+    unit: units.Unit
     groups: tuple[str, ...]
     paths: tuple[str, ...]
     needs: tuple[str, ...]
@@ -78,8 +76,8 @@ class Stage:
 def _check(entry: dict, known: list[str]) -> None:
     name = entry.get("name", "?")
     where = f"{registry.folder_for('stages') / 'stages.yaml'}: stage {name}"
-    if entry.get("unit") not in UNITS:
-        raise ValueError(f"{where}: unit {entry.get('unit')!r} (allowed: {', '.join(UNITS)})")
+    if entry.get("unit") not in units.UNITS:
+        raise ValueError(f"{where}: unit {entry.get('unit')!r} (allowed: {', '.join(units.UNITS)})")
     for need in entry.get("needs", []):
         if need not in known:
             raise ValueError(f"{where}: needs {need!r}, which is not a stage listed before it")
@@ -100,7 +98,7 @@ def _load(folder: str) -> tuple[Stage, ...]:
         out.append(
             Stage(
                 name=entry["name"],
-                unit=entry["unit"],
+                unit=units.UNITS[entry["unit"]],
                 groups=tuple(entry.get("groups", [])),
                 paths=tuple(entry.get("paths", [])),
                 needs=tuple(entry.get("needs", [])),
@@ -123,8 +121,8 @@ def get(name: str) -> Stage:
     raise KeyError(f"unknown stage {name!r} (stages: {', '.join(s.name for s in all_stages())})")
 
 
-def of_unit(unit: str) -> list[Stage]:
-    return [s for s in all_stages() if s.unit == unit]
+def of_unit(unit: units.Unit) -> list[Stage]:
+    return [s for s in all_stages() if s.unit is unit]
 
 
 def reading(group: str) -> list[str]:

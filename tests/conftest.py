@@ -19,10 +19,15 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_built():
-    """Every embedded artefact, built once (or found in the cache)."""
-    from maple_utils import embedded
+    """Every embedded artefact, built once (or found in the cache): their folders."""
+    from maple_utils import registry
+    from maple_utils.embedded import models, samples, tokenizer
 
-    return embedded.build_all()
+    built = {"tokenizer": tokenizer.tokenizer_dir(), "samples": samples.samples_dir()}
+    for name, entry in registry.read("models")["models"].items():
+        if entry.get("embedded"):
+            built[name] = models.model_dir(entry["embedded"])
+    return built
 
 
 def load_script(name: str):

@@ -125,8 +125,10 @@ def test_no_function_is_longer_than_80_lines_and_the_runner_is_short():
 
 
 def bare_names_compared(sources=None) -> list[str]:
-    """Comparisons (==, !=, in) with a job status or an executor's name as a string literal: statuses are
-    manifest.Status members, executors the keys of runner.EXECUTORS, and neither is spelled in a comparison."""
+    """Comparisons (==, !=, in) with a job status, an executor's name or a unit's name as a string literal:
+    statuses are manifest.Status members, executors the keys of runner.EXECUTORS, units the entries of
+    units.UNITS (read by their attributes), and none is spelled in a comparison."""
+    from maple_utils import units
     from maple_utils.grid.manifest import Status
     from maple_utils.grid.runner import EXECUTORS
 
@@ -142,6 +144,7 @@ def bare_names_compared(sources=None) -> list[str]:
                 )
                 # "local" is also a data source and a judge: an executor is what a name called *executor* holds
                 bare = statuses | (executors if "executor" in names else set())
+                bare |= set(units.UNITS) if "unit" in names else set()  # "adapter" is also a folder's name
                 hits = sorted({p.value for p in parts if isinstance(p, ast.Constant) and p.value in bare})
                 found += [f"{where}:{node.lineno}: {hit!r}" for hit in hits]
     return found
@@ -151,3 +154,4 @@ def test_no_status_or_executor_is_a_bare_string_in_a_comparison():
     assert bare_names_compared() == []
     assert bare_names_compared([("m.py", 'if entry["status"] in ("done", "skipped") or executor == "slurm":\n    pass\n')]) == [
         "m.py:1: 'done'", "m.py:1: 'skipped'", "m.py:1: 'slurm'"]  # fmt: skip
+    assert bare_names_compared([("m.py", 'x = stage.unit == "grid" or folder == "adapter"\n')]) == ["m.py:1: 'grid'"]

@@ -299,7 +299,7 @@ def test_the_colab_config_is_one_paper_run_sized_for_a_t4():
     assert run.gradient_checkpointing and run.batch_size * run.grad_accum == 128 and run.checkpoint_every
     # the paper grid's run of the same axes, but for the micro-batch that fits a T4 (the same 128 per step)
     twin = next(c for c in paper.adapters if (c.model, c.dataset, c.rank, c.quant) == (run.model, run.dataset, 8, 4))
-    from maple_utils.config.identity import train_fields
+    from maple_utils.config.ids import train_fields
 
     differ = {f for f in train_fields() if getattr(run, f) != getattr(twin, f)}
     assert differ == {"batch_size", "grad_accum"}

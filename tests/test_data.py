@@ -280,14 +280,14 @@ def test_prompt_templates():
 def test_exemplars_from_the_evaluated_split_are_not_scored(tiny_built):
     from maple_utils.eval import evaluate
     from maple_utils.eval.tasks import pick_fewshot
-    from maple_utils.train import modeling
+    from maple_utils.models import loading
 
     cfg = config.validate_run(
         {"tasks": ["mlqa"], "languages": ["de"], "k_shot": {"mlqa": 3}, "max_new_tokens": 2, "fewshot_seed": 7}
     )
     docs, _ = load_docs(load_task("mlqa"), "de", "validation")
     shots = pick_fewshot(docs, 3, cfg.fewshot_seed)
-    model, tok = modeling.load_base("tiny-llama", 16), modeling.load_tokenizer("tiny-llama")
+    model, tok = loading.load_base("tiny-llama", 16), loading.load_tokenizer("tiny-llama")
     items, used = evaluate.evaluate_pair(model, tok, cfg, "mlqa", "de")
     assert used["k_shot"] == 3 and len(items) == len(docs) - 3
     assert not {s["id"] for s in shots} & {it["id"] for it in items}
@@ -364,9 +364,10 @@ def test_the_data_stage_counts_and_lists_dropped_records(tmp_path):
         "out_dir": str(tmp_path / "out"),
     }
     run = runs.open_stage("01_data", namespace)
-    records, stats, dropped = runs.prepare_data(run)
-    assert len(records) == 2 and stats[0]["examples"] == 2
-    assert dropped == [
+    records, rows, facts = instruct_data.prepare_set(run)
+    run.finish(rows, **facts)
+    assert len(records) == 2 and io.read_json(run.folder / layout.DATA_STATS)[0]["examples"] == 2
+    assert facts["dropped"] == [
         {"language": "es", "kind": "duplicate", "dropped": 1},
         {"language": "es", "kind": "empty_output", "dropped": 1},
     ]

@@ -118,9 +118,10 @@ def test_an_interrupted_build_leaves_no_half_built_artefact(tmp_path, monkeypatc
 
 
 def test_samples_cover_every_task_language_in_hub_schema(tiny_built):
-    from maple_utils.eval.tasks import all_tasks, load_docs, load_task
+    from maple_utils import config
+    from maple_utils.eval.tasks import load_docs, load_task
 
-    for task in all_tasks():
+    for task in config.known_tasks():
         spec = load_task(task)
         for code in spec.languages():
             eval_split, fewshot_split = spec.splits_for(spec.config_for(code))

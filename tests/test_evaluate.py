@@ -10,21 +10,21 @@ import pytest
 from maple_utils import config, layout
 from maple_utils.data import languages as lang_table
 from maple_utils.eval import evaluate
-from maple_utils.eval.tasks import all_tasks, load_docs, load_task
+from maple_utils.eval.tasks import load_docs, load_task
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_built):
-    from maple_utils.train import modeling
+    from maple_utils.models import loading
 
-    return modeling.load_base("tiny-llama", 16), modeling.load_tokenizer("tiny-llama")
+    return loading.load_base("tiny-llama", 16), loading.load_tokenizer("tiny-llama")
 
 
 def test_every_task_in_every_language_of_the_table(tiny, tmp_path):
     model, tok = tiny
     cfg = config.validate_run(
         {
-            "tasks": all_tasks(),
+            "tasks": list(config.known_tasks()),
             "languages": lang_table.codes(),
             "limit": 2,
             "k_shot": {"xnli": 1, "xcopa": 1, "xquad": 1, "mlqa": 1, "xlsum": 1},
@@ -32,7 +32,7 @@ def test_every_task_in_every_language_of_the_table(tiny, tmp_path):
         }
     )
     pairs, lacking = evaluate.task_languages(cfg)
-    assert len(pairs) + len(lacking) == len(all_tasks()) * len(lang_table.codes())
+    assert len(pairs) + len(lacking) == len(list(config.known_tasks())) * len(lang_table.codes())
     rows, facts = evaluate.evaluate(model, tok, cfg, {"run_id": "r", "stage": "03_evaluate"}, tmp_path, progress=False)
     for task, code in pairs:
         spec = load_task(task)
@@ -113,71 +113,6 @@ def test_rows_count_dropped_exemplars_and_truncated_prompts(tiny, tmp_path):
     assert all(it["exemplars"] == [] and it["truncated"] for it in items)
 
 
-def test_three_adapters_of_one_base_in_one_call_equal_three_separate_runs(tiny_built, tmp_path, monkeypatch):
-    import torch
-
-    from maple_utils.train import modeling
-
-    dirs = {}
-    for seed in (1, 2, 3):
-        model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj", "v_proj"], 16)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.normal_(0, 0.5, generator=torch.Generator().manual_seed(seed))
-        dirs[f"adapter{seed}"] = str(tmp_path / f"adapter{seed}")
-        model.save_pretrained(dirs[f"adapter{seed}"])
-    tok = modeling.load_tokenizer("tiny-llama")
-    cfg = config.validate_run(
-        {
-            "tasks": ["xnli", "xquad"],
-            "languages": ["en", "de"],
-            "limit": 3,
-            "k_shot": {"xnli": 2, "xquad": 1},
-            "max_new_tokens": 4,
-        }
-    )
-    separate = {}
-    for name, folder in dirs.items():
-        model = modeling.load_adapted("tiny-llama", 16, folder)
-        separate[name], _ = evaluate.evaluate(
-            model, tok, cfg, {"run_id": name, "stage": "03_evaluate"}, tmp_path / "separate" / name, progress=False
-        )
-    loads = []
-    original = modeling.load_base
-    monkeypatch.setattr(modeling, "load_base", lambda *a: loads.append(a) or original(*a))
-    model = modeling.load_adapters("tiny-llama", 16, dirs)
-    together = evaluate.evaluate_adapters(
-        model,
-        tok,
-        [(name, cfg, {"run_id": name, "stage": "03_evaluate"}, tmp_path / "together" / name) for name in dirs],
-        progress=False,
-    )
-    assert loads == [("tiny-llama", 16)]
-    for name in dirs:
-        rows = together[name][0]
-        assert [(r["task"], r["language"], r["metric"]) for r in rows] == [
-            (r["task"], r["language"], r["metric"]) for r in separate[name]
-        ]
-        assert [r["value"] for r in rows] == pytest.approx([r["value"] for r in separate[name]], abs=1e-9)
-        assert _loglikelihoods(tmp_path / "together" / name) == pytest.approx(
-            _loglikelihoods(tmp_path / "separate" / name), abs=1e-5
-        )
-        assert (
-            layout.predictions(tmp_path / "together" / name, "xquad", "de").read_text()
-            == layout.predictions(tmp_path / "separate" / name, "xquad", "de").read_text()
-        )
-    # the adapters differ, so the test could tell them apart
-    assert _loglikelihoods(tmp_path / "together" / "adapter1") != pytest.approx(
-        _loglikelihoods(tmp_path / "together" / "adapter2"), abs=1e-3
-    )
-
-
-def _loglikelihoods(run_dir) -> list[float]:
-    lines = layout.predictions(run_dir, "xnli", "en").read_text().splitlines()
-    return [ll for line in lines for ll in json.loads(line)["loglikelihoods"]]
-
-
 def test_classification_answered_by_generation_reports_both_parsers(tiny, tmp_path):
     model, tok = tiny
     cfg = config.validate_run(
@@ -242,3 +177,52 @@ def test_chat_prompts_for_instruction_tuned_baselines(tiny, tmp_path):
         assert len(items) == 2
     finally:
         tok.chat_template = None
+
+
+def test_a_new_task_is_registry_entries_only_planned_evaluated_and_tabled(tiny, tmp_path, monkeypatch):
+    """A task added in a registry copy (its tasks.yaml entry and its column of the language table), with no
+    code edit: the grid plans it, stage 03 evaluates it, Table 1's layout has its column."""
+    import pandas as pd
+    import yaml
+
+    from conftest import REPO
+    from maple_utils.analysis import tables
+    from maple_utils.grid import planner
+
+    packaged, copy = REPO / "maple_utils" / "registry", tmp_path / "registry"
+    copy.mkdir()
+    tasks = yaml.safe_load((packaged / "tasks.yaml").read_text(encoding="utf-8"))
+    question = "\nWhich one is more plausible?\n- choice1: {choice1}\n- choice2: {choice2}\nAnswer:"
+    tasks["tasks"]["copa_plain"] = {**tasks["tasks"]["xcopa"], "language_column": "copa_plain"}
+    tasks["tasks"]["copa_plain"]["prompt"] = "{premise} {connector}" + question
+    (copy / "tasks.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    languages = yaml.safe_load((packaged / "languages.yaml").read_text(encoding="utf-8"))
+    for row in languages["languages"]:
+        row["copa_plain"] = row["xcopa"]  # XCOPA's data under the new task's own column
+    (copy / "languages.yaml").write_text(yaml.safe_dump(languages, sort_keys=False, allow_unicode=True), "utf-8")
+    monkeypatch.setenv("MAPLE_REGISTRY", str(copy))
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "name: new-task\n"
+        "fixed: {languages: [en, id, de], limit: 3, k_shot: {xcopa: 0, copa_plain: 0}, max_steps: 1}\n"
+        "axes: {model: [tiny-llama], dataset: [multialpaca], rank: [4], quant: [16]}\nevaluate_base_models: false\n"
+    )
+    plan = planner.plan_grid(grid, tmp_path / "out")
+    [job] = plan.jobs_of("03_evaluate")
+    assert job.cfg.tasks[-1] == "copa_plain" and "copa_plain" in job.params["tasks"]  # the default: every task
+    assert ("copa_plain", "de") in plan.not_evaluated[job.key]  # XCOPA has no German
+    model, tok = tiny
+    cfg = config.validate_run({**job.cfg.model_dump(), "tasks": ["xcopa", "copa_plain"]})
+    identity = {"run_id": job.key, "stage": "03_evaluate", "model": cfg.model, "dataset": cfg.dataset}
+    rows, _ = evaluate.evaluate(model, tok, cfg, {**identity, "rank": 4, "quant": 16}, job.folder, progress=False)
+    mine = [r for r in rows if r["task"] == "copa_plain"]
+    assert sorted((r["language"], r["metric"], r["n"]) for r in mine) == [("en", "acc", 3), ("id", "acc", 3)]
+    for code in ("en", "id"):
+        new = [json.loads(x) for x in layout.predictions(job.folder, "copa_plain", code).read_text().splitlines()]
+        old = [json.loads(x) for x in layout.predictions(job.folder, "xcopa", code).read_text().splitlines()]
+        # its own items (built from its registry entry), scored on its choices, asked in its own prompt
+        assert len(new) == 3 and {i["reference"] for i in new} <= {"choice1", "choice2"}
+        assert not {i["prompt_sha256"] for i in new} & {i["prompt_sha256"] for i in old}
+    table = tables.task_table(pd.DataFrame(rows))
+    assert table["copa_plain"].iloc[0] == pytest.approx(sum(r["value"] for r in mine) / 2)

@@ -327,14 +327,14 @@ def test_instruction_tuned_baselines_are_prompted_in_their_own_chat_template(tin
     from maple_utils import config
     from maple_utils.config import ConfigError
     from maple_utils.eval import alpaca
-    from maple_utils.train import modeling
+    from maple_utils.models import loading
 
     with pytest.raises(ConfigError, match="prompt_template 'chat'.*only for a base model"):
         config.validate_run({"prompt_template": "chat"})
     cfg = config.validate_run(
         {"dataset": None, "rank": None, "quant": 16, "prompt_template": "chat", "alpaca_eval_max_new_tokens": 3}
     )
-    tok, model = modeling.load_tokenizer("tiny-llama"), modeling.load_base("tiny-llama", 16)
+    tok, model = loading.load_tokenizer("tiny-llama"), loading.load_base("tiny-llama", 16)
     records = [{"instruction": "Name a river.", "output": "x"}]
     with pytest.raises(ValueError, match="has no chat template"):
         alpaca.generate_outputs(model, tok, records, "g", cfg)

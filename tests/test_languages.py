@@ -1,9 +1,9 @@
 import unicodedata
 
-from maple_utils import registry
+from maple_utils import config, registry
 from maple_utils.data import languages
 from maple_utils.embedded.tokenizer import corpus
-from maple_utils.eval.tasks import all_tasks, load_task
+from maple_utils.eval.tasks import load_task
 
 SCRIPT_SAMPLES = {  # a Unicode name fragment each script's letters carry
     "Latn": "LATIN",
@@ -47,10 +47,10 @@ def test_dataset_columns_agree_with_dataset_language_lists():
 
 def test_task_language_counts_match_megaverse_lists():
     # mission_anchors.md 6.1: XNLI 15, XCOPA 11 (+ English COPA), XQuAD 12, MLQA 7
-    counts = {t: len(load_task(t).languages()) for t in all_tasks()}
+    counts = {t: len(load_task(t).languages()) for t in list(config.known_tasks())}
     assert counts["xnli"] == 15 and counts["xcopa"] == 12 and counts["xquad"] == 12 and counts["mlqa"] == 7
     assert counts["belebele"] == 40  # all but Quechua
-    assert set(all_tasks()) == {"xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"}
+    assert set(list(config.known_tasks())) == {"xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"}
 
 
 def test_bundled_corpus_is_written_in_each_languages_script():

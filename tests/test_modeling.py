@@ -3,16 +3,17 @@
 import pytest
 
 from maple_utils.eval import scoring
+from maple_utils.models import loading
 from maple_utils.train import modeling
 
 
 @pytest.fixture(scope="module")
 def tok(tiny_built):
-    return modeling.load_tokenizer("tiny-llama")
+    return loading.load_tokenizer("tiny-llama")
 
 
 def test_batched_loglikelihood_equals_one_by_one(tok):
-    model = modeling.load_base("tiny-mistral", 16)
+    model = loading.load_base("tiny-mistral", 16)
     requests = [
         ("The river is", " calm"),
         ("Children read books at the school", " library."),
@@ -27,7 +28,7 @@ def test_batched_loglikelihood_equals_one_by_one(tok):
 
 
 def test_batched_generation_with_left_padding_equals_one_by_one(tok):
-    model = modeling.load_base("tiny-llama", 16)
+    model = loading.load_base("tiny-llama", 16)
     prompts = ["The river is calm in the", "Kinder", "早上河水很平静。孩子们在学校图书馆里"]
     batched = scoring.generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
     single = [scoring.generate(model, tok, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
@@ -38,7 +39,7 @@ def test_batched_generation_with_left_padding_equals_one_by_one(tok):
 def test_a_pickled_adapter_is_refused_before_the_base_loads(tmp_path):
     import torch
 
-    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj"], 16)
+    model = modeling.attach_lora(loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj"], 16)
     model.save_pretrained(tmp_path)
     from safetensors.torch import load_file
 
@@ -46,4 +47,4 @@ def test_a_pickled_adapter_is_refused_before_the_base_loads(tmp_path):
     (tmp_path / "adapter_model.safetensors").unlink()
     torch.save(weights, tmp_path / "adapter_model.bin")
     with pytest.raises(ValueError, match="no adapter_model.safetensors .found: adapter_model.bin.; only safetensors"):
-        modeling.load_adapted("tiny-llama", 16, str(tmp_path))
+        loading.load_adapted("tiny-llama", 16, str(tmp_path))

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from maple_utils.eval import evaluate, scoring  # noqa: E402
 from maple_utils.eval.tasks import load_task  # noqa: E402
-from maple_utils.models import packaged  # noqa: E402
+from maple_utils.models import loading, packaged  # noqa: E402
 from maple_utils.train import modeling  # noqa: E402
 
 pytestmark = pytest.mark.real
@@ -42,13 +42,13 @@ def _require(name: str) -> None:
 @pytest.fixture(scope="module")
 def smollm2():
     _require("smollm2-135m")
-    return modeling.load_base("smollm2-135m", 16), modeling.load_tokenizer("smollm2-135m")
+    return loading.load_base("smollm2-135m", 16), loading.load_tokenizer("smollm2-135m")
 
 
 @pytest.fixture(scope="module")
 def gemma():
     _require("gemma3-270m")
-    return modeling.load_base("gemma3-270m", 16), modeling.load_tokenizer("gemma3-270m")
+    return loading.load_base("gemma3-270m", 16), loading.load_tokenizer("gemma3-270m")
 
 
 def _plain_loglikelihood(model, tok, context: str, continuation: str) -> tuple[float, bool]:
@@ -220,7 +220,7 @@ def test_an_empty_context_call_of_300_requests_stays_within_memory_bounds():
     script = (
         "import json, sys\n"
         "from maple_utils.train import modeling\nfrom maple_utils.eval import scoring\n"
-        "model = modeling.load_base('gemma3-270m', 16); tok = modeling.load_tokenizer('gemma3-270m')\n"
+        "model = loading.load_base('gemma3-270m', 16); tok = loading.load_tokenizer('gemma3-270m')\n"
         "requests = [tuple(r) for r in json.load(sys.stdin)]\n"
         "scoring.loglikelihood(model, tok, requests[:3], batch_size=8)\n"
         "def kb(key):\n"
@@ -306,17 +306,32 @@ def _train_config(quant: int, steps: int):
     )
 
 
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_training_examples_are_the_text_evaluation_reads(name):
+    """SmolLM2 adds no BOS (its bos_token <|im_start|> opens a chat turn), Gemma adds <bos>: a training
+    example is what scoring.encode gives the model for the same text, plus EOS."""
+    from maple_utils.train import batches
+
+    _require(name)
+    tok = loading.load_tokenizer(name)
+    records = _alpaca_records(4)
+    for record, example in zip(records, batches.tokenize(records, tok, 1024).examples):
+        assert example["input_ids"][:-1] == scoring.encode(tok, record["prompt"] + record["response"])
+        assert example["input_ids"][-1] == tok.eos_token_id
+    assert (example["input_ids"][0] == tok.bos_token_id) is (name == "gemma3-270m")
+
+
 def test_lora_on_real_alpaca_records_lowers_the_held_out_loss():
     from maple_utils.train import batches, loop
 
     _require("smollm2-135m")
-    tok = modeling.load_tokenizer("smollm2-135m")
+    tok = loading.load_tokenizer("smollm2-135m")
     data = batches.tokenize(_alpaca_records(96), tok, 128)
     train, held_out = batches.Tokenized(data.examples[:64], 0, 0), data.examples[64:]
     cfg = _train_config(16, 16)
     loop.seed_everything(cfg.seed)
     model = modeling.attach_lora(
-        modeling.load_base("smollm2-135m", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
+        loading.load_base("smollm2-135m", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 16
     )
     model.eval()
     before = _mean_loss(model, held_out)
@@ -331,18 +346,18 @@ def test_an_adapter_trained_at_4_bit_reloads_with_plain_peft_to_the_same_logits(
     from maple_utils.train import batches, loop
 
     _require("smollm2-135m")
-    tok = modeling.load_tokenizer("smollm2-135m")
+    tok = loading.load_tokenizer("smollm2-135m")
     cfg = _train_config(4, 3)
     loop.seed_everything(cfg.seed)
     model = modeling.attach_lora(
-        modeling.load_base("smollm2-135m", 4), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 4
+        loading.load_base("smollm2-135m", 4), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, 4
     )
     loop.train(model, tok, batches.tokenize(_alpaca_records(12), tok, 128), cfg, progress=False)
     loop.save_adapter(model, tok, tmp_path / "adapter", cfg)
     ids = torch.tensor([scoring.encode(tok, _alpaca_records(13)[-1]["prompt"])])
     with torch.no_grad():
         trained = model(input_ids=ids).logits
-        reloaded = PeftModel.from_pretrained(modeling.load_base("smollm2-135m", 4), str(tmp_path / "adapter")).eval()
+        reloaded = PeftModel.from_pretrained(loading.load_base("smollm2-135m", 4), str(tmp_path / "adapter")).eval()
         again = reloaded(input_ids=ids).logits
         base = reloaded.get_base_model()
         with reloaded.disable_adapter():

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from maple_utils.embedded.models import model_dir  # noqa: E402
 from maple_utils.eval import scoring  # noqa: E402
-from maple_utils.train import modeling  # noqa: E402
+from maple_utils.models import loading  # noqa: E402
 
 SHOTS = (
     "The river is calm in the morning.\nAnswer: True\n\nChildren read books at the school library.\nAnswer: False\n\n"
@@ -54,7 +54,7 @@ LM_EVAL_NO_STOP = [
 
 @pytest.fixture(scope="module")
 def llama():
-    return modeling.load_base("tiny-llama", 16).eval(), AutoTokenizer.from_pretrained(model_dir("llama"))
+    return loading.load_base("tiny-llama", 16).eval(), AutoTokenizer.from_pretrained(model_dir("llama"))
 
 
 @pytest.fixture(params=[1, 10**9], ids=["every-shared-prefix-a-node", "no-nodes"])
@@ -183,10 +183,11 @@ def test_an_empty_continuation_is_named(llama):
 
 def test_adapters_are_scored_through_peft(llama, saving):
     """A LoRA adapter with non-zero weights changes the scores, and the fast path still equals the plain one."""
-    from maple_utils.train import modeling as m
+    from maple_utils.models import loading
+    from maple_utils.train import modeling
 
     _, tok = llama
-    model = m.attach_lora(m.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj", "v_proj"], 16)
+    model = modeling.attach_lora(loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj", "v_proj"], 16)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -204,7 +205,7 @@ def test_adapters_are_scored_through_peft(llama, saving):
 def test_quantised_bases_take_the_same_path(llama, saving, quant):
     """NF4 and LLM.int8 layers (bitsandbytes on the CPU) under the shared-prefix path equal the plain pass."""
     _, tok = llama
-    model = modeling.load_base("tiny-llama", quant)
+    model = loading.load_base("tiny-llama", quant)
     requests = [(SHOTS + item + "\nAnswer:", c) for item in ("x", "y z") for c in (" True", " a longer one")]
     got = scoring.loglikelihood(model, tok, requests, batch_size=4)
     expected = [_plain_loglikelihood(model, tok, c, x) for c, x in requests]

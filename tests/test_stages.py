@@ -116,3 +116,16 @@ def test_a_disk_without_room_for_the_largest_job_stops_the_grid_before_any_job(t
     assert f"output folder {out} has " in message
     assert " GB free; the largest job declares 1e+07 GB (stage registry resources.disk_gb)" in message
     assert not (out / "manifest.jsonl").exists() or "running" not in (out / "manifest.jsonl").read_text()
+
+
+def test_every_job_of_a_plan_survives_pickling_as_the_slurm_executor_sends_it(tmp_path):
+    """A SLURM array task gets its job as a pickle: a stage's unit (keys, folders, configs) must pickle too."""
+    import pickle
+
+    from maple_utils.grid import planner
+
+    plan = planner.plan_grid(REPO / "params" / "smoke.yaml", tmp_path)
+    for job in plan.jobs:
+        copy = pickle.loads(pickle.dumps(job))
+        assert (copy.id, copy.folder, copy.params, copy.stage.unit) == (job.id, job.folder, job.params, job.stage.unit)
+    assert {j.stage.unit.name for j in plan.jobs} == {"dataset", "adapter", "evaluated_model", "grid"}

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import REPO
 from maple_utils import config
+from maple_utils.models import loading
 from maple_utils.models.resolve import resolve_model
 from maple_utils.train import batches, loop, modeling, varlen
 
@@ -21,7 +22,7 @@ LAYER = {4: "Linear4bit", 8: "Linear8bitLt", 16: "Linear"}
 
 @pytest.fixture(scope="module")
 def tok(tiny_built):
-    return modeling.load_tokenizer("tiny-llama")  # tiny Llama and Mistral share the embedded tokenizer
+    return loading.load_tokenizer("tiny-llama")  # tiny Llama and Mistral share the embedded tokenizer
 
 
 def _records(n=16):
@@ -49,6 +50,27 @@ def _closed_form(model: str, rank: int, targets: list[str]) -> int:
         "down_proj": (c["intermediate_size"], c["hidden_size"]),
     }
     return c["num_hidden_layers"] * sum(rank * sum(shapes[t]) for t in targets)
+
+
+def test_training_reads_a_text_as_evaluation_does_with_or_without_a_bos(tok):
+    """SmolLM2's tokenizer adds no BOS (its bos_token, <|im_start|>, opens a chat turn): training once
+    prepended it anyway, so adapters learnt on text that evaluation never shows them."""
+    import copy
+
+    from maple_utils.eval import scoring
+
+    record = _records(1)[0]
+    for adds_bos in (True, False):
+        own = copy.deepcopy(tok)
+        own.add_bos_token = adds_bos
+        example = batches.tokenize([record], own, max_length=256).examples[0]
+        assert example["input_ids"][:-1] == scoring.encode(own, record["prompt"] + record["response"])
+        assert (example["input_ids"][0] == own.bos_token_id) is adds_bos
+    # a prompt that a chat template began with BOS's text gets no second BOS, as in evaluation
+    chat = {**record, "prompt": tok.bos_token + record["prompt"]}
+    example = batches.tokenize([chat], tok, max_length=256).examples[0]
+    assert example["input_ids"][:-1] == scoring.encode(tok, chat["prompt"] + chat["response"])
+    assert example["input_ids"][1] != tok.bos_token_id
 
 
 def test_labels_mask_the_prompt_and_keep_eos(tok):
@@ -100,7 +122,7 @@ def test_lora_trains_and_round_trips_at_every_quantisation_and_rank(tmp_path, to
         }
     )
     loop.seed_everything(0)
-    model = modeling.attach_lora(modeling.load_base(model_name, quant), rank, 16, 0.0, ["attention"], quant)
+    model = modeling.attach_lora(loading.load_base(model_name, quant), rank, 16, 0.0, ["attention"], quant)
     assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == LAYER[quant]
     trainable, total = modeling.trainable_parameters(model)
     assert trainable == _closed_form(model_name, rank, ["q_proj", "k_proj", "v_proj", "o_proj"])
@@ -115,8 +137,8 @@ def test_lora_trains_and_round_trips_at_every_quantisation_and_rank(tmp_path, to
     x = torch.tensor([tok("### Instruction:\nSay 4")["input_ids"]])
     with torch.inference_mode():
         trained = model(input_ids=x).logits
-        reloaded = PeftModel.from_pretrained(modeling.load_base(model_name, quant), str(adapter))(input_ids=x).logits
-        plain = modeling.load_base(model_name, quant)(input_ids=x).logits
+        reloaded = PeftModel.from_pretrained(loading.load_base(model_name, quant), str(adapter))(input_ids=x).logits
+        plain = loading.load_base(model_name, quant)(input_ids=x).logits
     assert torch.allclose(trained, reloaded, atol=1e-5)
     assert not torch.allclose(trained, plain, atol=1e-4)  # the adapter changes the model
 
@@ -129,7 +151,7 @@ def test_lora_trains_and_round_trips_at_every_quantisation_and_rank(tmp_path, to
     ],
 )
 def test_target_presets_adapt_the_layers_they_name(preset, layers):
-    model = modeling.attach_lora(modeling.load_base("tiny-mistral", 16), 8, 16, 0.0, [preset], 16)
+    model = modeling.attach_lora(loading.load_base("tiny-mistral", 16), 8, 16, 0.0, [preset], 16)
     assert modeling.trainable_parameters(model)[0] == _closed_form("tiny-mistral", 8, layers)
     assert "lm_head" not in {n for n, p in model.named_parameters() if p.requires_grad and "lora" in n}
 
@@ -139,7 +161,7 @@ def _adapted(model_name: str):
     import torch
 
     loop.seed_everything(1)
-    model = modeling.attach_lora(modeling.load_base(model_name, 16), 4, 16, 0.0, ["attention"], 16)
+    model = modeling.attach_lora(loading.load_base(model_name, 16), 4, 16, 0.0, ["attention"], 16)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -212,7 +234,7 @@ def _trained_weights(tok, **settings):
     )
     loop.seed_everything(0)
     model = modeling.attach_lora(
-        modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16, gradient_checkpointing=cfg.gradient_checkpointing
+        loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_v"], 16, gradient_checkpointing=cfg.gradient_checkpointing
     )
     base = model.get_base_model()
     assert (
@@ -290,7 +312,7 @@ def test_nan_loss_stops_training(tok):
     import torch
 
     cfg = config.validate_run({"quant": 16, "max_steps": 3})
-    model = modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj"], 16)
+    model = modeling.attach_lora(loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["q_proj"], 16)
     with torch.no_grad():
         model.base_model.model.model.embed_tokens.weight[:] = float("nan")
     with pytest.raises(loop.TrainingError, match="nan_loss"):
@@ -299,4 +321,4 @@ def test_nan_loss_stops_training(tok):
 
 def test_unknown_target_modules_are_named():
     with pytest.raises(ValueError, match="target_modules \\['c_attn'\\].*q_proj.*presets: q_v"):
-        modeling.attach_lora(modeling.load_base("tiny-llama", 16), 4, 16, 0.0, ["c_attn"], 16)
+        modeling.attach_lora(loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["c_attn"], 16)

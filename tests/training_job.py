@@ -34,13 +34,14 @@ SETTINGS = {
 
 def build():
     from maple_utils import config
+    from maple_utils.models import loading
     from maple_utils.train import batches, loop, modeling
 
     cfg = config.validate_run(SETTINGS)
-    tok = modeling.load_tokenizer("tiny-llama")
+    tok = loading.load_tokenizer("tiny-llama")
     loop.seed_everything(cfg.seed)
     model = modeling.attach_lora(
-        modeling.load_base("tiny-llama", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, ["q_v"], 16
+        loading.load_base("tiny-llama", 16), cfg.rank, cfg.lora_alpha, cfg.lora_dropout, ["q_v"], 16
     )
     return cfg, tok, model, batches.tokenize(RECORDS, tok, 64)
 

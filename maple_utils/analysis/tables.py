@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maple_utils import layout, registry, stages
+from maple_utils import layout, registry, stages, units
 from maple_utils.analysis import stats
 
 RUN_COLUMNS = ["model", "dataset", "rank", "quant"]
@@ -51,7 +51,7 @@ def with_run_columns(rows):
 
 
 def training_table(frame):
-    train = frame[frame["stage"].isin([s.name for s in stages.of_unit("adapter")])]
+    train = frame[frame["stage"].isin([s.name for s in stages.of_unit(units.ADAPTER)])]
     if train.empty:
         return train
     return (

@@ -42,6 +42,6 @@ def _describe(error: dict, origin: dict[str, str], model: type[BaseModel]) -> st
     return f"field {where!r}: {msg}{expected}; got {error.get('input')!r}"
 
 
-def report(err: ValidationError, where: str, origin: dict[str, str], model: type[BaseModel]) -> str:
+def message(err: ValidationError, where: str, origin: dict[str, str], model: type[BaseModel]) -> str:
     lines = list(dict.fromkeys(_describe(e, origin, model) for e in err.errors()))
     return f"{where}: invalid configuration\n  - " + "\n  - ".join(lines)

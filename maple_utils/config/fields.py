@@ -30,7 +30,10 @@ def declare(default: Any, group: str, doc: str, outcome: bool = True, **constrai
     """A field of `group` with its one-line description (shown as the notebook parameter's comment).
     outcome=False marks a field that changes how a job runs but not what it produces (how often to
     checkpoint): it stays out of run ids and fingerprints, so changing it never renames or reruns a job."""
-    return Field(default, description=doc, json_schema_extra={"group": group, "outcome": outcome}, **constraints)
+    extra = {"description": doc, "json_schema_extra": {"group": group, "outcome": outcome}, **constraints}
+    if callable(default):  # read from a registry when a config is made, so a swapped registry is seen
+        return Field(default_factory=default, **extra)
+    return Field(default, **extra)
 
 
 def known_models() -> dict:
@@ -143,9 +146,9 @@ class RunConfig(BaseModel):
     )
     # --- evaluation: the six benchmarks (03_evaluate)
     tasks: list[str] = declare(
-        ["xnli", "xcopa", "belebele", "xquad", "mlqa", "xlsum"],
+        lambda: list(known_tasks()),
         "evaluation",
-        "tasks of the tasks registry",
+        "tasks of the tasks registry (default: all of them)",
         min_length=1,
     )
     languages: list[str] = declare(

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from maple_utils.config.errors import ConfigError, report, suggest
+from maple_utils.config.errors import ConfigError, message, suggest
 from maple_utils.config.fields import RunConfig
-from maple_utils.config.identity import run_id
+from maple_utils.config.ids import run_id
 from maple_utils.config.validate import validate_run
 
 
@@ -91,7 +91,7 @@ def load_grid(path: str | Path) -> GridConfig:
     try:
         grid = GridConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(report(err, str(path), {}, GridConfig)) from None
+        raise ConfigError(message(err, str(path), {}, GridConfig)) from None
     fields = list(RunConfig.model_fields)
     for section in ("fixed", "axes"):
         for key in getattr(grid, section):

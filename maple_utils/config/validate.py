@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from maple_utils.config.errors import ConfigError, report
+from maple_utils.config.errors import ConfigError, message
 from maple_utils.config.fields import RunConfig
 
 
@@ -12,4 +12,4 @@ def validate_run(values: dict, where: str = "config", origin: dict[str, str] | N
     try:
         return RunConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(report(err, where, origin or {}, RunConfig)) from None
+        raise ConfigError(message(err, where, origin or {}, RunConfig)) from None

@@ -217,3 +217,27 @@ def language_stats(records: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def prepare_set(run) -> tuple[list[dict], list[dict], dict]:
+    """01_data's body: prepare the run's set afresh and write it to the run's folder with its per-language
+    counts and every dropped record (problems.jsonl: file, row, kind, detail); returns the records, the
+    result rows (examples and dropped records per language) and the run record's facts."""
+    from maple_utils import config, io, layout, results
+
+    records, origins, problems = prepare(run.cfg)
+    stats = language_stats(records)
+    dropped = problem_counts(problems, {o["location"]: o["language"] for o in origins})
+    io.write_jsonl(run.folder / layout.PREPARED_DATA, records)
+    io.write_json(run.folder / layout.DATA_STATS, stats)
+    io.write_jsonl(run.folder / layout.DATA_PROBLEMS, [vars(p) for p in problems])
+    identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
+    common = {"task": "data", "seed": run.cfg.data_seed}
+    common["registry_hash"] = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
+    counts = [(s["language"], "examples", s["examples"]) for s in stats]
+    counts += [(d["language"], f"dropped_{d['kind']}", d["dropped"]) for d in dropped]
+    rows = [
+        results.make_row(identity, language=code, metric=metric, value=float(n), n=n, **common)
+        for code, metric, n in counts
+    ]
+    return records, rows, {"data": origins, "dropped": dropped}

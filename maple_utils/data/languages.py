@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from maple_utils import registry
 
-DATASET_COLUMNS = ("xnli", "xcopa", "xquad", "mlqa", "belebele", "xlsum", "bactrian_x", "multialpaca")
+ROW_FIELDS = ("code", "name", "script", "group")  # every other column of a row names a dataset's config
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Language:
     name: str
     script: str
     group: str
-    configs: dict  # dataset column -> that dataset's config name, or None
+    configs: dict  # dataset column (a task's language_column in tasks.yaml, or an instruction set's) -> its config name, or None
 
     def config_for(self, column: str) -> str | None:
         return self.configs.get(column)
@@ -31,13 +31,21 @@ def table() -> dict[str, Language]:
 @functools.cache
 def _table(folder: str) -> dict[str, Language]:
     rows = registry.read("languages")["languages"]
+    columns = {c for r in rows for c in r if c not in ROW_FIELDS}
+    for task, spec in registry.read("tasks")["tasks"].items():
+        if spec["language_column"] not in columns:
+            raise ValueError(
+                f"{registry.folder_for('tasks') / 'tasks.yaml'}: task {task}: language_column "
+                f"{spec['language_column']!r} is not a column of {registry.folder_for('languages') / 'languages.yaml'} "
+                f"(columns: {', '.join(sorted(columns))})"
+            )
     return {
         r["code"]: Language(
             code=r["code"],
             name=r["name"],
             script=r["script"],
             group=r["group"],
-            configs={c: r.get(c) for c in DATASET_COLUMNS},
+            configs={c: r.get(c) for c in sorted(columns)},
         )
         for r in rows
     }

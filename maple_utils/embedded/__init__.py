@@ -8,18 +8,3 @@ that every code path runs. Builds are cached and atomic (`build`).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
-
-from maple_utils import registry
-
-
-def build_all() -> dict[str, Path]:
-    """Build (or find) every embedded artefact; returns their folders."""
-    from maple_utils.embedded import models, samples, tokenizer
-
-    out = {"tokenizer": tokenizer.tokenizer_dir(), "samples": samples.samples_dir()}
-    for name, entry in registry.read("models")["models"].items():
-        if entry.get("embedded"):
-            out[name] = models.model_dir(entry["embedded"])
-    return out

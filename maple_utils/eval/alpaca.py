@@ -150,3 +150,12 @@ def output_rows(identity: dict, outputs: list[dict], cfg) -> list[dict]:
         results.make_row(identity, metric="output_chars", value=mean_len, stderr=se_len, **common),
         results.make_row(identity, metric="empty_output_rate", value=empty, stderr=se_empty, **common),
     ]
+
+
+def answer(model, tokenizer, references: list[dict], origin: sources.Origin, run) -> tuple[list[dict], list, dict]:
+    """04_alpaca_eval's body: the run's answers to the evaluation set, written with the references in
+    alpaca_eval's format; returns the outputs, their rows and the run record's facts."""
+    outputs = generate_outputs(model, tokenizer, references, generator=run.run_id, cfg=run.cfg)
+    path = write_outputs(run.folder, outputs, references)
+    facts = {"prompt_template": run.cfg.prompt_template, "data": origin.as_dict(), "model_outputs": str(path)}
+    return outputs, output_rows(run.identity(), outputs, run.cfg), facts

@@ -18,11 +18,11 @@ from maple_utils.eval import metrics, scoring
 from maple_utils.eval.tasks import (
     TaskSpec,
     check_data,
-    data_reads,
     load_docs,
     load_fewshot_pool,
     load_task,
     pick_fewshot,
+    task_reads,
 )
 
 
@@ -52,7 +52,7 @@ def check_inputs(cfg) -> dict[str, list[str]]:
             spec, code, cfg.data_source, cfg.data_root, k_for(cfg, spec), cfg.split_overrides.get(task)
         )
         if cfg.data_source == "local":
-            for name, entry, split, keys in data_reads(
+            for name, entry, split, keys in task_reads(
                 spec, code, k_for(cfg, spec), "local", cfg.data_root, cfg.split_overrides.get(task)
             ):
                 sources.load(name, entry, "local", cfg.data_root, split, **keys)
@@ -298,16 +298,3 @@ def evaluate(
         ],
     }
     return rows, facts
-
-
-def evaluate_adapters(
-    model, tokenizer, runs: list[tuple[str, object, dict, str | Path]], progress: bool = True
-) -> dict[str, tuple[list[dict], dict]]:
-    """Rows and facts of each run in `runs` (adapter name, its RunConfig, its identity, its run folder), on one
-    model holding every adapter (modeling.load_adapters): each is made the active adapter in turn, so the
-    base is loaded once and each result equals a separate run's."""
-    out = {}
-    for name, cfg, identity, run_dir in runs:
-        model.set_adapter(name)
-        out[name] = evaluate(model, tokenizer, cfg, identity, run_dir, progress)
-    return out

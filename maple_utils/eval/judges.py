@@ -30,7 +30,6 @@ import yaml
 from maple_utils import io
 from maple_utils.eval import metrics
 
-ANNOTATORS = ("chatgpt",)  # alpaca_eval annotator configs whose prompt and regex parser we use
 ENV_KEY, ENV_URL = "OPENAI_API_KEY", "OPENAI_BASE_URL"
 
 
@@ -194,10 +193,10 @@ class LocalJudge:
     """A Hugging Face causal LM as the judge: the log-probability of "Output (a)" against "Output (b)"."""
 
     def __init__(self, model_name: str, batch_size: int = 8):
-        from maple_utils.train import modeling
+        from maple_utils.models import loading
 
-        self.tokenizer = modeling.load_tokenizer(model_name)
-        self.model = modeling.load_base(model_name, 16)
+        self.tokenizer = loading.load_tokenizer(model_name)
+        self.model = loading.load_base(model_name, 16)
         self.batch_size = batch_size
         self.id = f"local:{model_name}"
 
@@ -314,3 +313,17 @@ def win_rates(judgements: list[dict], outputs: list[dict]) -> dict:
         "unparsed": unparsed,
         "avg_length": sum(lengths) / max(1, len(lengths)),
     }
+
+
+def judge_run(run, judge, annotator: Annotator, outputs: list[dict], references: list[dict]):
+    """05_judge's body: every pair judged (from the run's cache, or asked now), alpaca_eval's annotations
+    written; returns the judgements, the win-rate rows and the run record's facts."""
+    from maple_utils.eval import alpaca
+
+    cache = alpaca.judgements_path(run.folder)
+    judgements = judge_outputs(judge, annotator, outputs, references, cache, both_orders=run.cfg.judge_both_orders)
+    scores = win_rates(judgements, outputs)
+    generator = references[0]["generator"]
+    alpaca.write_annotations(run.folder, annotations(judgements, run.run_id, generator, annotator.name, judge.id))
+    facts = {"judge": judge.id, "annotator": annotator.name, **{k: scores[k] for k in ("n", "unparsed")}}
+    return judgements, alpaca.win_rate_rows(run.identity(), scores, run.cfg), facts

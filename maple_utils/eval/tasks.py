@@ -145,10 +145,6 @@ def load_task(name: str) -> TaskSpec:
     return TaskSpec(name=name, **tasks[name])
 
 
-def all_tasks() -> list[str]:
-    return list(registry.read("tasks")["tasks"])
-
-
 # ---------------------------------------------------------------- documents
 
 
@@ -159,7 +155,7 @@ def load_docs(
     return sources.load(spec.name, spec.entry, source, root, split, config=spec.config_for(code), code=code)
 
 
-def data_reads(
+def task_reads(
     spec: TaskSpec, code: str, k: int, source: str, root: str | None, override: dict | None = None
 ) -> list[tuple[str, dict, str, dict]]:
     """What an evaluation of one language with k exemplars reads, as (entry name, entry, split, template
@@ -182,7 +178,7 @@ def check_data(
     """The files or hub ids a task reads for one language, or a MissingDataError naming what is missing."""
     return [
         sources.check_available(name, entry, source, root, split, **keys)
-        for name, entry, split, keys in data_reads(spec, code, k, source, root, override)
+        for name, entry, split, keys in task_reads(spec, code, k, source, root, override)
     ]
 
 

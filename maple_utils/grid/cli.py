@@ -19,13 +19,6 @@ from maple_utils.grid.manifest import COMPLETE, RETRYABLE, Entry, Status
 from maple_utils.grid.planner import Plan, plan_grid
 from maple_utils.grid.runner import EXECUTORS
 
-UNIT_TITLES = {
-    "dataset": "prepared data set",
-    "adapter": "adapter",
-    "evaluated_model": "evaluated model (adapter or base)",
-    "grid": "grid",
-}
-
 
 def describe(plan: Plan) -> list[str]:
     """The dry-run listing: every stage's jobs, and the task languages that will not be evaluated."""
@@ -36,9 +29,9 @@ def describe(plan: Plan) -> list[str]:
     ]
     for stage in stages.all_stages():
         keys = [j.key for j in plan.jobs_of(stage.name)]
-        lines += ["", f"{stage.name}: {len(keys)} job(s), one per {UNIT_TITLES[stage.unit]}"]
+        lines += ["", f"{stage.name}: {len(keys)} job(s), one per {stage.unit.title}"]
         lines += [f"  {key}" for key in keys]
-    if len(config.resolve_includes(plan.grid_path)[1]) > 1:
+    if len(plan.grid_files) > 1:
         lines += ["", *config.effective_yaml(plan.grid_path).rstrip().splitlines()]
     if plan.not_evaluated:
         lines += ["", "not evaluated (the task has no data in that language):"]
@@ -104,10 +97,10 @@ def run(
 
     only = None
     if report_only:
-        only = {j.id for j in plan.jobs if j.stage.unit == "grid"}
+        only = {j.id for j in plan.jobs if j.stage.unit.reads_all_rows}
     elif retry:
         states = job_states(plan)
-        only = {j.id for j in plan.jobs if states[j.id].status in RETRYABLE or j.stage.unit == "grid"}
+        only = {j.id for j in plan.jobs if states[j.id].status in RETRYABLE or j.stage.unit.reads_all_rows}
     status = run_plan(plan, timeout=timeout, echo=echo, workers=workers, only=only, executor=executor)
     failed = [j for j, s in status.items() if s not in (*COMPLETE, Status.NOT_RETRIED)]
     echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {layout.report_page(plan.out)}")

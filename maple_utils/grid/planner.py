@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maple_utils import config, io, layout, registry, runs, stages
+from maple_utils import config, io, layout, registry, stages
 from maple_utils.config import RunConfig
 from maple_utils.paths import resolve
 
@@ -79,19 +79,10 @@ class Plan:
     bases: list[RunConfig]
     jobs: list[Job]
     not_evaluated: dict[str, list[tuple[str, str]]]  # run id -> (task, language) pairs the tasks lack
+    grid_files: list[Path] = field(default_factory=list)  # the files the grid was read from, included first
 
     def jobs_of(self, stage_name: str) -> list[Job]:
         return [j for j in self.jobs if j.stage.name == stage_name]
-
-
-def _key(unit: str, cfg: RunConfig | None, grid_name: str) -> str | None:
-    if unit == "dataset":
-        return config.data_id(cfg) if cfg.dataset else None
-    if unit == "adapter":
-        return config.run_id(cfg) if cfg.dataset else None
-    if unit == "evaluated_model":
-        return config.run_id(cfg)
-    return grid_name
 
 
 def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
@@ -103,27 +94,25 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
     out = resolve(out).resolve()
     jobs: list[Job] = []
     for stage in stages.all_stages():
-        units = {"dataset": adapters, "adapter": adapters, "evaluated_model": adapters + bases, "grid": [None]}[
-            stage.unit
-        ]
         seen = set()
-        for cfg in units:
-            key = _key(stage.unit, cfg, grid.name)
+        for cfg in stage.unit.configs(adapters, bases):
+            key = stage.unit.key(cfg, grid.name)
             if key is None or key in seen:
                 continue
             seen.add(key)
-            folder = runs.job_folder(stage.unit, key, out)
+            folder = stage.unit.folder(out, key)
             params = dict(cfg.subset(stage.fields)) if cfg is not None else {}
             params.update({"out_dir": str(out), "run_dir": str(folder)})
             params = {p: params[p] for p in stage.parameters}
             needs = []
             for need in stage.needs:
-                need_key = _key(stages.get(need).unit, cfg, grid.name) if cfg is not None else None
+                need_key = stages.get(need).unit.key(cfg, grid.name) if cfg is not None else None
                 if need_key is not None:
                     needs.append(f"{need}:{need_key}")
             jobs.append(Job(stage, key, folder, params, cfg, needs, stage.registry_hashes(cfg)))
     lacking = {config.run_id(c): task_languages(c)[1] for c in adapters + bases}
-    return Plan(grid, Path(grid_path), out, adapters, bases, jobs, {k: v for k, v in lacking.items() if v})
+    not_evaluated = {k: v for k, v in lacking.items() if v}
+    return Plan(grid, Path(grid_path), out, adapters, bases, jobs, not_evaluated, config.resolve_includes(grid_path)[1])
 
 
 def import_papermill():

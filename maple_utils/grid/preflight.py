@@ -27,13 +27,12 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
-def data_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: str):
+def grid_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: str):
     """(entry name, entry, split, template keys) of everything the grid's jobs read from `source`: each
     adapter's instruction languages, each evaluated model's task languages (once per distinct evaluation
     setting: the runs of a grid mostly share theirs) and the AlpacaEval set."""
     from maple_utils.eval.evaluate import k_for, task_languages
-    from maple_utils.eval.tasks import data_reads as task_reads
-    from maple_utils.eval.tasks import load_task
+    from maple_utils.eval.tasks import load_task, task_reads
 
     for cfg in adapters:
         if cfg.data_source == source:
@@ -61,7 +60,7 @@ def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[P
     roots = {c.data_root for c in adapters + evaluated if c.data_source == "local"}
     for root in roots:
         group = [c for c in adapters if c.data_root == root], [c for c in evaluated if c.data_root == root]
-        for name, entry, split, keys in data_reads(*group, "local"):
+        for name, entry, split, keys in grid_reads(*group, "local"):
             path, fmt = sources.local_layout(name, entry, root, split, **keys)
             files[path] = fmt
     return files
@@ -105,7 +104,7 @@ def hub_repos(adapters: list[RunConfig], evaluated: list[RunConfig]) -> set[tupl
     }
     repos |= {
         ("dataset", sources.hub_arguments(entry, split, **keys)["path"])
-        for _, entry, split, keys in data_reads(adapters, evaluated, "hub")
+        for _, entry, split, keys in grid_reads(adapters, evaluated, "hub")
     }
     return repos
 

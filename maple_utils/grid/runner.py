@@ -23,7 +23,7 @@ EXECUTORS: dict[str, type[Executor]] = {"local": local.LocalExecutor, "slurm": s
 def prepare_out(plan: Plan) -> None:
     """The output folder, the grid as given and expanded, and every run's planned config.json."""
     plan.out.mkdir(parents=True, exist_ok=True)
-    if len(config.resolve_includes(plan.grid_path)[1]) > 1:  # a grid that includes another: kept whole
+    if len(plan.grid_files) > 1:  # a grid that includes another: kept whole
         io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path))
     else:  # as given, with its comments
         shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
@@ -32,8 +32,7 @@ def prepare_out(plan: Plan) -> None:
         {"adapters": [c.model_dump() for c in plan.adapters], "bases": [c.model_dump() for c in plan.bases]},
     )
     for cfg in plan.adapters + plan.bases:
-        job = next(j for j in plan.jobs if j.cfg is cfg and j.stage.unit == "evaluated_model")
-        io.write_json(job.folder / layout.CONFIG, cfg.model_dump())
+        io.write_json(layout.run_folder(plan.out, config.run_id(cfg)) / layout.CONFIG, cfg.model_dump())
 
 
 def stage_timeout(job: Job, override: int | None) -> int | None:
@@ -64,8 +63,8 @@ def preflight_checks(plan: Plan, only: set[str] | None) -> None:
             sources.require_hub()
         except sources.MissingDataError as err:
             raise ConfigError(f"{plan.grid_path}: {err}") from None
-    if only is None or any(j.stage.unit != "grid" for j in plan.jobs if j.id in only):
-        preflight.check_data(plan.adapters, plan.adapters + plan.bases)  # `report` reads no data files
+    if only is None or any(j.cfg is not None for j in plan.jobs if j.id in only):  # a grid-wide job reads rows only
+        preflight.check_data(plan.adapters, plan.adapters + plan.bases)
         preflight.check_offline(plan.adapters, plan.adapters + plan.bases)
         preflight.check_packaged_models(plan.adapters + plan.bases)
     preflight.check_writable(plan.out)

@@ -135,8 +135,8 @@ class Scheduler:
         return self.status
 
     def _ready(self, job: Job) -> bool:
-        if job.stage.unit == "grid":  # it reads every row: after everything else
-            return not self.running and all(p.stage.unit == "grid" for p in self.pending)
+        if job.stage.unit.reads_all_rows:  # after everything else
+            return not self.running and all(p.stage.unit.reads_all_rows for p in self.pending)
         return all(d in self.status for d in job.needs)
 
     def _say(self, job: Job, what: str, outcome: Status, wall_s: float | None = None) -> None:
@@ -162,7 +162,7 @@ class Scheduler:
             entry = Entry.of(job, Status.BLOCKED, started=time.time(), error=f"upstream not done: {', '.join(blocked)}")
             manifest.append(self.plan.out, entry)
             return self._say(job, "blocked (upstream failed)", Status.BLOCKED)
-        if job.stage.unit == "grid":  # results.parquet is rebuilt here; the report is redone when rows change
+        if job.stage.unit.reads_all_rows:  # results.parquet is rebuilt here; the report is redone when rows change
             job.inputs = results.digest(results.aggregate(self.plan.out))
         if job.is_done(self.tokens):
             self.status[job.id] = Status.SKIPPED

@@ -34,17 +34,30 @@ def _shared_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def leading_specials(tokenizer) -> list[int]:
+    """The special tokens the tokenizer itself puts before a text: BOS for Llama-2, Mistral and Gemma, none
+    for SmolLM2 (whose bos_token, <|im_start|>, opens a chat turn and is never added). Evaluation encodes
+    text this way (scoring.encode), so training must too."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    marked = tokenizer("a", add_special_tokens=True)["input_ids"]
+    starts = [i for i in range(len(marked) - len(plain) + 1) if marked[i : i + len(plain)] == plain]
+    return marked[: starts[0]] if starts else []
+
+
 def tokenize(records: list[dict], tokenizer, max_length: int) -> Tokenized:
-    """input_ids = BOS + tokens of (prompt + response) + EOS; labels are IGNORE over BOS and the prompt and
-    the token ids over the response and EOS, which the model learns to emit.
+    """input_ids = the tokenizer's leading special tokens (BOS, where it adds one) + tokens of (prompt +
+    response) + EOS; labels are IGNORE over BOS and the prompt and the token ids over the response and EOS,
+    which the model learns to emit.
 
     Prompt and response are encoded as one text, as the model will read them when it answers: encoding the
     response alone would start it with a word-initial piece (Llama's "▁The" for "The" after a newline) that
     the model never sees at inference. The prompt's tokens are the shared prefix of the prompt's own encoding
     and the joint one (a piece that merges across the boundary is learned as part of the response)."""
     examples, truncated, dropped = [], 0, 0
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    lead = leading_specials(tokenizer)
     for r in records:
+        # a prompt a chat template wrote starts with BOS's text already (scoring.encode adds none then)
+        bos = [] if tokenizer.bos_token and r["prompt"].startswith(tokenizer.bos_token) else lead
         prompt = bos + tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
         ids = bos + tokenizer(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]
         ids.append(tokenizer.eos_token_id)

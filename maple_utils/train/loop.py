@@ -174,7 +174,7 @@ def train(
     schedule = make_schedule(optimizer, cfg.lr_scheduler, warmup, steps)
     root = Path(checkpoints) if checkpoints is not None and cfg.checkpoint_every else None
     # what a checkpoint must share with this run to be resumed (packing and recomputation change no result)
-    identity = {
+    resume_key = {
         "data": data_hash(examples),
         "order": order.describe(),
         "steps": steps,
@@ -183,7 +183,7 @@ def train(
     }
     state = {"curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0, "resumed_from": None}
     start_step = 0
-    resume = _resume_point(root, identity)
+    resume = _resume_point(root, resume_key)
     if resume is not None:
         folder, saved = resume
         checkpoint.restore(folder, saved, model, optimizer, schedule)
@@ -216,7 +216,7 @@ def train(
                     model,
                     optimizer,
                     schedule,
-                    {**identity, **state, "wall_s": elapsed},
+                    {**resume_key, **state, "wall_s": elapsed},
                     keep=cfg.keep_checkpoints,
                 )
     bar.close()
@@ -355,9 +355,11 @@ def summarise(record: dict, trainable: int, total: int) -> dict:
     }
 
 
-def report(run, record: dict, trainable: int, total: int, model_revision: dict) -> dict:
-    """Write train_record.json, the stage's result rows and its run-record section; returns the summary."""
+def outcome(run, record: dict, trainable: int, total: int, base) -> tuple[list[dict], dict]:
+    """02_train's body once the loop is done: train_record.json (the summary and its loss curve), then the
+    stage's result rows and its run-record facts (provenance; the training facts live once, in that file)."""
     from maple_utils import io, results
+    from maple_utils.models import loading
 
     summary = summarise(record, trainable, total)
     io.write_json(run.folder / layout.TRAIN_RECORD, summary)
@@ -373,18 +375,15 @@ def report(run, record: dict, trainable: int, total: int, model_revision: dict) 
         )
         for m in SUMMARY_METRICS
     ]
-    run.write_rows(rows)
-    # provenance here; the training facts live once, in train_record.json
-    run.record(model=model_revision, train_record=layout.TRAIN_RECORD)
-    return {k: v for k, v in summary.items() if k != "curve"}
+    return rows, {"model": loading.revision(run.cfg.model, base), "train_record": layout.TRAIN_RECORD}
 
 
-def finish(run, model, tokenizer, record: dict, trainable: int, total: int, base) -> dict:
-    """The end of 02_train: the record and rows, then the adapter (written last and whole), then the
-    checkpoints go (the adapter supersedes them; a kill before this point resumes from them)."""
-    from maple_utils.train import modeling
+def keep_adapter(run, model, tokenizer) -> dict:
+    """The adapter, written last and whole with a model card from train_record.json; then the checkpoints go
+    (the adapter supersedes them; a kill before this point resumes from them). Returns the summary."""
+    from maple_utils import io
 
-    out = report(run, record, trainable, total, modeling.revision(run.cfg.model, base))
-    save_adapter(model, tokenizer, run.adapter_dir, run.cfg, out)
+    summary = {k: v for k, v in io.read_json(run.folder / layout.TRAIN_RECORD).items() if k != "curve"}
+    save_adapter(model, tokenizer, run.adapter_dir, run.cfg, summary)
     shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-    return out
+    return summary

@@ -10,25 +10,26 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from maple_utils import registry
+from maple_utils import registry, units
 from maple_utils.config.fields import RunConfig, known_models
 
 BASE_FIELDS = ("model", "quant")
 
 
-def _stage_fields(unit: str) -> list[str]:
+def _stage_fields(unit: units.Unit) -> list[str]:
     from maple_utils import stages
 
-    return [f for s in stages.of_unit(unit) for f in s.outcome_fields]
+    return sorted({f for s in stages.of_unit(unit) for f in s.outcome_fields})
 
 
 def train_fields() -> list[str]:
     """The fields of the stages that make an adapter (its id hashes them)."""
-    return sorted(set(_stage_fields("adapter")))
+    return _stage_fields(units.ADAPTER)
 
 
 def data_fields() -> list[str]:
-    return sorted(set(_stage_fields("dataset")))
+    """The fields of the stages that prepare a data set (its id hashes them)."""
+    return _stage_fields(units.DATASET)
 
 
 def model_short(model: str) -> str:
