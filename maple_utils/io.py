@@ -98,8 +98,27 @@ def write_json(path: str | Path, data) -> Path:
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+# Characters Python's str.splitlines() breaks a line at, beyond "\n" and "\r", that json.dumps leaves raw
+# (it escapes those below U+0020 already): a JSONL line holding one would be two lines to such a reader.
+_RAW_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(entry) -> str:
+    """One JSONL line: every line-break character of any string inside escaped, so any reader splits it right."""
+    text = json.dumps(entry, ensure_ascii=False, default=str)
+    for raw, escaped in _RAW_BREAKS.items():  # only inside strings: JSON has no other place for them
+        text = text.replace(raw, escaped)
+    return text + "\n"
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """A JSONL text's lines: split at "\n" only (a "\r" before it is JSON whitespace). str.splitlines would
+    also split at U+2028, U+0085 and others, which a valid line may hold raw inside a string."""
+    return text.split("\n")
+
+
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
-    return write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    return write_text(path, "".join(json_line(r) for r in rows))
 
 
 def append_jsonl(path: str | Path, entry: dict) -> None:
@@ -112,7 +131,7 @@ def append_jsonl(path: str | Path, entry: dict) -> None:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
                 f.write(b"\n")
-        f.write((json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode())
+        f.write(json_line(entry).encode())
         f.flush()
         os.fsync(f.fileno())
 
@@ -124,7 +143,9 @@ def read_appended(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     entries = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
+        if not line.strip():
+            continue
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError:
@@ -161,7 +182,7 @@ def read_json(path: str | Path):
 def read_jsonl(path: str | Path) -> list[dict]:
     """One JSON object per line; blank lines are skipped; a bad line is named by its number."""
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:

@@ -428,3 +428,47 @@ def test_the_colab_grid_is_the_paper_grid_with_its_t4_differences():
         got.limit,
         len(got.languages),
     ) == ("meta-llama/Llama-2-7b-hf", 4, 8, 2, 64, 768, 8, 10, 3.0e-4, None, 41)
+
+
+def test_a_grid_file_means_what_it_says_in_yaml(tmp_path):
+    """Duplicate keys and aliases are refused (PyYAML keeps the last key silently, and nested aliases expand
+    to billions of nodes); 2e-4 is a number; .inf and .nan are refused by field name."""
+    import time
+
+    def load(text: str):
+        path = tmp_path / "grid.yaml"
+        path.write_text("name: t\n" + text)
+        return config.expand(config.load_grid(path), str(path))
+
+    with pytest.raises(ConfigError, match=r"line 4: key 'axes' given twice \(first on line 2\)"):
+        load("axes: {model: [tiny-llama]}\nfixed: {rank: 4}\naxes: {model: [tiny-mistral]}\n")
+    with pytest.raises(ConfigError, match=r"line 4: key 'rank' given twice \(first on line 3\)"):
+        load("fixed:\n  rank: 4\n  rank: 8\naxes: {model: [tiny-llama]}\n")
+    bomb = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"line 3: an alias \(\*name\): a grid file takes none"):
+        load("l0: &l0 [x]\n" + bomb)
+    assert time.perf_counter() - started < 5  # refused as read, never expanded (9^9 nodes)
+    adapters, _ = load("fixed: {learning_rate: 2e-4, max_steps: 1}\naxes: {model: [tiny-llama]}\n")
+    assert adapters[0].learning_rate == 2e-4
+    for field, value in (("max_grad_norm", ".inf"), ("learning_rate", ".nan"), ("lora_dropout", "-.inf")):
+        with pytest.raises(ConfigError, match=rf"field 'fixed.{field}': Input should be a finite number"):
+            load(f"fixed: {{{field}: {value}}}\naxes: {{model: [tiny-llama]}}\n")
+    with pytest.raises(ConfigError) as long_value:
+        load("fixed: {rank: [" + ", ".join(map(str, range(100_000))) + "]}\naxes: {model: [tiny-llama]}\n")
+    assert len(str(long_value.value)) < 400  # a bounded sample of the value, not all of it
+
+
+def test_an_output_folder_inside_the_sources_is_refused_before_anything_is_written():
+    notebooks = sorted((REPO / "notebooks").iterdir())
+    before = {p: p.read_bytes() for p in notebooks}
+    for out, says in (
+        ("notebooks", "is the source folder"),
+        ("maple_utils/registry", "lies inside the source folder"),
+        (".", "is the checkout itself"),
+    ):
+        proc = run_cli("run", "params/smoke.yaml", "--out", out)
+        assert proc.returncode != 0 and says in proc.stderr and "choose one outside the sources" in proc.stderr
+    assert sorted((REPO / "notebooks").iterdir()) == notebooks
+    assert {p: p.read_bytes() for p in notebooks} == before
+    assert not (REPO / "manifest.jsonl").exists() and not (REPO / "maple_utils" / "registry" / "grid.yaml").exists()

@@ -12,12 +12,11 @@ Every function takes a seed; the same inputs and seed give the same numbers.
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 
-from maple_utils import layout
+from maple_utils import io, layout
 
 EXACT_MAX = 16  # items up to which the permutation test enumerates every sign pattern
 RESAMPLES = 2000  # bootstrap resamples and Monte Carlo permutations
@@ -32,7 +31,7 @@ def item_scores(
     for code, path in layout.prediction_files(run_dir, task).items():
         if languages is not None and code not in languages:
             continue
-        items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items = io.read_jsonl(path)
         out[code] = {str(it["id"]): float(it["scores"][metric]) for it in items if metric in it.get("scores", {})}
     return out
 

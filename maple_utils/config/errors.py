@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+# what an error shows of a value: bounded, so a huge input (a long list, a deep mapping) never makes a huge message
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxstring, _SHOWN.maxother = 3, 8, 8, 120, 120
 
 
 class ConfigError(ValueError):
@@ -39,7 +44,7 @@ def _describe(error: dict, origin: dict[str, str], model: type[BaseModel]) -> st
     if loc[0] in model.model_fields and (error["type"].endswith("_type") or error["type"] == "literal_error"):
         annotation = str(model.model_fields[loc[0]].annotation)
         expected = " (expected " + re.sub(r"typing\.|<class '|'>", "", annotation) + ")"
-    return f"field {where!r}: {msg}{expected}; got {error.get('input')!r}"
+    return f"field {where!r}: {msg}{expected}; got {_SHOWN.repr(error.get('input'))}"
 
 
 def message(err: ValidationError, where: str, origin: dict[str, str], model: type[BaseModel]) -> str:

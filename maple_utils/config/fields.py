@@ -55,7 +55,7 @@ SPLIT_KEYS = ("eval_split", "fewshot_split")
 class RunConfig(BaseModel):
     """Everything one run of the grid depends on, grouped by what it configures."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)  # .inf, .nan refused
 
     # --- model: which base model, and how it is loaded (training and evaluation alike)
     model: str = declare(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,12 +28,48 @@ class GridConfig(BaseModel):
     slurm: dict[str, Any] = {}  # for --executor slurm: maple_utils.grid.slurm.SlurmSettings
 
 
+class GridYamlError(yaml.YAMLError):
+    """A grid file that YAML reads but that would not mean what it says."""
+
+
+class _GridLoader(yaml.SafeLoader):
+    """YAML as a grid file means it: a key given twice is refused (PyYAML keeps the last silently, so a
+    second `axes:` would replace the whole grid), aliases are refused (a few lines of nested aliases expand to
+    billions of nodes; `include:` shares values between grids), and 2e-4 is the number it looks like (YAML
+    1.1 reads a float without a dot as a string)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise GridYamlError(
+                f"line {mark.line + 1}: an alias (*name): a grid file takes none; share values with include:"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise GridYamlError(f"line {line}: key {key!r} given twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_GridLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such grid file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_GridLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):

@@ -16,7 +16,7 @@ import io
 import json
 from pathlib import Path
 
-from maple_utils.io import DataFileError, read_json, read_jsonl, read_text
+from maple_utils.io import DataFileError, jsonl_lines, read_json, read_jsonl, read_text
 
 XNLI_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
@@ -52,7 +52,7 @@ def read_json_lines(path: Path) -> list[dict]:
         rows = read_jsonl(path)
     else:
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(jsonl_lines(text), start=1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

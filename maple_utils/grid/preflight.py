@@ -15,8 +15,33 @@ from maple_utils.config import ConfigError, RunConfig, known_datasets
 from maple_utils.data import formats, sources
 from maple_utils.io import DataFileError
 
+SOURCE_FOLDERS = ("maple_utils", "notebooks", "params", "scripts", "tests", "bench", "docs", ".git")
+
+
+def check_not_sources(out: Path) -> None:
+    """An output folder is never the checkout itself nor inside its sources: `--out notebooks` would write the
+    executed 06_analysis.ipynb over the source notebook."""
+    from maple_utils.paths import checkout_root
+
+    root = checkout_root()
+    if root is None:
+        return
+    out, root = Path(out).resolve(), root.resolve()
+    inside = [f for f in SOURCE_FOLDERS if out == root / f or (root / f) in out.parents]
+    if out == root:
+        where = "is the checkout itself"
+    elif inside:
+        where = f"{'is' if out == root / inside[0] else 'lies inside'} the source folder {root / inside[0]}"
+    else:
+        return
+    raise ConfigError(
+        f"--out {out} {where}: a grid writes executed notebooks and results into its output folder; "
+        f"choose one outside the sources (e.g. runs/<name>)"
+    )
+
 
 def check_writable(out: Path) -> None:
+    check_not_sources(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".preflight-"):
