@@ -130,6 +130,7 @@ class _Server:
         self.asked, self.answered, self.slots = Counter(), Counter(), 0
         self.lock, self.gate, self.closed = threading.Lock(), threading.Event(), False
         self.bad_auth = 0
+        self.mode, self.requests = None, 0  # mode: every request answered 500, garbage, no choices, or hung
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -149,6 +150,23 @@ class _Server:
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
                     server.bad_auth += 1
                     return self._send(401, {"error": {"message": "bad key"}})
+                with server.lock:
+                    server.requests += 1
+                if server.mode == "500":
+                    return self._send(500, {"error": {"message": "boom"}})
+                if server.mode == "no_choices":
+                    return self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m"})
+                if server.mode == "garbage":
+                    data = b"<html>502 Bad Gateway</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    return self.wfile.write(data)
+                if server.mode == "hang":
+                    server.gate.wait(10)
+                    self.close_connection = True
+                    return
                 user = body["messages"][-1]["content"].split("# Task:", 1)[1]  # past the prompt's own example
                 instruction = re.search(r"## Instruction:\n(.*?)\n\n## Output \(a\)", user, re.S).group(1)
                 a = re.search(r"## Output \(a\):\n(.*?)\n\n## Output \(b\)", user, re.S).group(1)
@@ -257,6 +275,60 @@ def test_api_judge_survives_failures_and_a_kill_and_asks_each_item_once(tmp_path
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert KEY not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("500", "InternalServerError"),
+        ("hang", "APITimeoutError"),
+        ("garbage", "a reply that is not a chat completion"),
+        ("no_choices", "a reply that is not a chat completion"),
+    ],
+)
+def test_a_down_or_broken_judge_server_stops_the_stage_within_its_failure_budget(tmp_path, monkeypatch, mode, says):
+    """A server that answers 500 forever, hangs, or answers what is not a chat completion: the stage stops
+    after judge_max_failures failed requests in a row, naming the judge, the server and what came back, not
+    after 7 attempts of every item (8 items: 56 requests, or 56 timeouts)."""
+    outputs, references = _pairs(8)
+    server = _Server({}, hold_after=10**6)
+    server.mode = mode
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    judge = judges.ApiJudge("judge-model", concurrency=2, max_retries=6, backoff_s=0.01, timeout_s=0.5, max_failures=5)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(judges.JudgeError) as stopped:
+            judges.judge_outputs(judge, judges.load_annotator("chatgpt"), outputs, references, tmp_path / "j.jsonl")
+    finally:
+        server.stop()
+    message = str(stopped.value)
+    assert f"judge judge-model at {server.url}: stopped after 5 failed requests in a row" in message
+    assert says in message and KEY not in message
+    assert 5 <= server.requests <= 5 + 2  # the budget, plus what was in flight when the breaker opened
+    assert judge.requests == server.requests or mode == "hang"
+    assert time.perf_counter() - started < 15
+    assert not (tmp_path / "j.jsonl").exists() or (tmp_path / "j.jsonl").read_text() == ""
+    assert judges._server(f"https://user:{KEY}@example.org:8443/v1") == "https://example.org:8443/v1"
+
+
+def test_a_flaky_server_that_answers_in_between_is_judged_to_the_end(tmp_path, monkeypatch):
+    """The breaker counts failures in a row: a 429, a 500 and a dropped connection among answers reset it."""
+    outputs, references = _pairs(6)
+    fail = {outputs[0]["instruction"]: "429", outputs[1]["instruction"]: "500", outputs[2]["instruction"]: "drop"}
+    server = _Server(fail, hold_after=10**6)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    judge = judges.ApiJudge("judge-model", concurrency=1, max_retries=2, backoff_s=0.01, max_failures=2)
+    counts = {}
+    try:
+        found = judges.judge_outputs(
+            judge, judges.load_annotator("chatgpt"), outputs, references, tmp_path / "j.jsonl", counts=counts
+        )
+    finally:
+        server.stop()
+    assert len(found) == 6 and judge.requests == 9 and counts == {"pairs_asked": 6, "pairs_cached": 0}
+    assert judges.win_rates(found, outputs)["win_rate"] == pytest.approx(_expected_rate(outputs, references))
 
 
 def test_the_local_judge_prefers_by_log_probability_and_never_asks_twice(tmp_path, tiny_built):

@@ -206,6 +206,16 @@ class RunConfig(BaseModel):
     judge_max_retries: int = declare(
         6, "judge", "API retries on 429, 5xx and dropped connections, with exponential backoff", ge=0, le=20
     )
+    judge_timeout_s: float = declare(
+        60.0, "judge", "seconds one API request may take; a slower one counts as failed", outcome=False, gt=0, le=3600
+    )
+    judge_max_failures: int = declare(
+        12,
+        "judge",
+        "failed API requests in a row (any answer resets the count) after which the stage stops as failed",
+        outcome=False,
+        ge=1,
+    )
 
     @field_validator("model")
     @classmethod

@@ -20,10 +20,10 @@ import os
 import random
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -140,10 +140,28 @@ def _scrub(text: str) -> str:
     return text.replace(key, "***") if key else text
 
 
-class ApiJudge:
-    """An OpenAI-compatible chat-completions judge with retries, backoff and bounded concurrency."""
+def _server(url: str) -> str:
+    """The judge server as an error may name it: scheme, host, port and path, never credentials in the URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}" if parts.scheme else host
 
-    def __init__(self, model: str, concurrency: int = 4, max_retries: int = 6, backoff_s: float = 0.5):
+
+class ApiJudge:
+    """An OpenAI-compatible chat-completions judge: bounded concurrency, retries with backoff, a timeout per
+    request, and a circuit breaker: after `max_failures` failed requests in a row (any answer resets the count)
+    the stage stops, naming the server and what it last returned, so a server that is down or hung costs
+    minutes, not hours (805 items x 7 attempts each, otherwise)."""
+
+    def __init__(
+        self,
+        model: str,
+        concurrency: int = 4,
+        max_retries: int = 6,
+        backoff_s: float = 0.5,
+        timeout_s: float = 60.0,
+        max_failures: int = 12,
+    ):
         missing = [v for v in (ENV_KEY, ENV_URL) if not os.environ.get(v)]
         if missing:
             raise JudgeError(
@@ -151,31 +169,65 @@ class ApiJudge:
                 "(the outputs of 04_alpaca_eval are kept; set them and rerun)"
             )
         self.model, self.concurrency, self.max_retries, self.backoff_s = model, concurrency, max_retries, backoff_s
+        self.timeout_s, self.max_failures = timeout_s, max_failures
         self.id = f"api:{model}"
+        self.where = f"judge {model} at {_server(os.environ[ENV_URL])}"
+        self.requests, self.failed_in_a_row, self.last_failure = 0, 0, ""
+        self._lock, self._stop = threading.Lock(), threading.Event()
 
     def _client(self):
         import openai
 
         # max_retries=0: retries are ours, so that every attempt and its wait are under our control
-        return openai.OpenAI(api_key=os.environ[ENV_KEY], base_url=os.environ[ENV_URL], max_retries=0, timeout=60)
+        return openai.OpenAI(
+            api_key=os.environ[ENV_KEY], base_url=os.environ[ENV_URL], max_retries=0, timeout=self.timeout_s
+        )
+
+    def _stopped(self) -> JudgeError:
+        return JudgeError(
+            _scrub(
+                f"{self.where}: stopped after {self.max_failures} failed requests in a row (judge_max_failures); "
+                f"last: {self.last_failure}. {self.requests} requests were made; the judgements "
+                "cached so far are kept, and a rerun asks only for the rest"
+            )
+        )
+
+    def _failed(self, what: str) -> None:
+        with self._lock:
+            self.failed_in_a_row += 1
+            self.last_failure = what
+            if self.failed_in_a_row >= self.max_failures:
+                self._stop.set()
 
     def ask(self, client, messages: list[dict]) -> str:
         import openai
 
         for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                raise self._stopped()
+            with self._lock:
+                self.requests += 1
             try:
                 reply = client.chat.completions.create(
                     model=self.model, messages=messages, temperature=0, max_tokens=50
                 )
-                return reply.choices[0].message.content or ""
+                answer = reply.choices[0].message.content or ""
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as err:
-                if attempt == self.max_retries:
-                    raise JudgeError(
-                        _scrub(f"judge {self.model}: gave up after {attempt + 1} attempts: {type(err).__name__}: {err}")
-                    ) from None
-                time.sleep(self.backoff_s * 2**attempt)
+                what = f"{type(err).__name__}: {err}"  # APIConnectionError covers a timeout and a dropped connection
             except openai.APIStatusError as err:  # 4xx other than 429: asking again will not help
-                raise JudgeError(_scrub(f"judge {self.model}: {type(err).__name__}: {err}")) from None
+                raise JudgeError(_scrub(f"{self.where}: {type(err).__name__}: {err}")) from None
+            except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError, IndexError) as err:
+                what = f"a reply that is not a chat completion ({type(err).__name__}: {str(err)[:200]})"
+            else:
+                with self._lock:
+                    self.failed_in_a_row = 0
+                return answer
+            self._failed(what)
+            if self._stop.is_set():
+                raise self._stopped()
+            if attempt == self.max_retries:
+                raise JudgeError(_scrub(f"{self.where}: gave up after {attempt + 1} attempts: {what}"))
+            self._stop.wait(self.backoff_s * 2**attempt)  # woken at once when the breaker opens
         raise AssertionError("unreachable")
 
     def judge_all(self, annotator: Annotator, todo: list[dict], record) -> None:
@@ -185,8 +237,14 @@ class ApiJudge:
             record(item, lambda messages: self.ask(client, messages))
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            for future in [pool.submit(one, item) for item in todo]:
-                future.result()
+            futures = [pool.submit(one, item) for item in todo]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                self._stop.set()  # the items in flight stop at their next request; the queued never start
+                pool.shutdown(cancel_futures=True)
+                raise
 
 
 class LocalJudge:
@@ -217,7 +275,13 @@ class LocalJudge:
 
 def make_judge(cfg):
     if cfg.judge == "api":
-        return ApiJudge(cfg.judge_model, cfg.judge_concurrency, cfg.judge_max_retries)
+        return ApiJudge(
+            cfg.judge_model,
+            cfg.judge_concurrency,
+            cfg.judge_max_retries,
+            timeout_s=cfg.judge_timeout_s,
+            max_failures=cfg.judge_max_failures,
+        )
     return LocalJudge(cfg.judge_model, cfg.alpaca_eval_batch_size)
 
 
@@ -228,14 +292,19 @@ def judge_outputs(
     references: list[dict],
     cache_path: Path,
     both_orders: bool = False,
+    counts: dict | None = None,
 ) -> list[dict]:
     """A judgement per item (from the cache, or asked now and cached); an answer that cannot be parsed is
-    asked again once and then recorded as unparsed, never scored."""
+    asked again once and then recorded as unparsed, never scored. `counts`, when given, receives how many
+    pairs were asked and how many came from the cache (what the stage cost)."""
     cache = Cache(cache_path)
     pairs = items(outputs, references, both_orders)
     for item in pairs:
         item["key"] = cache_key(judge.id, annotator.name, item)
-    todo = [i for i in pairs if i["output"] != i["reference"] and i["key"] not in cache.entries]
+    judged = [i for i in pairs if i["output"] != i["reference"]]
+    todo = [i for i in judged if i["key"] not in cache.entries]
+    if counts is not None:
+        counts.update(pairs_asked=len(todo), pairs_cached=len(judged) - len(todo))
 
     def record(item: dict, ask) -> None:
         a, b = shown(item)
@@ -320,10 +389,14 @@ def judge_run(run, judge, annotator: Annotator, outputs: list[dict], references:
     written; returns the judgements, the win-rate rows and the run record's facts."""
     from maple_utils.eval import alpaca
 
-    cache = alpaca.judgements_path(run.folder)
-    judgements = judge_outputs(judge, annotator, outputs, references, cache, both_orders=run.cfg.judge_both_orders)
+    cache, counts = alpaca.judgements_path(run.folder), {}
+    both = run.cfg.judge_both_orders
+    judgements = judge_outputs(judge, annotator, outputs, references, cache, both_orders=both, counts=counts)
+    if isinstance(judge, ApiJudge):
+        counts["requests"] = judge.requests
+    print(f"{judge.id}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))  # what it cost
     scores = win_rates(judgements, outputs)
     generator = references[0]["generator"]
     alpaca.write_annotations(run.folder, annotations(judgements, run.run_id, generator, annotator.name, judge.id))
-    facts = {"judge": judge.id, "annotator": annotator.name, **{k: scores[k] for k in ("n", "unparsed")}}
+    facts = {"judge": judge.id, "annotator": annotator.name, **{k: scores[k] for k in ("n", "unparsed")}, **counts}
     return judgements, alpaca.win_rate_rows(run.identity(), scores, run.cfg), facts
