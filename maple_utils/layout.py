@@ -3,6 +3,7 @@
 <out>/
   grid.yaml, grid.json          the grid as given (one that includes another: its effective grid), and as expanded
   manifest.jsonl                one line per job attempt
+  .runner.lock                  held by the one runner using the folder (its pid and host)
   results.parquet               every result row, gathered from the runs
   report/                       tables, figures, analysis.html
   .slurm/arrays/<stage>-*/      with --executor slurm: each submitted array's script, task list and logs
@@ -31,6 +32,7 @@ from pathlib import Path
 GRID_FILE = "grid.yaml"
 EXPANDED_GRID = "grid.json"
 MANIFEST = "manifest.jsonl"
+RUNNER_LOCK = ".runner.lock"
 RESULTS_TABLE = "results.parquet"
 REPORT_DIR = "report"
 DATA_DIR = "data"

@@ -13,6 +13,7 @@ from maple_utils import config, io, layout
 from maple_utils.config import ConfigError
 from maple_utils.data import sources
 from maple_utils.grid import local, manifest, slurm
+from maple_utils.grid.lock import runner_lock
 from maple_utils.grid.manifest import Status
 from maple_utils.grid.planner import Job, Plan, check_notebooks
 from maple_utils.grid.scheduler import Executor, Scheduler
@@ -85,11 +86,16 @@ def run_plan(
     that did not complete in `max_attempts` attempts is left alone (gave_up) until `retry`; one its executor
     ended itself (SLURM cancelled or preempted it) is submitted again while attempts remain. `only` restricts
     the run to those job ids (what `retry` passes). Returns each job's status."""
-    from maple_utils.grid import preflight
-
     running = executor_class(executor)(plan, workers)
     running.check()
     preflight_checks(plan, only)
+    with runner_lock(plan.out, echo):
+        return _run(plan, running, timeout, echo, workers, max_attempts, only)
+
+
+def _run(plan: Plan, running: Executor, timeout, echo, workers: int, max_attempts: int, only) -> dict[str, Status]:
+    from maple_utils.grid import preflight
+
     prepare_out(plan)
     local.kernel_environment()  # kernels anywhere run this checkout's code, paths resolved from its root
     local.clear_stale_kernel_files()
