@@ -219,7 +219,7 @@ def test_an_empty_context_call_of_300_requests_stays_within_memory_bounds():
     requests = [("", f"{p}, right? {w}, {h}") for p, h, _ in rows for w in ("Yes", "Also", "No")]
     script = (
         "import json, sys\n"
-        "from maple_utils.train import modeling\nfrom maple_utils.eval import scoring\n"
+        "from maple_utils.models import loading\nfrom maple_utils.eval import scoring\n"
         "model = loading.load_base('gemma3-270m', 16); tok = loading.load_tokenizer('gemma3-270m')\n"
         "requests = [tuple(r) for r in json.load(sys.stdin)]\n"
         "scoring.loglikelihood(model, tok, requests[:3], batch_size=8)\n"
