@@ -148,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
-    signal.signal(signal.SIGTERM, _stop)  # as Ctrl-C: the running attempts recorded interrupted, the rest kept
     try:
         if args.command == "status":
             for line in status_lines(plan_grid(args.grid, args.out)):
@@ -173,15 +172,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            f"\nstopped: every completed job is kept; run the same command again to go on "
-            f"(python -m maple_utils.grid status {args.grid} --out {args.out} shows where it stands)",
-            file=sys.stderr,
-        )
-        return 130
     return 1 if failed else 0
-
-
-def _stop(signum, frame):
-    raise KeyboardInterrupt

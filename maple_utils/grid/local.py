@@ -213,19 +213,5 @@ class LocalExecutor:
     def again(self, entry: Entry) -> bool:
         return False
 
-    def interrupt(self) -> bool:
-        """Ctrl-C or SIGTERM: the running notebooks' kernels are stopped now, and queued ones never start.
-        (Kernels run in sessions of their own, so a terminal's Ctrl-C never reaches them.)"""
-        import psutil
-
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for child in psutil.Process().children(recursive=True):
-            try:
-                if any("ipykernel" in part for part in child.cmdline()):
-                    child.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return True
-
     def close(self) -> None:
         self.pool.shutdown(wait=True)

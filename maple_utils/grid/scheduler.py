@@ -61,9 +61,6 @@ class Executor(Protocol):
     def close(self) -> None:
         """The grid is over: wait for what is still running and release the workers."""
 
-    # optional: def interrupt(self) -> bool, on Ctrl-C or SIGTERM: stop the running attempts now and say so
-    # (True: they are recorded interrupted); without it (SLURM) attempts go on and the next runner follows them.
-
 
 class Progress:
     """One line per finished job: its place, the counts per outcome so far, and an ETA from the wall times
@@ -115,7 +112,6 @@ class Scheduler:
         self.tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
         self.pending = list(plan.jobs)
         self.running: dict[Future, Job] = {}
-        self.started: dict[str, Entry] = {}  # each running job's `running` entry
 
     def run(self, history: list[Entry]) -> dict[str, Status]:
         self.adoptable = self.executor.left_running(history)
@@ -132,9 +128,6 @@ class Scheduler:
                 self.executor.flush()
                 if self.running:
                     self._collect(wait(self.running, return_when=FIRST_COMPLETED)[0])
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI raises it for both)
-            self._interrupted()
-            raise
         finally:
             self.executor.close()
         if stopped:
@@ -198,23 +191,8 @@ class Scheduler:
         notebook = str(layout.executed_notebook(job.folder, job.stage.name))
         started = Entry.of(job, Status.RUNNING, attempt=self.attempts[job.id], started=time.time(), notebook=notebook)
         manifest.append(self.plan.out, started)
-        self.started[job.id] = started
         self.running[self.executor.submit(job, self.attempts[job.id], self.timeout_of(job))] = job
         return None
-
-    def _interrupted(self) -> None:
-        """What finished is kept (its done line and completion marker); an executor that stops its attempts
-        has them recorded interrupted at once (not counted against the job; a training job keeps its
-        checkpoints); one whose attempts go on without the runner (SLURM) leaves them to be followed again."""
-        finished = [f for f in self.running if f.done() and f.exception() is None and f.result().status is Status.DONE]
-        self._collect(finished)
-        stop = getattr(self.executor, "interrupt", None)
-        if stop is None or not stop():
-            return
-        for job in self.running.values():
-            error = "the runner was stopped (Ctrl-C or SIGTERM) while this attempt ran"
-            manifest.append(self.plan.out, self.started[job.id].replace(status=Status.INTERRUPTED, error=error))
-            self.echo(f"      {job.stage.name:15s} {job.key}  interrupted: a rerun runs it again")
 
     def _collect(self, finished) -> None:
         for future in finished:
