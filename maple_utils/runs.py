@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from maple_utils import config, io, layout, results, stages
+from maple_utils import config, io, layout, results, stages, units
 from maple_utils.config import ConfigError, RunConfig
 from maple_utils.paths import resolve
 from maple_utils.units import ConfigSource
@@ -176,7 +176,8 @@ def training_set(run: StageRun) -> list[dict]:
     reused by every run trained on it."""
     from maple_utils.data import instruct
 
-    path = layout.data_folder(run.out_dir, config.data_id(run.cfg)) / layout.PREPARED_DATA
+    data = units.DATASET  # 01_data's unit: its key and folder, as the planner makes them
+    path = data.folder(run.out_dir, data.key(run.cfg, run.out_dir.name)) / layout.PREPARED_DATA
     if path.exists():
         return io.read_jsonl(path)
     records, _, _ = instruct.prepare(run.cfg)
