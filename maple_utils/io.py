@@ -27,6 +27,24 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def folder_revision(folder: str | Path, whole_file_limit: int = 64 << 20) -> str:
+    """A content hash of a local model folder: every file's name and bytes; files over the limit (weight
+    shards of a 7B model) by their size and first and last 16 MiB, which any re-save changes."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(str(path.relative_to(folder)).encode() + b"\0")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size <= whole_file_limit:
+                h.update(f.read())
+            else:
+                h.update(str(size).encode() + f.read(16 << 20))
+                f.seek(-(16 << 20), os.SEEK_END)
+                h.update(f.read())
+    return "sha256:" + h.hexdigest()[:16]
+
+
 class DataFileError(ValueError):
     """A file that cannot be read as what it should be; the message names the file and the row."""
 
@@ -64,6 +82,7 @@ def atomic_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         for file in tmp.rglob("*"):
             if file.is_file():
+                os.chmod(file, 0o666 & ~_UMASK)  # safetensors writes 0600: one mode for every file of a run
                 with open(file, "rb+") as f:
                     os.fsync(f.fileno())
         if path.exists():

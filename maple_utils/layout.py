@@ -2,6 +2,7 @@
 
 <out>/
   grid.yaml, grid.json          the grid as given (one that includes another: its effective grid), and as expanded
+  .grid-history/<time>/         the grid files a `--grid-changed` run replaced
   manifest.jsonl                one line per job attempt
   .runner.lock                  held by the one runner using the folder (its pid and host)
   results.parquet               every result row, gathered from the runs
@@ -21,7 +22,8 @@
     alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache),
                                 annotations.json (the judgements in alpaca_eval's annotation format)
     <stage>.ipynb               each executed notebook, kept on failure too
-    .completed/<stage>          a stage's completion marker: its fingerprint
+    .completed/<stage>          a stage's completion marker: its fingerprint, and the size and hash of each of its
+                                declared outputs (stages.yaml `outputs:`)
     .slurm/<stage>-attempt-N/   with --executor slurm: one attempt's job.pkl (the job) and entry.json (its outcome)
 """
 
@@ -33,6 +35,7 @@ GRID_FILE = "grid.yaml"
 EXPANDED_GRID = "grid.json"
 MANIFEST = "manifest.jsonl"
 RUNNER_LOCK = ".runner.lock"
+GRID_HISTORY = ".grid-history"  # <UTC time>/grid.yaml, grid.json: a folder's earlier grids (--grid-changed)
 RESULTS_TABLE = "results.parquet"
 REPORT_DIR = "report"
 DATA_DIR = "data"
@@ -121,20 +124,39 @@ def prediction_files(run_dir: str | Path, task: str) -> dict[str, Path]:
     return {p.stem[len(task) + 1 :]: p for p in sorted(folder.glob(f"{task}-*.jsonl"))}
 
 
+# in a model given as a folder (transformers' name), which the preflight looks for
+MODEL_CONFIG = "config.json"
+MODEL_OUTPUTS = "model_outputs.json"  # in alpaca_eval/: alpaca_eval's names
+REFERENCE_OUTPUTS = "reference_outputs.json"
+JUDGEMENTS = "judgements.jsonl"
+ANNOTATIONS = "annotations.json"
+
+
 def alpaca_eval_outputs(run_dir: str | Path) -> Path:
-    return Path(run_dir) / ALPACA_EVAL_DIR / "model_outputs.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / MODEL_OUTPUTS
 
 
 def alpaca_eval_references(run_dir: str | Path) -> Path:
-    return Path(run_dir) / ALPACA_EVAL_DIR / "reference_outputs.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / REFERENCE_OUTPUTS
 
 
 def alpaca_eval_judgements(run_dir: str | Path) -> Path:
-    return Path(run_dir) / ALPACA_EVAL_DIR / "judgements.jsonl"
+    return Path(run_dir) / ALPACA_EVAL_DIR / JUDGEMENTS
 
 
 def alpaca_eval_annotations(run_dir: str | Path) -> Path:
-    return Path(run_dir) / ALPACA_EVAL_DIR / "annotations.json"
+    return Path(run_dir) / ALPACA_EVAL_DIR / ANNOTATIONS
+
+
+def output_pattern(spelled: str) -> str:
+    """A stage's declared output (stages.yaml `outputs:`) as a glob pattern under its job's folder: names of
+    this module's constants joined by "/", "*" for any file, so that each file name stays declared here."""
+    parts = []
+    for part in spelled.split("/"):
+        if part != "*" and not (part.isupper() and isinstance(globals().get(part), str)):
+            raise ValueError(f"output {spelled!r}: {part!r} is not a file name of maple_utils/layout.py nor '*'")
+        parts.append(part if part == "*" else globals()[part])
+    return "/".join(parts)
 
 
 def row_files(out: str | Path) -> list[Path]:

@@ -69,21 +69,30 @@ def write_rows(run_dir: str | Path, stage: str, rows: list[dict]) -> Path:
         return io.write_jsonl(path, kept + rows)
 
 
-def collect(out_dir: str | Path):
-    """All rows of a grid folder (its runs' and prepared data sets'), as a DataFrame."""
+def collect(out_dir: str | Path, leave_out=()):
+    """All rows of a grid folder (its runs' and prepared data sets'), as a DataFrame, without the rows of the
+    (stage, folder name) pairs in `leave_out`; frame.attrs["left_out"] lists those that had rows."""
     import pandas as pd
 
-    rows = [r for path in layout.row_files(out_dir) for r in io.read_jsonl(path)]
+    leave_out, rows, left = set(leave_out), [], set()
+    for path in layout.row_files(out_dir):
+        for r in io.read_jsonl(path):
+            if (r.get("stage"), path.parent.name) in leave_out:
+                left.add((r.get("stage"), path.parent.name))
+            else:
+                rows.append(r)
     frame = pd.DataFrame(rows, columns=list(ROW_FIELDS))
     duplicated = frame[frame.duplicated(ROW_KEY, keep=False)]
     if len(duplicated):
         raise ValueError(f"duplicate result rows for keys {ROW_KEY}:\n{duplicated.head()}")
+    frame.attrs["left_out"] = sorted(left)
     return frame
 
 
-def aggregate(out_dir: str | Path):
-    """Rebuild <out>/results.parquet from every run's rows (atomically); returns the rows."""
-    frame = collect(out_dir)
+def aggregate(out_dir: str | Path, leave_out=()):
+    """Rebuild <out>/results.parquet from every run's rows (atomically), without those of `leave_out`
+    (collect); returns the rows."""
+    frame = collect(out_dir, leave_out)
     io.atomic_write(Path(out_dir) / layout.RESULTS_TABLE, lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 
@@ -157,28 +166,10 @@ def provenance() -> dict:
     }
 
 
-def folder_revision(folder: str | Path, whole_file_limit: int = 64 << 20) -> str:
-    """A content hash of a local model folder: every file's name and bytes; files over the limit (weight
-    shards of a 7B model) by their size and first and last 16 MiB, which any re-save changes."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        h.update(str(path.relative_to(folder)).encode() + b"\0")
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size <= whole_file_limit:
-                h.update(f.read())
-            else:
-                h.update(str(size).encode() + f.read(16 << 20))
-                f.seek(-(16 << 20), os.SEEK_END)
-                h.update(f.read())
-    return "sha256:" + h.hexdigest()[:16]
-
-
 def model_revision(model, loaded_from: str) -> dict:
     """The model's revision: the hub commit it was loaded at, or a content hash of its local folder."""
     if Path(loaded_from).is_dir():
-        return {"location": loaded_from, "revision": folder_revision(loaded_from)}
+        return {"location": loaded_from, "revision": io.folder_revision(loaded_from)}
     commit = getattr(getattr(model, "config", None), "_commit_hash", None)
     return {"location": loaded_from, "revision": commit}
 

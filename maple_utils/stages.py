@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from maple_utils import registry, units
+from maple_utils import layout, registry, units
 from maple_utils.config import fields as config_fields
+from maple_utils.data import reads, sources
 
 
 def _language_rows(codes) -> dict:
@@ -32,6 +34,29 @@ REGISTRY_DEPENDENCIES = {
     },
     "eval_languages": lambda cfg: _language_rows(cfg.languages),
     "alpaca_eval": lambda cfg: registry.read("tasks")["alpaca_eval"],
+    "judge_model": lambda cfg: (
+        config_fields.known_models().get(cfg.judge_model, {"model": cfg.judge_model}) if cfg.judge == "local" else {}
+    ),
+}
+
+
+def _model_folder(name: str) -> list[Path]:
+    from maple_utils.models.resolve import local_folder
+
+    folder = local_folder(name)
+    return [folder] if folder else []
+
+
+# The local files and folders behind each kind of registry dependency: their content revisions enter a job's
+# fingerprint beside the entries' hashes, so an edited release file or model folder reruns exactly the jobs
+# that read it. Hub data and models are named by their entries (their commits are recorded in the run
+# record); embedded ones are built from the code.
+CONTENTS = {
+    "models": lambda cfg: _model_folder(cfg.model),
+    "datasets": lambda cfg: reads.local_files(cfg, reads.instruction_reads(cfg)),
+    "tasks": lambda cfg: reads.local_files(cfg, reads.task_file_reads(cfg)) if cfg else [],
+    "alpaca_eval": lambda cfg: reads.local_files(cfg, reads.alpaca_eval_reads()),
+    "judge_model": lambda cfg: _model_folder(cfg.judge_model) if cfg.judge == "local" else [],
 }
 # Path parameters the grid decides for a job, with their annotation and description (the notebook comment).
 PATH_PARAMETERS = {
@@ -49,6 +74,7 @@ class Stage:
     needs: tuple[str, ...]
     registry: tuple[str, ...]
     resources: dict = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()  # glob patterns under its job's folder (layout.output_pattern)
 
     @property
     def notebook(self) -> str:
@@ -72,6 +98,18 @@ class Stage:
         """Hashes of the registry entries a job of this stage reads, by dependency kind."""
         return {kind: registry.entry_hash(REGISTRY_DEPENDENCIES[kind](cfg)) for kind in self.registry}
 
+    def content_revisions(self, cfg) -> dict[str, str]:
+        """{path: content revision} of the local files and model folders a job of this stage reads (CONTENTS);
+        none for a grid-wide job, which reads rows. A read with no local layout is left to the preflight."""
+        paths = []
+        for kind in self.registry:
+            if kind in CONTENTS and cfg is not None:
+                try:
+                    paths += list(CONTENTS[kind](cfg))
+                except sources.MissingDataError:
+                    continue
+        return reads.revisions(paths)
+
 
 def _check(entry: dict, known: list[str]) -> None:
     name = entry.get("name", "?")
@@ -88,6 +126,11 @@ def _check(entry: dict, known: list[str]) -> None:
         if p not in PATH_PARAMETERS:
             raise ValueError(f"{where}: path parameter {p!r} (allowed: {', '.join(PATH_PARAMETERS)})")
     config_fields.fields_of(entry.get("groups", []))  # unknown groups raise
+    for spelled in entry.get("outputs", []):
+        try:
+            layout.output_pattern(spelled)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
 
 @functools.cache
@@ -104,6 +147,7 @@ def _load(folder: str) -> tuple[Stage, ...]:
                 needs=tuple(entry.get("needs", [])),
                 registry=tuple(entry.get("registry", [])),
                 resources=dict(entry.get("resources", {})),
+                outputs=tuple(layout.output_pattern(o) for o in entry.get("outputs", [])),
             )
         )
     return tuple(out)

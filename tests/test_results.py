@@ -1,10 +1,11 @@
 import json
 import os
 
+import pandas as pd
 import pytest
 
 from conftest import REPO
-from maple_utils import io, results
+from maple_utils import io, layout, results
 
 
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
@@ -99,3 +100,35 @@ def test_a_disk_that_fills_mid_write_leaves_the_previous_state_readable(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "manifest.jsonl", "record.json"]
     io.append_jsonl(tmp_path / "manifest.jsonl", {"job": "b", "status": "done"})  # room again: nothing swallowed
     assert [e["job"] for e in io.read_appended(tmp_path / "manifest.jsonl")] == ["a", "b"]
+
+
+def test_rows_of_a_job_whose_latest_attempt_failed_are_left_out_of_the_report_and_named(tmp_path):
+    """A grid judged locally, then switched to `judge: api`, whose judge failed: the local judge's win rates
+    must not stand in the report as if they were the API judge's."""
+    from maple_utils.analysis import report
+    from maple_utils.grid import manifest
+    from synthetic_results import synthetic_grid
+
+    frame, _ = synthetic_grid(tmp_path)
+    for run, rows in frame.groupby("run_id"):
+        results.write_rows(tmp_path / "runs" / run, "03_evaluate", rows.to_dict("records"))
+    judged = {"run_id": "r8q4", "stage": "05_judge", "model": "m", "dataset": "d", "rank": 8, "quant": 4}
+    results.write_rows(
+        tmp_path / "runs" / "r8q4",
+        "05_judge",
+        [results.make_row(judged, task="alpaca_eval", language="en", metric="win_rate", value=61.0, n=4)],
+    )
+    job = {"job": "05_judge:r8q4", "stage": "05_judge", "key": "r8q4"}
+    manifest.append(tmp_path, {**job, "status": "running", "attempt": 1})
+    manifest.append(tmp_path, {**job, "status": "done", "attempt": 1})
+    assert "win_rate" in set(report.load(tmp_path)["metric"])  # judged, and current
+
+    manifest.append(tmp_path, {**job, "status": "running", "attempt": 2})  # the grid's judge changed
+    manifest.append(tmp_path, {**job, "status": "failed", "attempt": 2, "error": "ApiJudgeError: 401"})
+    rows = report.load(tmp_path)
+    assert "win_rate" not in set(rows["metric"]) and rows.attrs["left_out"] == [("05_judge", "r8q4")]
+    assert "win_rate" not in set(pd.read_parquet(tmp_path / layout.RESULTS_TABLE)["metric"])
+    assert len(rows) == len(frame)  # every evaluation row stays
+    report.write_report(str(tmp_path), rows)
+    page = layout.report_page(tmp_path).read_text(encoding="utf-8")
+    assert "Left out: the rows of 05_judge in r8q4, whose latest attempt did not complete" in page

@@ -17,8 +17,19 @@ from maple_utils.paths import resolve
 
 def load(out_dir: str):
     """All result rows of a grid folder, gathered afresh from its runs (and rewritten to results.parquet),
-    so the analysis never reads a stale copy."""
-    return results.aggregate(resolve(out_dir))
+    so the analysis never reads a stale copy; rows of jobs whose latest attempt did not complete are left
+    out (they came from an earlier config), listed in frame.attrs["left_out"] and named by the report."""
+    from maple_utils.grid import manifest
+
+    out = resolve(out_dir)
+    frame = results.aggregate(out, leave_out=manifest.not_current(out))
+    if frame.attrs["left_out"]:
+        print(f"left out (the latest attempt did not complete): {_left_out(frame)}")
+    return frame
+
+
+def _left_out(frame) -> str:
+    return "; ".join(f"the rows of {stage} in {key}" for stage, key in frame.attrs.get("left_out", []))
 
 
 def _embedded_image(path: Path, alt: str) -> str:
@@ -84,6 +95,11 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
         "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
         "th{background:#f0f0f0}img{max-width:100%}figcaption{font-size:0.85em;color:#555}"
     )
+    if frame.attrs.get("left_out"):
+        note += (
+            f" Left out: {_left_out(frame)}, whose latest attempt did not complete, so that their rows are "
+            "from an earlier config (see `grid status`)."
+        )
     body = _body(out, note, shown, paper) + _provenance_html(out, table)
     paths["html"] = io.write_text(
         layout.report_page(out),

@@ -49,6 +49,25 @@ def file_revision(path: Path) -> str:
     return _file_sha(str(path), st.st_size, st.st_mtime)
 
 
+@functools.lru_cache(maxsize=64)
+def _folder_sha(folder: str, listing: tuple) -> str:
+    return io.folder_revision(folder)
+
+
+def revision(path: Path) -> str:
+    """The content revision of a local file or folder (a model's), hashed once per process for each (path,
+    size, mtime) of it and of every file in it: `status` and the planner ask for the same ones many times."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_revision(path)
+    listing = tuple(
+        (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    )
+    return _folder_sha(str(path), listing)
+
+
 def local_layout(name: str, entry: dict, root: str | None, split: str, **keys) -> tuple[Path, str]:
     """Where a local release file should be, and its format. An entry may list several release layouts
     (`local: {layouts: [...]}`, e.g. XNLI's original 15-language files and XTREME's per-language ones): the

@@ -88,7 +88,7 @@ def read_outputs(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     missing = [o["instruction"][:60] for o in outputs if o["instruction"] not in {r["instruction"] for r in references}]
     if missing:
         raise ValueError(
-            f"model_outputs.json: {len(missing)} instruction(s) have no reference output, e.g. {missing[0]!r}"
+            f"{layout.MODEL_OUTPUTS}: {len(missing)} instruction(s) have no reference output, e.g. {missing[0]!r}"
         )
     return outputs, references
 

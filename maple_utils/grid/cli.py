@@ -4,6 +4,7 @@ python -m maple_utils.grid run GRID --out DIR [--executor local|slurm] [--worker
 python -m maple_utils.grid status GRID --out DIR
 python -m maple_utils.grid retry GRID --out DIR [--executor local|slurm] [--workers N]
 python -m maple_utils.grid report GRID --out DIR
+Each takes --grid-changed: GRID differs from the grid that made DIR, and that is meant.
 """
 
 from __future__ import annotations
@@ -44,9 +45,17 @@ def describe(plan: Plan) -> list[str]:
 
 
 def job_states(plan: Plan) -> dict[str, Entry]:
-    """Each job's state from the manifest: its latest entry, or pending when it never ran."""
+    """Each job's state from the manifest: its latest entry, or pending when it never ran; a completed job
+    whose outputs went missing, were cut or changed is `outputs damaged`, naming the file."""
     entries = manifest.latest(manifest.read(plan.out))
-    return {j.id: entries.get(j.id, Entry.of(j, Status.PENDING)) for j in plan.jobs}
+    states = {}
+    for job in plan.jobs:
+        state = entries.get(job.id, Entry.of(job, Status.PENDING))
+        damaged = job.damaged_output() if job.completion() else None
+        if damaged:
+            state = Entry.of(job, Status.DAMAGED, error=damaged, notebook=state.notebook)
+        states[job.id] = state
+    return states
 
 
 def status_lines(plan: Plan) -> list[str]:
@@ -84,6 +93,7 @@ def run(
     echo=print,
     executor: str = "local",
     report_only: bool = False,
+    grid_changed: bool = False,
 ) -> int:
     """Run (or list) every job of a grid, with retry only the jobs that did not complete, or with
     report_only only the analysis (results.parquet and the report, from the rows there are); returns the
@@ -93,8 +103,10 @@ def run(
         for line in describe(plan):
             echo(line)
         return 0
+    from maple_utils.grid.preflight import check_folder_grid
     from maple_utils.grid.runner import run_plan
 
+    check_folder_grid(plan, grid_changed, echo)
     only = None
     if report_only:
         only = {j.id for j in plan.jobs if j.stage.unit.reads_all_rows}
@@ -144,17 +156,27 @@ def main(argv: list[str] | None = None) -> int:
                 help="local: notebooks run here; slurm: jobs submitted with sbatch, a job array per stage and wave (grid file's "
                 "`slurm:` section: partition, gpus, max_cpus, max_memory_gb, sbatch_args)",
             )
+        cmd.add_argument(
+            "--grid-changed",
+            action="store_true",
+            help="the grid file differs from the one that made --out, and that is meant: plan the changed grid "
+            f"(the folder's grid files are kept under {layout.GRID_HISTORY}/)",
+        )
         if name == "run":
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     try:
         if args.command == "status":
-            for line in status_lines(plan_grid(args.grid, args.out)):
+            from maple_utils.grid.preflight import check_folder_grid
+
+            plan = plan_grid(args.grid, args.out)
+            check_folder_grid(plan, args.grid_changed)
+            for line in status_lines(plan):
                 print(line)
             return 0
         if args.command == "report":
-            failed = run(args.grid, args.out, report_only=True)
+            failed = run(args.grid, args.out, report_only=True, grid_changed=args.grid_changed)
         else:
             if args.workers is not None and args.workers < 1:
                 raise ConfigError(f"--workers must be at least 1, got {args.workers}")
@@ -168,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 retry=args.command == "retry",
                 executor=args.executor,
+                grid_changed=args.grid_changed,
             )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

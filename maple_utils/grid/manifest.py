@@ -33,12 +33,21 @@ class Status(str, Enum):
     GAVE_UP = "gave_up"  # its attempts are spent; `retry` runs it again
     INTERRUPTED = "interrupted"  # the runner stopped before the attempt ended
     NOT_RETRIED = "not retried"  # `retry` left it as it is
+    DAMAGED = "outputs damaged"  # completed, but an output it left is missing, cut or changed (shown, never written)
 
     __str__ = str.__str__  # the value, as JSON and f-strings show it
     __format__ = str.__format__
 
 
-RETRYABLE = (Status.FAILED, Status.CRASHED, Status.TIMED_OUT, Status.BLOCKED, Status.GAVE_UP, Status.INTERRUPTED)
+RETRYABLE = (
+    Status.FAILED,
+    Status.CRASHED,
+    Status.TIMED_OUT,
+    Status.BLOCKED,
+    Status.GAVE_UP,
+    Status.INTERRUPTED,
+    Status.DAMAGED,
+)
 COUNTED = (Status.FAILED, Status.CRASHED, Status.TIMED_OUT)  # attempts that count towards max_attempts
 COMPLETE = (Status.DONE, Status.SKIPPED)  # what a dependant may start after
 SLURM_EVENT = "slurm"
@@ -152,3 +161,11 @@ def close_interrupted(out: Path, history: list[Entry], keep=()) -> list[Entry]:
             )
             append(out, ended[-1])
     return history + ended
+
+
+def not_current(out: Path) -> dict[tuple[str, str], Entry]:
+    """{(stage, key): its latest entry} of the jobs whose latest attempt did not complete (failed, crashed,
+    blocked, interrupted, ...). Rows their folders still hold came from an earlier attempt, under an earlier
+    config (a local judge's win rates after `judge: api` failed): the analysis leaves them out and says so."""
+    ends = latest(attempts(read(out)))
+    return {(e.stage, e.key): e for e in ends.values() if e.status is not Status.DONE and e.stage and e.key}

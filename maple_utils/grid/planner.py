@@ -2,9 +2,9 @@
 
 One job per stage and unit: per prepared data set, per adapter, per evaluated model (adapters and base
 models), once per grid. A job's fingerprint covers the config fields its stage reads, the hashes of the
-registry entries it uses (task prompts, templates, dataset specs, language rows) and the completion
-tokens of the jobs it needs, so an edit reruns exactly the jobs it affects, and a retrained adapter
-reruns its evaluations.
+registry entries it uses (task prompts, templates, dataset specs, language rows), the content revisions of
+the local release files and model folders it reads, and the completion tokens of the jobs it needs, so an
+edit reruns exactly the jobs it affects, and a retrained adapter reruns its evaluations.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Job:
     needs: list[str] = field(default_factory=list)  # ids of the jobs that must complete first
     registry_hashes: dict = field(default_factory=dict)
     inputs: str = ""  # a digest of what the job reads beyond all this (the analysis: every row)
+    contents: dict = field(default_factory=dict)  # {path: content revision} of the local files and folders it reads
 
     @property
     def id(self) -> str:
@@ -40,15 +41,15 @@ class Job:
 
     def fingerprint(self, upstream: dict[str, str]) -> str:
         used = self.cfg.subset(self.stage.outcome_fields) if self.cfg is not None else {}
-        return registry.stable_hash(
-            {
-                "config": used,
-                "registry": self.registry_hashes,
-                "inputs": self.inputs,
-                "upstream": {n: upstream.get(n) for n in self.needs},
-            },
-            n=16,
-        )
+        what = {
+            "config": used,
+            "registry": self.registry_hashes,
+            "inputs": self.inputs,
+            "upstream": {n: upstream.get(n) for n in self.needs},
+        }
+        if self.contents:  # absent for embedded data and registered models: their fingerprints stay as they were
+            what["contents"] = self.contents
+        return registry.stable_hash(what, n=16)
 
     def completion(self) -> dict | None:
         """What the marker says: {fingerprint, token}; None when the job never completed."""
@@ -60,13 +61,38 @@ class Job:
             return None
 
     def is_done(self, upstream: dict[str, str]) -> bool:
+        """Completed with this fingerprint, and its outputs are still what it left."""
         done = self.completion()
-        return bool(done) and done.get("fingerprint") == self.fingerprint(upstream)
+        return bool(done) and done.get("fingerprint") == self.fingerprint(upstream) and not self.damaged_output()
+
+    def output_files(self) -> list[Path]:
+        """The files of its stage's declared outputs that are there now."""
+        return sorted({p for pattern in self.stage.outputs for p in self.folder.glob(pattern) if p.is_file()})
+
+    def damaged_output(self) -> str | None:
+        """Why its outputs are not what its completion marker recorded: the first one missing, cut (another
+        size) or changed (another hash, checked when its mtime moved); None when they are, or never recorded."""
+        done = self.completion() or {}
+        for name, (size, mtime_ns, sha) in sorted((done.get("outputs") or {}).items()):
+            path = self.folder / name
+            if not path.is_file():
+                return f"{path} is missing"
+            st = path.stat()
+            if st.st_size != size:
+                return f"{path} is {st.st_size:,} bytes, {size:,} when the job completed"
+            if st.st_mtime_ns != mtime_ns and io.sha256_file(path)[:16] != sha:
+                return f"{path} has changed since the job completed"
+        return None
 
     def mark_done(self, upstream: dict[str, str]) -> str:
-        """Write the marker; its fresh token tells the jobs downstream that this output is new."""
+        """Write the marker with the size, mtime and hash of each output; its fresh token tells the jobs
+        downstream that this output is new."""
         token = uuid.uuid4().hex
-        io.write_json(self.marker, {"fingerprint": self.fingerprint(upstream), "token": token})
+        outputs = {}
+        for path in self.output_files():
+            st = path.stat()
+            outputs[str(path.relative_to(self.folder))] = [st.st_size, st.st_mtime_ns, io.sha256_file(path)[:16]]
+        io.write_json(self.marker, {"fingerprint": self.fingerprint(upstream), "token": token, "outputs": outputs})
         return token
 
 
@@ -109,7 +135,18 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
                 need_key = stages.get(need).unit.key(cfg, grid.name) if cfg is not None else None
                 if need_key is not None:
                     needs.append(f"{need}:{need_key}")
-            jobs.append(Job(stage, key, folder, params, cfg, needs, stage.registry_hashes(cfg)))
+            jobs.append(
+                Job(
+                    stage,
+                    key,
+                    folder,
+                    params,
+                    cfg,
+                    needs,
+                    stage.registry_hashes(cfg),
+                    contents=stage.content_revisions(cfg),
+                )
+            )
     lacking = {config.run_id(c): task_languages(c)[1] for c in adapters + bases}
     not_evaluated = {k: v for k, v in lacking.items() if v}
     return Plan(grid, Path(grid_path), out, adapters, bases, jobs, not_evaluated, config.resolve_includes(grid_path)[1])

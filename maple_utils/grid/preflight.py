@@ -5,14 +5,15 @@ read its data."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from maple_utils import registry
-from maple_utils.config import ConfigError, RunConfig, known_datasets
-from maple_utils.data import formats, sources
+from maple_utils import layout, registry
+from maple_utils.config import ConfigError, RunConfig
+from maple_utils.data import formats, reads, sources
 from maple_utils.io import DataFileError
 
 SOURCE_FOLDERS = ("maple_utils", "notebooks", "params", "scripts", "tests", "bench", "docs", ".git")
@@ -56,14 +57,9 @@ def grid_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: st
     """(entry name, entry, split, template keys) of everything the grid's jobs read from `source`: each
     adapter's instruction languages, each evaluated model's task languages (once per distinct evaluation
     setting: the runs of a grid mostly share theirs) and the AlpacaEval set."""
-    from maple_utils.eval.evaluate import k_for, task_languages
-    from maple_utils.eval.tasks import load_task, task_reads
-
     for cfg in adapters:
         if cfg.data_source == source:
-            entry = known_datasets()[cfg.dataset]
-            for code in cfg.train_languages or entry["languages"]:
-                yield cfg.dataset, entry, "train", {"config": code, "lang": code}
+            yield from reads.instruction_reads(cfg)
     seen = set()
     for cfg in evaluated:
         setting = registry.stable_hash(
@@ -72,11 +68,8 @@ def grid_reads(adapters: list[RunConfig], evaluated: list[RunConfig], source: st
         if cfg.data_source != source or setting in seen:
             continue
         seen.add(setting)
-        for task, code in task_languages(cfg)[0]:
-            spec = load_task(task)
-            yield from task_reads(spec, code, k_for(cfg, spec), source, cfg.data_root, cfg.split_overrides.get(task))
-        entry = registry.read("tasks")["alpaca_eval"]
-        yield "alpaca_eval", entry, entry["hub"]["split"], {"config": "alpaca_eval"}
+        yield from reads.task_file_reads(cfg)
+        yield from reads.alpaca_eval_reads()
 
 
 def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[Path, str]:
@@ -85,9 +78,8 @@ def local_files(adapters: list[RunConfig], evaluated: list[RunConfig]) -> dict[P
     roots = {c.data_root for c in adapters + evaluated if c.data_source == "local"}
     for root in roots:
         group = [c for c in adapters if c.data_root == root], [c for c in evaluated if c.data_root == root]
-        for name, entry, split, keys in grid_reads(*group, "local"):
-            path, fmt = sources.local_layout(name, entry, root, split, **keys)
-            files[path] = fmt
+        first = next(c for c in group[0] + group[1])
+        files.update(reads.local_files(first, grid_reads(*group, "local")))
     return files
 
 
@@ -155,6 +147,20 @@ def check_packaged_models(configs: list[RunConfig]) -> int:
     return len(used)
 
 
+def check_model_folders(configs: list[RunConfig]) -> int:
+    """Every model given as a local folder (the model, a local judge) holds config.json, safetensors weights
+    and a tokenizer, or a ConfigError naming each folder and what it lacks, before any kernel starts (else
+    every 02 kernel fails on its own). Returns the number of folders checked."""
+    from maple_utils.models.resolve import folder_problem, local_folder
+
+    names = {c.model for c in configs} | {c.judge_model for c in configs if c.judge == "local"}
+    folders = sorted({f for f in map(local_folder, names) if f is not None})
+    problems = [p for p in map(folder_problem, folders) if p]
+    if problems:
+        raise ConfigError("preflight: " + "; ".join(problems))
+    return len(folders)
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -181,3 +187,60 @@ def check_offline(adapters: list[RunConfig], evaluated: list[RunConfig]) -> int:
             "network (same HF_HOME), or use local folders and data_source: local"
         )
     return len(repos)
+
+
+def expanded(plan) -> dict:
+    """The grid as expanded into configs: what an output folder keeps in grid.json."""
+    return {"adapters": [c.model_dump() for c in plan.adapters], "bases": [c.model_dump() for c in plan.bases]}
+
+
+def grid_difference(kept: dict, now: dict) -> list[str]:
+    """How the configs of a folder's grid.json and of a grid file differ: runs only in one, and the fields
+    whose values differ between runs of the same id (fields a newer MAPLE added to configs are left out)."""
+    from maple_utils.config import run_id
+
+    def by_id(expansion: dict) -> dict[str, dict]:
+        return {run_id(RunConfig(**c)): c for c in expansion["adapters"] + expansion["bases"]}
+
+    try:
+        old = by_id(kept)
+    except (KeyError, TypeError, ValueError):
+        return [f"the folder's {layout.EXPANDED_GRID} cannot be read as configs of this MAPLE"]
+    new = by_id(now)
+    lines = []
+    for label, ids in (("only in the folder's grid", old.keys() - new), ("only in the grid file", new.keys() - old)):
+        if ids:
+            lines.append(f"{label}: {', '.join(sorted(ids))}")
+    changed: dict[str, set] = {}
+    for rid in old.keys() & new.keys():
+        for name, value in old[rid].items():
+            if name in new[rid] and new[rid][name] != value:
+                changed.setdefault(name, set()).add(f"{value!r} -> {new[rid][name]!r}")
+    lines += [f"{name}: {', '.join(sorted(values))}" for name, values in sorted(changed.items())]
+    return lines
+
+
+def check_folder_grid(plan, changed_ok: bool, echo=print) -> list[str]:
+    """An output folder belongs to the grid that made it (its grid.json): another grid file is refused,
+    showing the difference, unless `--grid-changed` says it is meant; then the difference is shown and the
+    changed grid planned. Returns the difference (empty when the grids agree or the folder is new)."""
+    kept_path = plan.out / layout.EXPANDED_GRID
+    if not kept_path.is_file():
+        return []
+    try:
+        kept = json.loads(kept_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        kept = {}
+    difference = grid_difference(kept, expanded(plan)) if kept else [f"the folder's {layout.EXPANDED_GRID} is damaged"]
+    if not difference:
+        return []
+    shown = "\n  ".join(difference)
+    if not changed_ok:
+        raise ConfigError(
+            f"output folder {plan.out} was made by another grid than {plan.grid_path}:\n  {shown}\n"
+            f"Use the grid file that made it (its copy: {plan.out / layout.GRID_FILE}), another --out, or "
+            "--grid-changed if the change is meant (the changed grid is planned; the folder's grid files are "
+            f"kept under {layout.GRID_HISTORY}/)"
+        )
+    echo(f"the grid differs from the one that made {plan.out} (--grid-changed):\n  {shown}")
+    return difference

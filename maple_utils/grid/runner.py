@@ -7,7 +7,9 @@ module with a class of scheduler.Executor's protocol plus one entry here.
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 from maple_utils import config, io, layout
 from maple_utils.config import ConfigError
@@ -22,16 +24,23 @@ EXECUTORS: dict[str, type[Executor]] = {"local": local.LocalExecutor, "slurm": s
 
 
 def prepare_out(plan: Plan) -> None:
-    """The output folder, the grid as given and expanded, and every run's planned config.json."""
+    """The output folder, the grid as given and expanded (the grid files of another grid, which
+    `--grid-changed` let through, moved under .grid-history/ first), and every run's planned config.json."""
+    from maple_utils.grid import preflight
+
     plan.out.mkdir(parents=True, exist_ok=True)
+    kept = plan.out / layout.EXPANDED_GRID
+    if kept.is_file() and preflight.check_folder_grid(plan, changed_ok=True, echo=lambda _: None):
+        history = plan.out / layout.GRID_HISTORY / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        history.mkdir(parents=True, exist_ok=True)
+        for name in (layout.GRID_FILE, layout.EXPANDED_GRID):
+            if (plan.out / name).is_file():
+                os.replace(plan.out / name, history / name)
     if len(plan.grid_files) > 1:  # a grid that includes another: kept whole
         io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path))
     else:  # as given, with its comments
         shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
-    io.write_json(
-        plan.out / layout.EXPANDED_GRID,
-        {"adapters": [c.model_dump() for c in plan.adapters], "bases": [c.model_dump() for c in plan.bases]},
-    )
+    io.write_json(plan.out / layout.EXPANDED_GRID, preflight.expanded(plan))
     for cfg in plan.adapters + plan.bases:
         io.write_json(layout.run_folder(plan.out, config.run_id(cfg)) / layout.CONFIG, cfg.model_dump())
 
@@ -55,7 +64,8 @@ def executor_class(executor: str | type[Executor]) -> type[Executor]:
 
 def preflight_checks(plan: Plan, only: set[str] | None) -> None:
     """Before anything runs: notebooks match their stages, data files exist and parse, hub repos are cached
-    when offline, packaged models are installed, the output folder takes writes and has room."""
+    when offline, packaged models are installed, local model folders hold what loading needs, the output
+    folder takes writes and has room."""
     from maple_utils.grid import preflight
 
     check_notebooks(plan)
@@ -68,6 +78,7 @@ def preflight_checks(plan: Plan, only: set[str] | None) -> None:
         preflight.check_data(plan.adapters, plan.adapters + plan.bases)
         preflight.check_offline(plan.adapters, plan.adapters + plan.bases)
         preflight.check_packaged_models(plan.adapters + plan.bases)
+        preflight.check_model_folders(plan.adapters + plan.bases)
     preflight.check_writable(plan.out)
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
 

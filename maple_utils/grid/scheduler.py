@@ -157,14 +157,20 @@ class Scheduler:
 
     def _start(self, job: Job) -> None:
         blocked = [d for d in job.needs if self.status[d] not in COMPLETE]
+        if blocked and self.only is not None and job.id not in self.only:  # `report`, `retry`: not asked for
+            self.status[job.id] = Status.NOT_RETRIED
+            return self._say(job, "left as it is", Status.NOT_RETRIED)
         if blocked:
             self.status[job.id] = Status.BLOCKED
             entry = Entry.of(job, Status.BLOCKED, started=time.time(), error=f"upstream not done: {', '.join(blocked)}")
             manifest.append(self.plan.out, entry)
             return self._say(job, "blocked (upstream failed)", Status.BLOCKED)
         if job.stage.unit.reads_all_rows:  # results.parquet is rebuilt here; the report is redone when rows change
-            job.inputs = results.digest(results.aggregate(self.plan.out))
-        if job.is_done(self.tokens):
+            job.inputs = results.digest(results.aggregate(self.plan.out, manifest.not_current(self.plan.out)))
+        damaged = job.damaged_output() if job.completion() else None
+        if damaged:
+            self.echo(f"      {job.stage.name:15s} {job.key}  not complete any more: {damaged}; run again")
+        elif job.is_done(self.tokens):
             self.status[job.id] = Status.SKIPPED
             self.tokens[job.id] = job.completion()["token"]
             return self._say(job, "already complete", Status.SKIPPED)

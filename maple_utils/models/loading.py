@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from maple_utils import layout
-from maple_utils.models.resolve import resolve_model
+from maple_utils.models.resolve import loadable, resolve_model
 
 
 def compute_dtype():
@@ -28,7 +28,7 @@ def load_tokenizer(model: str):
     """The model's tokenizer, with a pad token distinct from EOS so EOS stays in the training labels."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(model), trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(loadable(model), trust_remote_code=False)
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
             tok.pad_token = tok.unk_token  # Llama-2 and Mistral: <unk> pads without resizing embeddings
@@ -70,9 +70,12 @@ def load_base(model: str, quant: int):
         kwargs["quantization_config"] = qconfig
     if torch.cuda.is_available():
         kwargs["device_map"] = {"": 0}
+    where = loadable(model)
     try:
-        base = AutoModelForCausalLM.from_pretrained(resolve_model(model), **kwargs)
+        base = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as err:
+        if Path(where).is_dir():
+            raise OSError(f"could not load model {model!r} from the folder {where}: {err}") from err
         raise OSError(
             f"could not load model {model!r}: {err}. Offline? Set HF_HUB_OFFLINE=1 only with the "
             "model in the cache (HF_HOME), or pass a local folder."
