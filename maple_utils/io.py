@@ -7,6 +7,7 @@ module imports neither git nor torch: everything may use it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +44,33 @@ def folder_revision(folder: str | Path, whole_file_limit: int = 64 << 20) -> str
                 f.seek(-(16 << 20), os.SEEK_END)
                 h.update(f.read())
     return "sha256:" + h.hexdigest()[:16]
+
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space left, over quota, over the file-size limit
+# how errors say it when they carry no errno (safetensors' Rust: "No space left on device (os error 28)")
+NO_ROOM_TEXT = (
+    "[Errno 28]",
+    "[Errno 122]",
+    "[Errno 27]",
+    "os error 28",
+    "No space left on device",
+    "Disk quota exceeded",
+)
+
+
+def no_room(err: BaseException) -> str | None:
+    """For a write that failed for want of room (some libraries, pyarrow's among them, raise without an
+    errno): a message naming the path and the errno; None for any other error."""
+    if isinstance(err, OSError) and err.errno in NO_ROOM:
+        return f"no room to write {err.filename or 'a file'} ({errno.errorcode[err.errno]}: {err.strerror})"
+    if any(t in str(err) for t in NO_ROOM_TEXT):
+        return f"no room to write: {err}"
+    return None
+
+
+def says_no_room(error: str | None) -> bool:
+    """Whether a recorded error (a manifest entry's) is a write that found no room."""
+    return bool(error) and (error.startswith("no room to write") or any(t in error for t in NO_ROOM_TEXT))
 
 
 class DataFileError(ValueError):

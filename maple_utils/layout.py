@@ -21,7 +21,8 @@
     predictions/<task>-<lang>.jsonl
     alpaca_eval/                model_outputs.json, reference_outputs.json, judgements.jsonl (the judge's cache),
                                 annotations.json (the judgements in alpaca_eval's annotation format)
-    <stage>.ipynb               each executed notebook, kept on failure too
+    <stage>.ipynb               each executed notebook, kept on failure too (<stage>.running.ipynb while it runs;
+                                <stage>.ipynb.partial when its last write was cut)
     .completed/<stage>          a stage's completion marker: its fingerprint, and the size and hash of each of its
                                 declared outputs (stages.yaml `outputs:`)
     .slurm/<stage>-attempt-N/   with --executor slurm: one attempt's job.pkl (the job) and entry.json (its outcome)
@@ -105,6 +106,16 @@ def slurm_attempt(folder: str | Path, stage: str, attempt: int) -> Path:
 
 def executed_notebook(folder: str | Path, stage: str) -> Path:
     return Path(folder) / f"{stage}.ipynb"
+
+
+def running_notebook(folder: str | Path, stage: str) -> Path:
+    """Where papermill writes a notebook as it runs (cell by cell); renamed to executed_notebook once whole."""
+    return Path(folder) / f"{stage}.running.ipynb"
+
+
+def cut_notebook(folder: str | Path, stage: str) -> Path:
+    """A notebook whose last write was cut (a full disk), kept for what it holds."""
+    return Path(folder) / f"{stage}.ipynb.partial"
 
 
 def completion_marker(folder: str | Path, stage: str) -> Path:

@@ -179,3 +179,30 @@ def stage_notebook(title: str, source: str) -> dict:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def copy_with_probe_stage(root: Path, probe: str, resources: dict | None = None) -> Path:
+    """A copy of the repo under `root` whose stage registry holds one stage, `07_probe` (one job per
+    evaluated model, reading `model` and `quant`), running `probe` in its notebook: a test's real kernels
+    fail, hang or sleep as it needs, through the real runner."""
+    import json
+    import shutil
+
+    import yaml
+
+    for part in ("maple_utils", "notebooks", "params", "scripts"):
+        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root)
+    stage = {
+        "name": "07_probe",
+        "unit": "evaluated_model",
+        "groups": ["model"],
+        "paths": ["out_dir", "run_dir"],
+        "needs": [],
+        "registry": [],
+        "resources": resources or {},
+    }
+    (root / "maple_utils" / "registry" / "stages.yaml").write_text(yaml.safe_dump({"stages": [stage]}))
+    (root / "notebooks" / "07_probe.ipynb").write_text(json.dumps(stage_notebook("# Probe", probe.strip())))
+    subprocess.run([sys.executable, "scripts/write_notebook_parameters.py"], cwd=root, check=True, capture_output=True)
+    return root

@@ -3,7 +3,6 @@ hangs. Run on a copy of the repo whose stage registry holds one probe stage, so 
 kernels failing, not simulated ones. And a grid where one run's training fails: everything else completes."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_cli, stage_notebook
+from conftest import copy_with_probe_stage, run_cli
 from maple_utils import layout
 
 pytestmark = pytest.mark.slow
@@ -30,30 +29,7 @@ print("probe ok", model, quant)
 
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("failures") / "maple"
-    for part in ("maple_utils", "notebooks", "params", "scripts"):
-        shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "pyproject.toml", root)
-    (root / "maple_utils" / "registry" / "stages.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "stages": [
-                    {
-                        "name": "07_probe",
-                        "unit": "evaluated_model",
-                        "groups": ["model"],
-                        "paths": ["out_dir", "run_dir"],
-                        "needs": [],
-                        "registry": [],
-                        "resources": {"time_min": 1},
-                    }
-                ]
-            }
-        )
-    )
-    notebook = stage_notebook("# Probe", PROBE.strip())
-    (root / "notebooks" / "07_probe.ipynb").write_text(json.dumps(notebook))
-    subprocess.run([sys.executable, "scripts/write_notebook_parameters.py"], cwd=root, check=True, capture_output=True)
+    root = copy_with_probe_stage(tmp_path_factory.mktemp("failures") / "maple", PROBE, {"time_min": 1})
     (root / "grid.yaml").write_text(
         yaml.safe_dump(
             {

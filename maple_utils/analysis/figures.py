@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from maple_utils import registry
+from maple_utils import io, registry
 
 
 def _pyplot():
@@ -36,8 +36,9 @@ def _save(fig, path: Path, title: str) -> dict:
         "legend": legends,
         "colorbar": any(ax.get_label() == "<colorbar>" for ax in fig.axes),
     }
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    fig.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
+    # whole or absent, like every file of a run (a full disk left a 0-byte PDF in report/)
+    io.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    io.atomic_write(path.with_suffix(".pdf"), lambda tmp: fig.savefig(tmp, format="pdf", bbox_inches="tight"))
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -19,6 +19,7 @@ from maple_utils.grid import manifest
 from maple_utils.grid.manifest import COMPLETE, RETRYABLE, Entry, Status
 from maple_utils.grid.planner import Plan, plan_grid
 from maple_utils.grid.runner import EXECUTORS
+from maple_utils.grid.scheduler import Interrupted
 
 
 def describe(plan: Plan) -> list[str]:
@@ -195,4 +196,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        stopped(stop, args)
     return 1 if failed else 0
+
+
+def stopped(stop: Interrupted, args) -> None:
+    """The runner stopped on a signal: say what was kept and how to go on, then exit 130 at once (the threads
+    that waited on the killed kernels are not waited for)."""
+    import os
+
+    how = f"python -m maple_utils.grid {args.command} {args.grid} --out {args.out}"
+    ended = (
+        f"{len(stop.ended)} running job(s) stopped and recorded interrupted" if stop.ended else "jobs in SLURM go on"
+    )
+    print(
+        f"\nstopped by {stop}: every finished job is kept; {ended}. To go on: {how}",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)

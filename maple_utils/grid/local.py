@@ -5,6 +5,7 @@ private IPC sockets and end with the runner that started them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from maple_utils import layout
+from maple_utils import io, layout
 from maple_utils.grid.manifest import Entry, Status
 from maple_utils.grid.planner import Job, import_papermill
 from maple_utils.paths import PACKAGE_DIR, notebooks_dir, project_root
@@ -113,6 +114,7 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
 
     job.folder.mkdir(parents=True, exist_ok=True)  # papermill does not create the output folder
     output = layout.executed_notebook(job.folder, job.stage.name)
+    running = layout.running_notebook(job.folder, job.stage.name)  # papermill rewrites it after every cell
     started = time.time()
     entry = Entry.of(job, Status.RUNNING, attempt=attempt, notebook=str(output), started=started, device=device)
     extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device})} if device is not None else {}
@@ -135,7 +137,7 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     try:
         papermill.execute_notebook(
             str(notebooks_dir() / job.stage.notebook),
-            str(output),
+            str(running),
             parameters=job.params,
             kernel_name="python3",
             cwd=str(notebooks_dir()),
@@ -151,13 +153,32 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     except CellTimeoutError as err:
         error = f"a cell ran past {timeout} s: {str(err).splitlines()[0][:200]}"
         entry = entry.replace(status=Status.TIMED_OUT, error=error, exception="CellTimeoutError")
+    except OSError as err:  # papermill's own write of the notebook: a full disk, a folder gone
+        entry = entry.replace(status=Status.FAILED, error=io.no_room(err) or f"{type(err).__name__}: {err}")
+        entry = entry.replace(exception=type(err).__name__)
     except Exception as err:  # dead kernel (OOM, segfault, kill), kernel start failure
         entry = entry.replace(status=Status.CRASHED, error=f"{type(err).__name__}: {err}", exception=type(err).__name__)
     else:
         entry = entry.replace(status=Status.DONE)
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
-    return entry.replace(wall_s=round(time.time() - started, 1))
+    return keep_notebook(entry, running, output, job).replace(wall_s=round(time.time() - started, 1))
+
+
+def keep_notebook(entry: Entry, running: Path, output: Path, job: Job) -> Entry:
+    """The executed notebook whole under its name, or absent: one cut by a full disk (not valid JSON) is kept
+    as <stage>.ipynb.partial and the attempt is failed, naming it; a whole one replaces the last attempt's."""
+    if not running.exists():
+        return entry
+    try:
+        json.loads(running.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cut = layout.cut_notebook(job.folder, job.stage.name)
+        os.replace(running, cut)
+        why = entry.error or "its notebook's last write was cut"
+        return entry.replace(status=Status.FAILED, notebook=str(cut), error=f"{why}; the cut notebook: {cut}")
+    os.replace(running, output)
+    return entry
 
 
 class LocalExecutor:
@@ -170,6 +191,7 @@ class LocalExecutor:
         self.devices = DevicePool(visible_gpus())
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.device_of: dict[Future, str | None] = {}
+        self.interrupted = False
 
     @staticmethod
     def default_workers() -> int:
@@ -213,5 +235,23 @@ class LocalExecutor:
     def again(self, entry: Entry) -> bool:
         return False
 
+    def interrupt(self) -> bool:
+        """Kill this runner's kernels (and whatever they started) at once, and their socket folders; the
+        papermill threads waiting on them are not waited for."""
+        import psutil
+
+        kernels = psutil.Process().children(recursive=True)
+        for process in kernels:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(kernels, timeout=5)
+        for folder in Path(tempfile.gettempdir()).glob(f"{KERNEL_FILES}{os.getpid()}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.interrupted = True
+        return True
+
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=not self.interrupted)  # after an interrupt, the threads of killed kernels are left

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 
 from maple_utils import config, io, layout
 from maple_utils.config import ConfigError
@@ -100,8 +103,16 @@ def run_plan(
     running = executor_class(executor)(plan, workers)
     running.check()
     preflight_checks(plan, only)
-    with runner_lock(plan.out, echo):
-        return _run(plan, running, timeout, echo, workers, max_attempts, only)
+    try:
+        with runner_lock(plan.out, echo):
+            return _run(plan, running, timeout, echo, workers, max_attempts, only)
+    except OSError as err:  # a write of the runner's own (the lock, grid files, configs) on a full disk
+        if not io.no_room(err):
+            raise
+        raise ConfigError(
+            f"{io.no_room(err)}: the output folder {plan.out} is full; every finished job is kept: free some "
+            "space, then run the grid again"
+        ) from None
 
 
 def _run(plan: Plan, running: Executor, timeout, echo, workers: int, max_attempts: int, only) -> dict[str, Status]:
@@ -120,7 +131,24 @@ def _run(plan: Plan, running: Executor, timeout, echo, workers: int, max_attempt
         only=only,
         disk_check=lambda job: preflight.check_disk(plan.out, _disk_gb(job), job.id),
     )
-    return scheduler.run(manifest.read(plan.out))
+    with stop_on_signals(scheduler):
+        return scheduler.run(manifest.read(plan.out))
+
+
+@contextmanager
+def stop_on_signals(scheduler: Scheduler):
+    """Ctrl-C (SIGINT) and SIGTERM ask the scheduler to stop (scheduler.Interrupted ends the run); one is
+    enough. Only the main thread can take signals: elsewhere (a runner called from a thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, _frame: scheduler.signal(signum)) for s in asked}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _disk_gb(job: Job) -> float:

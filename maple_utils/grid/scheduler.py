@@ -8,13 +8,14 @@ scheduler, a cloud queue) is one module with a class of this protocol plus one e
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Protocol
 
-from maple_utils import layout, results
+from maple_utils import io, layout, results
 from maple_utils.config import ConfigError
 from maple_utils.grid import manifest
 from maple_utils.grid.manifest import COMPLETE, COUNTED, Entry, Status
@@ -58,8 +59,21 @@ class Executor(Protocol):
     def again(self, entry: Entry) -> bool:
         """The executor ended this attempt itself (SLURM preempted it, say): submit it again while attempts remain."""
 
+    def interrupt(self) -> bool:
+        """The runner was told to stop (Ctrl-C, SIGTERM): end the running attempts now, without waiting for
+        them; True when they were ended (their kernels stopped), False when they go on without the runner
+        (in SLURM, followed again by the next one)."""
+
     def close(self) -> None:
         """The grid is over: wait for what is still running and release the workers."""
+
+
+class Interrupted(Exception):
+    """The runner stopped on a signal; `ended`: the attempts it ended (none when they go on in SLURM)."""
+
+    def __init__(self, signum: int, ended: list[str]):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.ended = signum, ended
 
 
 class Progress:
@@ -112,27 +126,75 @@ class Scheduler:
         self.tokens: dict[str, str] = {}  # completion tokens of the jobs that are complete
         self.pending = list(plan.jobs)
         self.running: dict[Future, Job] = {}
+        self.signalled = 0  # the signal that asked the runner to stop (Ctrl-C: SIGINT), once one has
 
     def run(self, history: list[Entry]) -> dict[str, Status]:
         self.adoptable = self.executor.left_running(history)
         history = manifest.close_interrupted(self.plan.out, history, keep=self.adoptable)
         self.attempts = Counter(e.job for e in manifest.attempts(history) if e.status is Status.RUNNING)
         self.failures = Counter(e.job for e in history if e.status in COUNTED)
-        stopped: ConfigError | None = None
+        self.stopped: ConfigError | None = None
         try:
             while self.pending or self.running:
                 try:
                     self._start_what_can_start()
+                    self.executor.flush()
+                    while self.running and not self.signalled:
+                        finished = wait(self.running, timeout=0.5, return_when=FIRST_COMPLETED)[0]
+                        if finished:
+                            self._collect(finished)
+                            break
+                    if self.signalled:
+                        raise Interrupted(self.signalled, self._interrupt())
                 except ConfigError as err:  # no room left on disk: start nothing more, let the running finish
-                    stopped, self.pending = err, []
-                self.executor.flush()
-                if self.running:
-                    self._collect(wait(self.running, return_when=FIRST_COMPLETED)[0])
+                    self._stop(err)
+                except OSError as err:  # the runner's own write (manifest, marker, results.parquet) found no room
+                    if not io.no_room(err):
+                        raise
+                    self._stop(ConfigError(f"the runner found {io.no_room(err)}: {self._free_some()}"))
         finally:
             self.executor.close()
-        if stopped:
-            raise stopped
+        if self.stopped:
+            raise self.stopped
         return self.status
+
+    def signal(self, signum: int) -> None:
+        """From a signal handler: stop at the next look (within half a second), whatever is running."""
+        self.signalled = self.signalled or signum
+
+    def _interrupt(self) -> list[str]:
+        """Keep what finished (its line and marker), end the running attempts (recorded `interrupted`), start
+        nothing more. Returns the ids of the attempts ended."""
+        finished = [f for f in self.running if f.done()]
+        if finished:
+            self._collect(finished)
+        self.pending = []
+        if not self.executor.interrupt():  # they go on (SLURM): the next runner follows them
+            return []
+        name = signal.Signals(self.signalled).name
+        for job in self.running.values():
+            entry = Entry.of(
+                job,
+                Status.INTERRUPTED,
+                attempt=self.attempts[job.id],
+                started=time.time(),
+                notebook=str(layout.executed_notebook(job.folder, job.stage.name)),
+                error=f"stopped by {name}: the next run starts it again",
+            )
+            manifest.append(self.plan.out, entry)
+            self._say(job, f"interrupted ({name})", Status.INTERRUPTED)
+        return [job.id for job in self.running.values()]
+
+    def _stop(self, err: ConfigError) -> None:
+        """Start nothing more; the running jobs finish; the run ends with `err` once they have."""
+        self.stopped = self.stopped or err
+        self.pending = []
+
+    def _free_some(self) -> str:
+        return (
+            f"the output folder {self.plan.out} is full; every finished job is kept: free some space, then run "
+            "the grid again"
+        )
 
     def _ready(self, job: Job) -> bool:
         if job.stage.unit.reads_all_rows:  # after everything else
@@ -205,6 +267,9 @@ class Scheduler:
             job = self.running.pop(future)
             self.executor.finished(future)
             entry: Entry = future.result()
+            no_room = entry.status is not Status.DONE and io.says_no_room(entry.error)
+            if no_room and str(job.folder) not in entry.error:  # a library's message without the path
+                entry = entry.replace(error=f"{entry.error} (writing under {job.folder})")
             if entry.status in COUNTED:
                 self.failures[job.id] += 1
             if entry.status is Status.DONE:
@@ -220,3 +285,5 @@ class Scheduler:
             self.status[job.id] = entry.status
             error = f": {entry.error}" if entry.error else ""
             self._say(job, f"{entry.status} ({entry.wall_s} s){error}", entry.status, entry.wall_s)
+            if no_room:
+                self._stop(ConfigError(f"{job.id} found no room: {entry.error}: {self._free_some()}"))

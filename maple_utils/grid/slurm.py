@@ -375,5 +375,8 @@ class SlurmExecutor:
     def again(self, entry: Entry) -> bool:
         return entry.slurm_state in RESUBMIT
 
+    def interrupt(self) -> bool:
+        return False  # the tasks go on in SLURM; the next runner follows them (left_running)
+
     def close(self) -> None:
         pass
