@@ -33,8 +33,9 @@ test: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 2 --no-loadscope-reorder --durations=15
 
 # the full-grid tier: the whole smoke grid on one and two workers, killed at 5 random points, and through a
-# real single-node SLURM cluster (tests/test_full_grid.py); CI runs it after `test`. Its three tests run at once
-# (-n 3, beside the one-worker reference): 17.5-22.5 min in CI; on two processes the last ran alone, 19.6 min
+# real single-node SLURM cluster (tests/test_full_grid.py), and a grid edited between runs against a clean run
+# on the edited inputs (tests/test_reruns.py); CI runs it after `test`. Its tests run three at once (-n 3,
+# beside the one-worker reference): 17.5-22.5 min in CI for the first three
 test-full-grid: setup
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n 3 --no-loadscope-reorder --full-grid --durations=5 -rA
 

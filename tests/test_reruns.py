@@ -187,6 +187,7 @@ def _edit_inputs(root):
     return edited
 
 
+@pytest.mark.full_grid  # three grid runs (17 jobs, about 3 minutes): the full-grid tier, which CI runs after the suite
 def test_a_grid_edited_between_runs_ends_with_the_rows_of_a_clean_run_on_the_edited_inputs(grid_run):
     root, grid_file, out, cfg = grid_run
     edited = _edit_inputs(root)
@@ -194,7 +195,7 @@ def test_a_grid_edited_between_runs_ends_with_the_rows_of_a_clean_run_on_the_edi
     before = len(manifest.read(out))
     proc = run_cli("run", str(grid_file), "--out", str(out), env=env)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    # the model folder (and the adapter cut above) retrain and re-evaluate; the prepared data set stays
+    # the model folder (and, in the suite, the adapter cut above) retrain and re-evaluate; the data set stays
     assert _executed(out, before) == {"02_train", "03_evaluate", "04_alpaca_eval", "05_judge", "06_analysis"}
     rows = pd.read_parquet(out / layout.RESULTS_TABLE)
     xnli = rows[(rows["stage"] == "03_evaluate") & (rows["task"] == "xnli")]

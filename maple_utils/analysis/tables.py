@@ -27,18 +27,66 @@ def primary_metrics() -> dict[str, str]:
     return {name: spec["metrics"][0] for name, spec in registry.read("tasks")["tasks"].items()}
 
 
-def task_table(frame):
-    """Study Table 1 layout: one row per model x dataset x rank x quant, one column per task (mean over
-    languages of its primary metric), and the model average."""
+# How a task's primary metric <m> is scored under each protocol, in order of preference among the rows a run
+# has: MEGAVERSE's code (<m>_megaverse; a classification answered by generation: acc_megaverse, its loose
+# parser), which scored the study's baselines; the official scorers (<m>; generation: acc_strict). A
+# classification scored by log-likelihood has one form, `acc`, in both.
+PROTOCOLS = {"megaverse": ("{m}_megaverse", "{m}"), "official": ("{m}", "{m}_strict")}
+DEFAULT_PROTOCOL = "megaverse"  # Table 1 sets our rows beside the baselines: on the baselines' protocol
+
+
+def protocol_view(frame, protocol: str = DEFAULT_PROTOCOL):
+    """The rows as the tables read them under `protocol`: per run, task and language, the task's primary
+    metric in that protocol's form, renamed to the primary metric's name (every other form of it dropped);
+    frame.attrs["source_metric"][(run_id, task)] is the metric each came from (its per-item scores'), and
+    frame.attrs["protocol"] the protocol. A frame already in the view is returned as it is."""
     import pandas as pd
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of: {', '.join(PROTOCOLS)}")
+    if frame.attrs.get("protocol") == protocol:
+        return frame
+    if frame.attrs.get("protocol"):
+        raise ValueError(f"rows already viewed under {frame.attrs['protocol']!r}: view the gathered rows instead")
+    primary = primary_metrics()
+    declared = {n: set(spec["metrics"]) for n, spec in registry.read("tasks")["tasks"].items()}
+    forms = {}  # (task, metric) -> preference
+    for task, m in primary.items():
+        for i, form in enumerate(PROTOCOLS[protocol]):
+            name = form.format(m=m)
+            # a task scored in both forms at once (squad_f1 and squad_f1_megaverse) never shows one in the other's
+            # place; a classification's `acc` (log-likelihood) is the one form of either protocol
+            shadowed = name == m and f"{m}_megaverse" in declared[task] and protocol == "megaverse"
+            if not shadowed:
+                forms[(task, name)] = i
+    every_form = {(t, f.format(m=m)) for t, m in primary.items() for f in ("{m}", *PROTOCOLS[protocol])}
+    keys = list(zip(frame["task"], frame["metric"]))
+    preference = pd.Series([forms.get(k) for k in keys], index=frame.index, dtype="float")
+    candidates = frame[preference.notna()].assign(_preference=preference[preference.notna()])
+    chosen = candidates.sort_values("_preference").drop_duplicates(["run_id", "task", "language"], keep="first")
+    source = {(r.run_id, r.task): r.metric for r in chosen.itertuples()}
+    chosen = chosen.assign(metric=chosen["task"].map(primary)).drop(columns="_preference")
+    is_form = pd.Series([k in every_form for k in keys], index=frame.index, dtype=bool)
+    view = pd.concat([frame[~is_form], chosen]).sort_index()
+    view.attrs = {**frame.attrs, "protocol": protocol, "source_metric": source}
+    return view
+
+
+def task_table(frame, protocol: str = DEFAULT_PROTOCOL):
+    """Study Table 1 layout: one row per model x dataset x rank x quant, one column per task (mean over
+    languages of its primary metric, scored under `protocol`), and the model average."""
+    import pandas as pd
+
+    frame = protocol_view(frame, protocol)
     primary = primary_metrics()
     ev = frame[frame["task"].isin(primary) & (frame["metric"] == frame["task"].map(primary))].copy()
     if ev.empty:
         return pd.DataFrame()
     table = with_run_columns(ev).pivot_table(index=RUN_COLUMNS, columns="task", values="value", aggfunc="mean")
     table["average"] = table.mean(axis=1)
-    return table.reset_index().rename_axis(columns=None)
+    table = table.reset_index().rename_axis(columns=None)
+    table.attrs = {"protocol": protocol}
+    return table
 
 
 def with_run_columns(rows):
@@ -103,6 +151,7 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
     marks."""
     import pandas as pd
 
+    frame = protocol_view(frame, table.attrs.get("protocol", DEFAULT_PROTOCOL))
     tasks = tasks_of(table)
     ranked = best_configurations(table)
     best = ranked[ranked["place"] == 1].assign(kind="ours: best rank x quantisation")
@@ -114,7 +163,7 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
         rows.append(pd.DataFrame(study["table1"]["finetuned"]).assign(kind="study: finetuned"))
     numbers = pd.concat(rows, ignore_index=True)[["kind", "model", "dataset", "rank", "quant", *tasks, "average"]]
     numbers[["rank", "quant"]] = numbers[["rank", "quant"]].astype("Int64")  # blank, not NaN, for the study's rows
-    scores_of = _scores_reader(out_dir)
+    scores_of = _scores_reader(out_dir, frame)
     found = comparisons(ranked, frame, out_dir, seed, scores_of)
     display = numbers.copy().astype(object)
     run_ids = _run_ids(frame)
@@ -163,12 +212,19 @@ DATASET_CONTRASTS = [("multilingual vs Alpaca", d, "alpaca") for d in ("multialp
 DATASET_CONTRASTS += [("translated vs generated", "bactrian-x-11", "multialpaca")]
 
 
-def _scores_reader(out_dir: str | Path):
-    """item_scores of (run id, task) on the task's primary metric, each predictions file read once per report
-    (the same run appears in Table 1 and in several comparisons)."""
+def _scores_reader(out_dir: str | Path, frame=None):
+    """item_scores of (run id, task) on the metric its Table 1 cell shows (the protocol view's source metric,
+    else the task's primary metric), each predictions file read once per report (the same run appears in
+    Table 1 and in several comparisons)."""
     from functools import cache
 
-    return cache(lambda run_id, task: stats.item_scores(layout.run_folder(out_dir, run_id), task, _metric(task)))
+    source = frame.attrs.get("source_metric", {}) if frame is not None else {}
+
+    def read(run_id: str, task: str):
+        metric = source.get((run_id, task), _metric(task))
+        return stats.item_scores(layout.run_folder(out_dir, run_id), task, metric)
+
+    return cache(read)
 
 
 def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=None):
@@ -178,7 +234,7 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=Non
     (DATASET_CONTRASTS). One Holm correction over all of them."""
     import pandas as pd
 
-    scores_of = scores_of or _scores_reader(out_dir)
+    scores_of = scores_of or _scores_reader(out_dir, frame)
     run_ids = _run_ids(frame)
     pairs = []
     best = {}
@@ -260,6 +316,7 @@ def english_degradation(frame, ranked):
     model, per task (primary metric); negative = finetuning lost English ability."""
     import pandas as pd
 
+    frame = protocol_view(frame)
     primary = primary_metrics()
     en = with_run_columns(frame[(frame["language"] == "en") & frame["task"].isin(primary)])
     en = en[en["metric"] == en["task"].map(primary)]

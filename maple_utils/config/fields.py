@@ -183,6 +183,17 @@ class RunConfig(BaseModel):
     fewshot_seed: int = declare(
         42, "evaluation", "seed of the few-shot exemplar draw (the same exemplars for every item)"
     )
+    protocol: Literal["maple", "megaverse"] = declare(
+        "maple",
+        "evaluation",
+        "maple: exemplars by Python's random.sample, generation stopped at each task's stop string; megaverse: "
+        "as MEGAVERSE's code ran the study's baselines (its numpy exemplar draw, generation without a stop string)",
+    )
+    fewshot_sampler: Optional[Literal["random", "megaverse"]] = declare(
+        None,
+        "evaluation",
+        "how exemplars are drawn: random (Python) or megaverse (numpy, MEGAVERSE's); None: the protocol's",
+    )
     # --- alpaca_eval: instruction following (04_alpaca_eval)
     alpaca_eval_limit: Optional[int] = declare(None, "alpaca_eval", "instructions to answer (None: all 805)", ge=1)
     alpaca_eval_max_new_tokens: Optional[int] = declare(

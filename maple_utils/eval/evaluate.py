@@ -88,9 +88,10 @@ def _score_generation(
     code: str,
     batch_size: int,
     max_new_tokens: int,
+    stop: list[str],
 ):
     outputs = scoring.generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=spec.stop, batch_size=batch_size
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size
     )
     items = []
     for doc, out in zip(docs, outputs):
@@ -108,11 +109,18 @@ def _score_generation(
 
 
 def _score_choices_generatively(
-    model, tokenizer, spec: TaskSpec, prompts: list[str], docs: list[dict], batch_size: int, max_new_tokens: int
+    model,
+    tokenizer,
+    spec: TaskSpec,
+    prompts: list[str],
+    docs: list[dict],
+    batch_size: int,
+    max_new_tokens: int,
+    stop: list[str],
 ):
     gen = spec.generative
     outputs = scoring.generate(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=gen["stop"], batch_size=batch_size
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size
     )
     items = []
     for doc, out in zip(docs, outputs):
@@ -126,6 +134,17 @@ def _score_choices_generatively(
             }
         )
     return items
+
+
+def fewshot_sampler(cfg) -> str:
+    """The run's exemplar draw: its fewshot_sampler, else its protocol's (megaverse: MEGAVERSE's)."""
+    return cfg.fewshot_sampler or ("megaverse" if cfg.protocol == "megaverse" else "random")
+
+
+def stop_strings(cfg, stop: list[str]) -> list[str]:
+    """Where generation stops: at the task's stop strings, or nowhere under the megaverse protocol (MEGAVERSE
+    passes no stop sequence; its parsers then read the first line, or the whole output for Belebele's letter)."""
+    return [] if cfg.protocol == "megaverse" else stop
 
 
 def scoring_mode(cfg, spec: TaskSpec) -> tuple[str, list[str], int | None]:
@@ -167,6 +186,7 @@ def build_prompts(
     root: str | None,
     limit: int | None = None,
     split_override: dict | None = None,
+    sampler: str = "random",
 ) -> tuple[list[dict], list[str], dict]:
     """The documents to score for one task and language, their prompts (the same k exemplars before each),
     and the settings used (`used["exemplars"]`: the exemplar documents). split_override: {eval_split,
@@ -178,12 +198,12 @@ def build_prompts(
     origins = [origin.as_dict()]
     if fewshot_split == eval_split:
         # Exemplars drawn from the evaluated split are not scored themselves (MLQA on validation).
-        shots = pick_fewshot(docs, k, seed)
+        shots = pick_fewshot(docs, k, seed, sampler, spec.megaverse_draw)
         docs = [d for d in docs if d not in shots]
     elif k:
         pool, origin = load_fewshot_pool(spec, code, fewshot_split, source, root, docs)
         origins.append(origin.as_dict())
-        shots = pick_fewshot(pool, k, seed)
+        shots = pick_fewshot(pool, k, seed, sampler, spec.megaverse_draw)
     else:
         shots = []
     if limit:
@@ -212,6 +232,7 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
         cfg.data_root,
         cfg.limit,
         cfg.split_overrides.get(task),
+        fewshot_sampler(cfg),
     )
     shots = used.pop("exemplars")
     mode, used["metrics"], max_new = scoring_mode(cfg, spec)
@@ -232,9 +253,11 @@ def evaluate_pair(model, tokenizer, cfg, task: str, code: str) -> tuple[list[dic
     if mode == "loglikelihood":
         items = _score_loglikelihood(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size)
     elif spec.scoring == "loglikelihood":
-        items = _score_choices_generatively(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size, max_new)
+        stop = stop_strings(cfg, spec.generative["stop"])
+        items = _score_choices_generatively(model, tokenizer, spec, prompts, docs, cfg.eval_batch_size, max_new, stop)
     else:
-        items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new)
+        stop = stop_strings(cfg, spec.stop)
+        items = _score_generation(model, tokenizer, spec, prompts, docs, code, cfg.eval_batch_size, max_new, stop)
     shot_ids = [_doc_id(d, i) for i, d in enumerate(shots)]
     for i, (item, doc, prompt, n, long) in enumerate(zip(items, docs, prompts, kept, too_long)):
         # item id, prompt hash and the exemplars used first, so that paired tests can match items across runs

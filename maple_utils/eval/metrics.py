@@ -1,8 +1,10 @@
 """Metrics: accuracy, SQuAD and MLQA exact match / F1, ROUGE-1/2/L on every script; means with standard errors.
 
-SQuAD follows the official v1.1 script's normalisation; MLQA follows the official MLQA script
-(per-language articles, Unicode punctuation, mixed segmentation for Chinese), as recorded in
-../shared/data/README.md. Per-item scores are kept so that standard errors and paired tests can be taken.
+Two forms of each QA and summary metric. The official one: SQuAD follows the official v1.1 script's
+normalisation; MLQA the official MLQA script (per-language articles, Unicode punctuation, mixed segmentation
+for Chinese), as recorded in ../shared/data/README.md; ROUGE XL-Sum's own multilingual scorer. The
+`_megaverse` one: as MEGAVERSE's code computes it, which scored the study's baselines (docs/fidelity.md).
+Per-item scores are kept so that standard errors and paired tests can be taken.
 """
 
 from __future__ import annotations
@@ -102,62 +104,126 @@ def mlqa_scores(prediction: str, golds: list[str], lang: str) -> dict[str, float
     }
 
 
-def _is_unspaced(ch: str) -> bool:
-    """Characters of scripts written without spaces between words: each becomes its own token."""
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x3040 <= cp <= 0x30FF  # Han, Kana
-        or 0x0E00 <= cp <= 0x0E7F
-        or 0x1000 <= cp <= 0x109F
-        or 0x1780 <= cp <= 0x17FF
-    )  # Thai, Myanmar, Khmer
-
-
-def rouge_tokens(text: str) -> list[str]:
-    text = "".join(" " if ch in UNICODE_PUNCT else ch for ch in unicodedata.normalize("NFKC", text.lower()))
-    tokens = []
-    for word in text.split():
-        run = ""
-        for ch in word:
-            if _is_unspaced(ch):
-                if run:
-                    tokens.append(run)
-                    run = ""
-                tokens.append(ch)
-            else:
-                run += ch
-        if run:
-            tokens.append(run)
-    return tokens
-
-
-class _UnicodeTokenizer:
-    """rouge_score's tokenizer interface over `rouge_tokens` (no stemming: Porter's stemmer is English)."""
-
-    def tokenize(self, text: str) -> list[str]:
-        return rouge_tokens(text)
-
-
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-@lru_cache(maxsize=2)
-def _rouge_scorer(english: bool):
-    from rouge_score import rouge_scorer
+@lru_cache(maxsize=64)
+def _xlsum_scorer(language: str):
+    """XL-Sum's scorer for one of its languages, with two declared deviations that keep it offline: Snowball
+    stems stopwords too (XL-Sum's ignore_stopwords=True needs NLTK's stopwords corpus, a download from outside
+    PyPI; both sides are stemmed alike, so a pair's shared words rarely change), and Japanese is segmented over
+    unidic-lite (the UniDic on PyPI) instead of the full UniDic, which `python -m unidic download` fetches."""
+    from multilingual_rouge import rouge_scorer
+    from nltk.stem import SnowballStemmer
 
-    if english:  # exactly MEGAVERSE's scorer (MV eval_xlsum.py: use_stemmer=True)
-        return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_UnicodeTokenizer())
+    name = rouge_scorer.SPECIAL_LANGID_CONVERSION_MAP.get(language, language)
+    extra = {}
+    if name in SnowballStemmer.languages:
+        extra["callable_stemmer"] = SnowballStemmer(name, ignore_stopwords=False).stem
+    if name == "japanese":
+        import fugashi
+        import unidic_lite
+
+        rc = f"{unidic_lite.DICDIR}/mecabrc"  # fugashi.Tagger would look for the full UniDic first
+        tagger = fugashi.GenericTagger(f'-r "{rc}" -d "{unidic_lite.DICDIR}" -O wakati -b 50000')
+        extra["callable_tokenizer"] = lambda text: tagger.parse(text).split()
+    import warnings
+
+    with warnings.catch_warnings():  # "unknown stemmer language" (XL-Sum stems only where it has one), pkg_resources
+        warnings.simplefilter("ignore")
+        if name == "chinese":
+            import logging
+
+            import jieba
+
+            jieba.setLogLevel(logging.WARNING)  # it prints its dictionary's loading otherwise
+        return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True, lang=language, **extra)
+
+
+def xlsum_language(code: str) -> str:
+    """XL-Sum's name of a language (the languages table's `xlsum` column: "hindi", "chinese_simplified"), which
+    picks the XL-Sum scorer's segmenter and stemmer."""
+    from maple_utils.data import languages
+
+    language = languages.table().get(code)
+    name = language.config_for("xlsum") if language else None
+    if not name:
+        raise ValueError(f"XL-Sum has no language for code {code!r} (the languages table's xlsum column)")
+    return name
 
 
 def rouge_scores(prediction: str, reference: str, lang: str) -> dict[str, float]:
-    """ROUGE-1/2/L F-measures. English: rouge_score as MEGAVERSE ran it (ASCII tokens, Porter stemming);
-    every other language: the same n-gram and LCS scoring over Unicode-aware tokens, since rouge_score's own
-    tokens keep only [a-z0-9] and would score a Hindi or Thai summary near 0 (mission_anchors.md 2.5)."""
-    scores = _rouge_scorer(lang == "en").score(reference, prediction)
+    """ROUGE-1/2/L F-measures as XL-Sum's own multilingual scorer computes them (csebuetnlp/xl-sum
+    `multilingual_rouge_scoring`, on PyPI as multilingual-rouge): lower-cased, punctuation split off, words
+    segmented by jieba (Chinese), fugashi with UniDic (Japanese), PyThaiNLP's newmm (Thai) or its Burmese rules,
+    and stemmed per language (Snowball, and its own Hindi, Bengali and Turkish stemmers)."""
+    scores = _xlsum_scorer(xlsum_language(lang)).score(reference, prediction)
     return {name: scores[name].fmeasure for name in ROUGE_TYPES}
+
+
+# ---------------------------------------------------------------- MEGAVERSE's own scoring, quirks kept
+# The study's baselines (GPT-4, PaLM2, Llama-2-70b-chat, Mistral-7B-Instruct) were scored by MEGAVERSE's code;
+# a metric named <metric>_megaverse is <metric> as that code computes it, each quirk named where it is kept.
+
+
+def _squad_v1_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    """SQuAD v1.1's f1_score as written: 0 when nothing is shared, also when both sides are empty."""
+    common = Counter(pred_tokens) & Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v1(prediction: str, golds: list[str]) -> tuple[float, float]:
+    """(EM, F1) of one prediction as `evaluate.load("squad")` (the SQuAD v1.1 script) scores it, max over golds."""
+    pred = squad_normalize(prediction)
+    return (
+        max(float(pred == squad_normalize(g)) for g in golds),
+        max(_squad_v1_f1(pred.split(), squad_normalize(g).split()) for g in golds),
+    )
+
+
+def megaverse_answer_normalize(text: str) -> str:
+    """MV eval_qa_gptturbo.py normalize_answer: SQuAD's, but with every Unicode punctuation mark removed."""
+    text = "".join(ch for ch in text.lower() if ch not in UNICODE_PUNCT)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def megaverse_qa_scores(prediction: str, golds: list[str], task: str, lang: str) -> dict[str, float]:
+    """EM and F1 of a QA answer as MEGAVERSE scores it (MV eval_qa_gptturbo.py, evaluate_qa_chatgpt): the
+    prediction is normalised first (`pred = normalize_fn(pred)`: XQuAD by normalize_answer, Unicode punctuation
+    removed; MLQA by normalize_answer_mlqa of the target language, which segments Chinese into characters and
+    removes every "ال" from Arabic), then `evaluate.load("squad")` normalises it again and the gold once, with
+    SQuAD v1.1's English rules. So MLQA's gold keeps its articles and its Chinese words whole while the
+    prediction lost them: an exactly right answer scores far below 1 in zh and ar (a quirk kept)."""
+    if task == "mlqa":
+        normalized = mlqa_normalize(prediction, lang)
+    elif task == "xquad":
+        normalized = megaverse_answer_normalize(prediction)
+    else:
+        raise ValueError(f"MEGAVERSE's QA scoring is for xquad and mlqa, not {task!r}")
+    em, f1 = squad_v1(normalized, golds)
+    prefix = "mlqa" if task == "mlqa" else "squad"
+    return {f"{prefix}_em_megaverse": em, f"{prefix}_f1_megaverse": f1}
+
+
+def megaverse_rouge_scores(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE as MEGAVERSE scores XL-Sum (MV mega/hf_models/src/XLSUM.py): rouge_score's scorer with Porter
+    stemming and its own tokenizer, which keeps only [a-z0-9] (a Hindi or Thai summary has almost no tokens),
+    for every language; called as `scorer.score(pred, label)` (arguments swapped: precision and recall trade
+    places); the reported number is `np.average` over the Score tuples, so each item counts the mean of its
+    precision, recall and F (a quirk kept)."""
+    scores = _rouge_score_scorer().score(prediction, reference)
+    return {f"{name}_megaverse": sum(scores[name]) / 3 for name in ROUGE_TYPES}
+
+
+@lru_cache(maxsize=1)
+def _rouge_score_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
 # ---------------------------------------------------------------- classification answered by generation
@@ -202,13 +268,20 @@ def classification_scores(parser: str, output: str, gold: str, choices: list[str
 
 
 def score_generation(metrics: list[str], prediction: str, golds: list[str], lang: str) -> dict[str, float]:
-    """Per-item scores of a generated answer for the metrics a task asks for."""
-    scores: dict[str, float] = {}
-    if any(m.startswith("squad_") for m in metrics):
+    """Per-item scores of a generated answer for the metrics a task asks for (official and MEGAVERSE forms)."""
+    wanted, scores = set(metrics), {}
+    if wanted & {"squad_em", "squad_f1"}:
         scores.update(squad_scores(prediction, golds))
-    if any(m.startswith("mlqa_") for m in metrics):
+    if wanted & {"mlqa_em", "mlqa_f1"}:
         scores.update(mlqa_scores(prediction, golds, lang))
-    if any(m in ROUGE_TYPES for m in metrics):
+    if wanted & {"squad_em_megaverse", "squad_f1_megaverse"}:
+        scores.update(megaverse_qa_scores(prediction, golds, "xquad", lang))
+    if wanted & {"mlqa_em_megaverse", "mlqa_f1_megaverse"}:
+        scores.update(megaverse_qa_scores(prediction, golds, "mlqa", lang))
+    if wanted & set(ROUGE_TYPES):
         per_gold = [rouge_scores(prediction, g, lang) for g in golds]
         scores.update({name: max(s[name] for s in per_gold) for name in ROUGE_TYPES})
+    if wanted & {f"{name}_megaverse" for name in ROUGE_TYPES}:
+        per_gold = [megaverse_rouge_scores(prediction, g) for g in golds]
+        scores.update({name: max(s[name] for s in per_gold) for name in per_gold[0]})
     return {m: scores[m] for m in metrics}

@@ -41,6 +41,7 @@ class TaskSpec:
     hub: dict = field(default_factory=dict)
     local: dict = field(default_factory=dict)
     embedded_sample: dict = field(default_factory=dict)
+    megaverse_draw: int = 1  # which np.random.choice after the seed MEGAVERSE's script for the task keeps
 
     def languages(self) -> list[str]:
         return lang_table.supporting(self.language_column)
@@ -213,8 +214,26 @@ def load_fewshot_pool(
     return [d for d in pool if d.get("id") not in ids and not (field_name and d[field_name] in passages)], origin
 
 
-def pick_fewshot(docs: list[dict], k: int, seed: int) -> list[dict]:
-    """The same k exemplars for every test item, drawn with a fixed seed (MEGAVERSE protocol)."""
+FEWSHOT_SAMPLERS = ("random", "megaverse")
+
+
+def pick_fewshot(docs: list[dict], k: int, seed: int, sampler: str = "random", draw: int = 1) -> list[dict]:
+    """The same k exemplars for every test item, drawn with a fixed seed. `random`: Python's
+    random.Random(seed).sample. `megaverse`: as MEGAVERSE draws them (MV mega/data/data_utils.py,
+    choose_few_shot_examples with few_shot_selection "random": `np.random.choice(len(pool), size=k,
+    replace=False)` on numpy's global state, seeded once by `np.random.seed(args.seed)` in main(), seed 42 by
+    default), in that order; `draw`: which draw after the seed the task's script keeps (XNLI and XCOPA draw in
+    main() and again in eval_cls.evaluate_model, which uses its own: the second)."""
     if k <= 0 or not docs:
         return []
-    return random.Random(seed).sample(docs, min(k, len(docs)))
+    n = min(k, len(docs))
+    if sampler == "random":
+        return random.Random(seed).sample(docs, n)
+    if sampler != "megaverse":
+        raise ValueError(f"fewshot_sampler {sampler!r} is not one of: {', '.join(FEWSHOT_SAMPLERS)}")
+    import numpy as np
+
+    state = np.random.RandomState(seed)  # what np.random.seed(seed) makes numpy's global state
+    for _ in range(draw):
+        picked = state.choice(len(docs), size=n, replace=False).astype(int).tolist()
+    return [docs[i] for i in picked]

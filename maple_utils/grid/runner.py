@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 import time
-from contextlib import contextmanager
 
 from maple_utils import config, io, layout
 from maple_utils.config import ConfigError
@@ -21,7 +18,7 @@ from maple_utils.grid import local, manifest, slurm
 from maple_utils.grid.lock import runner_lock
 from maple_utils.grid.manifest import Status
 from maple_utils.grid.planner import Job, Plan, check_notebooks
-from maple_utils.grid.scheduler import Executor, Scheduler
+from maple_utils.grid.scheduler import Executor, Scheduler, stop_on_signals
 
 EXECUTORS: dict[str, type[Executor]] = {"local": local.LocalExecutor, "slurm": slurm.SlurmExecutor}
 
@@ -133,22 +130,6 @@ def _run(plan: Plan, running: Executor, timeout, echo, workers: int, max_attempt
     )
     with stop_on_signals(scheduler):
         return scheduler.run(manifest.read(plan.out))
-
-
-@contextmanager
-def stop_on_signals(scheduler: Scheduler):
-    """Ctrl-C (SIGINT) and SIGTERM ask the scheduler to stop (scheduler.Interrupted ends the run); one is
-    enough. Only the main thread can take signals: elsewhere (a runner called from a thread) nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    asked = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.signal(s, lambda signum, _frame: scheduler.signal(signum)) for s in asked}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 def _disk_gb(job: Job) -> float:

@@ -9,10 +9,12 @@ scheduler, a cloud queue) is one module with a class of this protocol plus one e
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from typing import Protocol
 
 from maple_utils import io, layout, results
@@ -287,3 +289,19 @@ class Scheduler:
             self._say(job, f"{entry.status} ({entry.wall_s} s){error}", entry.status, entry.wall_s)
             if no_room:
                 self._stop(ConfigError(f"{job.id} found no room: {entry.error}: {self._free_some()}"))
+
+
+@contextmanager
+def stop_on_signals(scheduler: Scheduler):
+    """Ctrl-C (SIGINT) and SIGTERM ask the scheduler to stop (scheduler.Interrupted ends the run); one is
+    enough. Only the main thread can take signals: elsewhere (a runner called from a thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, _frame: scheduler.signal(signum)) for s in asked}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
