@@ -403,12 +403,12 @@ def annotation_text(name: str) -> str:
     """The field's type as a notebook parameter annotation papermill understands (no PEP 604 unions)."""
     text = str(RunConfig.model_fields[name].annotation)
     text = re.sub(r"typing\.|<class '|'>", "", text)
-    literal = re.fullmatch(r"Literal\[(.+)\]", text)
-    if literal:
-        first = literal.group(1).split(",")[0].strip()
-        return "str" if first.startswith(("'", '"')) else "int"
     optional = re.fullmatch(r"Optional\[(.+)\]", text)
     inner = optional.group(1) if optional else text
+    literal = re.fullmatch(r"Literal\[(.+)\]", inner)
+    if literal:  # a choice of strings (or of numbers): its type
+        first = literal.group(1).split(",")[0].strip()
+        inner = "str" if first.startswith(("'", '"')) else "int"
     inner = re.sub(r"\[.*\]$", "", inner)  # list[str] -> list, dict[str, int] -> dict
     return f"Optional[{inner}]" if optional else inner
 
