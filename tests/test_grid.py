@@ -84,11 +84,15 @@ def test_report_has_a_table_and_a_figure(smoke):
     assert (report / "rank_quant.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (report / "rank_quant.pdf").exists() and (report / "task_table.tex").exists()
     assert "not comparable" in (report / "analysis.html").read_text()
+    # the demo's Figures 2-4 carry our rows' bootstrap intervals; Table 1 again on the official scorers
+    drawn = {f["title"].split(":")[0]: f for f in json.loads((report / "figures.json").read_text())}
+    assert all(drawn[f"Figure {n}"]["errorbars"] > 0 for n in (2, 3, 4)), drawn
+    assert "Metrics (official scoring" in (report / "table1_official.md").read_text()
     # the local judge ran on the tiny models in every evaluated run, and its rows reach the report
     frame = pd.read_parquet(out / "results.parquet")
     wins = frame[(frame["stage"] == "05_judge") & (frame["metric"] == "win_rate")]
     assert len(wins) == 10 and (wins["n"] == 4).all() and wins["value"].between(0, 100).all()
-    assert set(wins["scoring"]) == {"judge:local"}
+    assert set(wins["scoring"]) == {"judge:local:tiny-llama:chatgpt"}  # who judged: kind, model, annotator
     assert (
         "win rate" in (report / "analysis.html").read_text() and "(base)" in (report / "win_rate_table.md").read_text()
     )

@@ -59,6 +59,47 @@ def test_annotator_is_alpaca_evals_chatgpt_config_with_its_parser():
     assert annotator.parse("I cannot decide") is None and annotator.parse("Output (a)\nOutput (b)") is None
 
 
+RANKINGS = [
+    "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]",
+    "[{'model': 'model_2', 'rank': 1}, {'model': 'model_1', 'rank': 2}]",
+    "  [{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]\n",
+    "[{'model': 'model_1', 'rank': 3}, {'model': 'model_2', 'rank': 1}]",  # rank 3: unparsed
+    "model_1 is better",
+    "[{'model': 'model_3', 'rank': 1}]",
+    "",
+]
+
+
+def test_alpaca_eval_gpt4_annotator_is_alpaca_evals_leaderboard_config_with_its_ranking_parser():
+    from alpaca_eval import completion_parsers
+
+    annotator = judges.load_annotator("alpaca_eval_gpt4")
+    assert annotator.parser == "ranking" and annotator.model == "gpt-4"
+    system, user = (m["content"] for m in annotator.messages("Say {hi}.", "Hello!", "Hi there."))
+    assert system == "You are a helpful assistant, that ranks models by the quality of their answers."
+    # filled as alpaca_eval fills it (first occurrence of each placeholder), the prompt's own braces kept
+    assert '"instruction": """Say {hi}.""",' in user and '"answer": """Hi there."""' in user
+    assert "{'model': <model-name>, 'rank': <model-rank>}" in user
+    for answer in RANKINGS:  # alpaca_eval's own parser: [rank] or [nan] (an empty answer raises there)
+        theirs = completion_parsers.ranking_parser(answer)[0] if answer else float("nan")
+        ours = annotator.parse(answer)
+        assert ours == theirs if ours is not None else theirs != theirs, answer
+    assert [annotator.parse(a) for a in annotator.answers] == [1, 2]
+    with pytest.raises(judges.JudgeError, match="is not one of: chatgpt, alpaca_eval_gpt4"):
+        judges.load_annotator("gpt4_turbo")
+
+
+def test_a_local_judge_answers_the_ranking_prompt_in_a_form_its_parser_reads(tmp_path):
+    outputs, references = _pairs(3)
+    judge = judges.LocalJudge("tiny-llama", batch_size=4)
+    annotator = judges.load_annotator("alpaca_eval_gpt4")
+    found = judges.judge_outputs(judge, annotator, outputs, references, tmp_path / "cache.jsonl")
+    assert len(found) == 3 and all(j["preference"] in (1.0, 2.0) for j in found)
+    assert {j["raw"] for j in found} <= set(judges.RANKING_ANSWERS)  # a literal ranking_parser reads
+    cached = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    assert {c["annotator"] for c in cached} == {"alpaca_eval_gpt4"} and {c["attempts"] for c in cached} == {1}
+
+
 def test_order_is_seeded_by_content_and_preferences_map_back():
     outputs, references = _pairs(40)
     first = judges.items(outputs, references, both_orders=False)

@@ -15,7 +15,8 @@ window.addEventListener('load', () => {
   const tables = [...document.querySelectorAll('table')];
   document.body.setAttribute('data-check', JSON.stringify({
     images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 0).length,
-    tables: tables.length, rows: tables.map(t => t.rows.length), title: document.title}));
+    tables: tables.length, rows: tables.map(t => t.rows.length), title: document.title,
+    legend: (document.querySelector('table + p.legend') || {}).textContent || ''}));
 });
 </script>"""
 
@@ -47,6 +48,13 @@ def test_the_report_opens_in_headless_chromium_with_its_figures_and_tables(chrom
     assert check["images"] >= 1 and check["loaded"] == check["images"]
     # Table 1, every configuration, Table 2, the paired comparisons: each with a header and rows
     assert check["tables"] >= 4 and all(rows >= 2 for rows in check["rows"])
+    # under Table 1, the legend: each column's metric, the interval, the mark
+    assert check["legend"].startswith("Metrics (megaverse scoring; xnli: acc_megaverse, xquad: squad_f1_megaverse")
+    assert "95% bootstrap interval" in check["legend"] and "†" in check["legend"]
+    drawn = {f["title"].split(":")[0]: f for f in json.loads((tmp_path / "report" / "figures.json").read_text())}
+    # our bars carry their intervals: the base model and the best configuration, on XNLI and XQuAD
+    assert drawn["Figure 2"]["errorbars"] == 4 and drawn["Figure 4"]["errorbars"] > 0
+    assert b"/Type3" not in (tmp_path / "report" / "figure2_best_vs_off_the_shelf.pdf").read_bytes()
     shot = tmp_path / "report.png"
     proc = chromium.run(f"--screenshot={shot}", "--window-size=1300,2000", page.as_uri())
     assert shot.is_file(), proc.stderr[-2000:]

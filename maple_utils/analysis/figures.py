@@ -16,6 +16,8 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType (Type 42) in PDFs, which journals ask for, not Type 3
+    matplotlib.rcParams["ps.fonttype"] = 42
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -84,6 +86,16 @@ def rank_quant_lines(table, path: Path) -> dict:
     return _save(fig, path, "Average score over tasks by LoRA rank, one line per quantisation")
 
 
+def _colour_range(values) -> tuple[float, float]:
+    """A heatmap's colour range: its values' own, so small differences show; one value alone (every cell 0, say)
+    gets a range of 0.1 from it upward, within [0, 1], not one reaching below zero."""
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-9:
+        low = max(0.0, min(low, 0.9))
+        high = low + 0.1
+    return low, high
+
+
 def _missing(ax, what: str) -> None:
     """An empty panel that says what is missing, rather than bars at zero."""
     ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="grey")
@@ -95,13 +107,13 @@ def rank_quant_heatmaps(table, path: Path) -> dict:
     tuned = table[table["dataset"] != "(base)"]
     panels = list(tuned.groupby(["model", "dataset"])) or [(("(none)", "(none)"), tuned)]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
-    vmin, vmax = (tuned["average"].min(), tuned["average"].max()) if len(tuned) else (0, 1)
+    vmin, vmax = _colour_range(tuned["average"]) if len(tuned) else (0, 1)
     for ax, ((model, dataset), part) in zip(axes[0], panels):
         grid = part.pivot_table(index="quant", columns="rank", values="average", aggfunc="mean")
         sns.heatmap(
             grid,
             annot=True,
-            fmt=".2f",
+            fmt=".3f",  # two decimals showed 0.104 and 0.106 as 0.10 and 0.11
             cmap="viridis",
             vmin=vmin,
             vmax=vmax,
@@ -133,7 +145,10 @@ def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
                 part.pivot_table(index="quant", columns="rank", values=task, aggfunc="mean") if task in part else None
             )
             if grid is not None and grid.size:
-                sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": "score"})
+                low, high = _colour_range(grid.stack())
+                sns.heatmap(
+                    grid, annot=True, fmt=".3f", cmap="viridis", vmin=low, vmax=high, ax=ax, cbar_kws={"label": "score"}
+                )
             else:
                 _missing(ax, "no rows")
             ax.grid(False)
@@ -144,10 +159,42 @@ def rank_quant_heatmaps_per_task(table, path: Path) -> dict:
     return _save(fig, path, "Figure 1b: each task's score by rank and quantisation")
 
 
+def _bars(ax, data, x: str, order: list[str]) -> int:
+    """Grouped bars of data["value"] per x (in `order`) and data["system"], each with its 95% bootstrap interval
+    (data["lower"], data["upper"]) as an error bar where one is known (the study's baselines have none).
+    Returns the number of error bars drawn."""
+    import math
+
+    import seaborn as sns
+
+    systems = list(dict.fromkeys(data["system"]))
+    width = 0.8 / max(1, len(systems))
+    colours = sns.color_palette("colorblind", max(1, len(systems)))
+    drawn = 0
+    for j, system in enumerate(systems):
+        part = data[data["system"] == system].set_index(x)
+        at = [i - 0.4 + width * (j + 0.5) for i in range(len(order))]
+        values = [float(part.at[k, "value"]) if k in part.index else math.nan for k in order]
+        ax.bar(at, values, width, label=system, color=colours[j])
+        known = [
+            (a, v, float(part.at[k, "lower"]), float(part.at[k, "upper"]))
+            for a, v, k in zip(at, values, order)
+            if k in part.index and not math.isnan(v) and not math.isnan(float(part.at[k, "lower"]))
+        ]
+        if known:
+            a, v, lo, hi = zip(*known)
+            errors = [[max(0.0, y - low) for y, low in zip(v, lo)], [max(0.0, high - y) for y, high in zip(v, hi)]]
+            ax.errorbar(a, v, yerr=errors, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+            drawn += len(known)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlim(-0.5, len(order) - 0.5)  # every category in view, an empty one too
+    return drawn
+
+
 def best_vs_off_the_shelf(numbers, path: Path) -> dict:
     """Figure 2: per task, the best finetuned configuration of each model x dataset, the base models and the
-    study's baselines."""
-    plt, sns = _pyplot()
+    study's baselines, on the baselines' protocol; our bars carry their 95% bootstrap intervals."""
+    plt, _ = _pyplot()
     from maple_utils.analysis.tables import tasks_of
 
     tasks = tasks_of(numbers)
@@ -155,14 +202,31 @@ def best_vs_off_the_shelf(numbers, path: Path) -> dict:
     rows["system"] = rows.apply(
         lambda r: r["model"] if r["kind"] == "study: baseline" else f"{r['model']} / {r['dataset']}", axis=1
     )
-    long = rows.melt(id_vars=["system", "kind"], value_vars=tasks, var_name="task", value_name="score").dropna()
-    long["score"] = long["score"].astype(float)
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(tasks)), 3.8))
-    sns.barplot(data=long, x="task", y="score", hue="system", ax=ax)
+    long = [
+        {
+            "system": r["system"],
+            "task": task,
+            "value": r[task],
+            "lower": r.get(f"{task}_lower", float("nan")),
+            "upper": r.get(f"{task}_upper", float("nan")),
+        }
+        for _, r in rows.iterrows()
+        for task in tasks
+        if r[task] == r[task] and r[task] is not None
+    ]
+    import pandas as pd
+
+    long = pd.DataFrame(long, columns=["system", "task", "value", "lower", "upper"]).astype(
+        {"value": float, "lower": float, "upper": float}
+    )
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 3.8))
+    bars = _bars(ax, long, "task", tasks) if len(long) else 0
+    if not len(long):
+        _missing(ax, "no Table 1 rows")
     ax.set_xlabel("task")
-    ax.set_ylabel("score (accuracy, F1 or ROUGE-L)")
+    ax.set_ylabel("score (MEGAVERSE's scoring)")
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
-    return _save(fig, path, "Figure 2: best finetuned models against off-the-shelf models")
+    return {**_save(fig, path, "Figure 2: best finetuned models against off-the-shelf models"), "errorbars": bars}
 
 
 def _best_and_base_rows(frame, ranked, task: str, metric: str):
@@ -178,43 +242,84 @@ def _best_and_base_rows(frame, ranked, task: str, metric: str):
     return chosen.assign(system=chosen["model"] + " / " + chosen["dataset"])
 
 
-def belebele_by_group(frame, ranked, path: Path) -> dict:
+def _intervals(chosen, scores_of, by: str, members: dict[str, list[str]]):
+    """Per system and value of `by`: the mean over its languages of their means, and the 95% bootstrap
+    interval of that mean from the per-item scores (items resampled within each language)."""
+    import pandas as pd
+
+    from maple_utils.analysis import stats
+
+    out = []
+    for (system, run_id), part in chosen.groupby(["system", "run_id"]):
+        items = scores_of(run_id, part["task"].iloc[0])
+        for key, languages in members.items():
+            present = [c for c in languages if c in set(part["language"])]
+            if not present:
+                continue
+            value = float(part[part["language"].isin(present)]["value"].mean())
+            picked = {c: items[c] for c in present if items.get(c)}
+            low, high = stats.bootstrap_ci(picked) if picked else (float("nan"), float("nan"))
+            out.append({"system": system, by: key, "value": value, "lower": low, "upper": high})
+    return pd.DataFrame(out, columns=["system", by, "value", "lower", "upper"])
+
+
+def belebele_by_group(frame, ranked, path: Path, scores_of) -> dict:
     """Figure 3: Belebele accuracy by language group (G1 = MultiAlpaca's languages, G2 = the rest of
     Bactrian-X-22's, G3 = neither; registry/languages.yaml) for each model x dataset at its best
-    configuration, and the base models."""
-    plt, sns = _pyplot()
-    groups = {row["code"]: row["group"] for row in registry.read("languages")["languages"]}
+    configuration, and the base models, with 95% bootstrap intervals; a group none of whose languages was
+    evaluated is named as empty."""
+    plt, _ = _pyplot()
+    groups = {}
+    for row in registry.read("languages")["languages"]:
+        groups.setdefault(row["group"], []).append(row["code"])
+    order = ["G1", "G2", "G3"]
     chosen = _best_and_base_rows(frame, ranked, "belebele", "acc")
-    chosen = chosen.assign(group=chosen["language"].map(groups))
+    data = _intervals(chosen, scores_of, "group", {g: groups.get(g, []) for g in order}) if len(chosen) else None
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    if len(chosen):
-        sns.barplot(data=chosen, x="group", y="value", hue="system", order=["G1", "G2", "G3"], ax=ax, errorbar=None)
+    bars = 0
+    if data is not None and len(data):
+        bars = _bars(ax, data, "group", order)
         ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
+        for i, group in enumerate(order):
+            if group not in set(data["group"]):
+                where = ax.get_xaxis_transform()  # x in data, y as a share of the axes' height
+                ax.text(i, 0.5, "no language of\nthis group evaluated", ha="center", va="center", fontsize=7,
+                        color="grey", transform=where)  # fmt: skip
     else:
         _missing(ax, "no Belebele rows in these results")
     ax.set_xlabel("language group (G1: MultiAlpaca's 11, G2: Bactrian-X-22's other 11, G3: neither)")
     ax.set_ylabel("Belebele accuracy")
-    return _save(fig, path, "Figure 3: Belebele by language group")
+    return {**_save(fig, path, "Figure 3: Belebele by language group"), "errorbars": bars}
 
 
-def xquad_by_language(frame, ranked, numbers, path: Path) -> dict:
+def xquad_by_language(frame, ranked, numbers, path: Path, scores_of) -> dict:
     """Figure 4: XQuAD F1 per language for each model x dataset at its best configuration and the base
-    models; the study's baselines, which it reports as averages only, as dashed lines."""
-    plt, sns = _pyplot()
+    models, with 95% bootstrap intervals; the study's baselines, which it reports as averages over languages
+    only, as bars of their own at "mean", beside our systems' means."""
+    plt, _ = _pyplot()
+    import pandas as pd
+
     chosen = _best_and_base_rows(frame, ranked, "xquad", "squad_f1")
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
-    if len(chosen):
-        sns.barplot(data=chosen, x="language", y="value", hue="system", ax=ax, errorbar=None)
+    languages = sorted(set(chosen["language"])) if len(chosen) else []
+    data = _intervals(chosen, scores_of, "language", {c: [c] for c in languages}) if len(chosen) else None
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
+    bars = 0
+    if data is not None and len(data):
+        means = _intervals(chosen, scores_of, "language", {"mean": languages})
+        study = numbers[(numbers["kind"] == "study: baseline") & numbers["xquad"].notna()] if "xquad" in numbers else []
+        baselines = pd.DataFrame(
+            [
+                {"system": f"{r['model']} (study)", "language": "mean", "value": float(r["xquad"])}
+                for _, r in study.iterrows()
+            ]
+            if len(study)
+            else [],
+            columns=["system", "language", "value"],
+        ).assign(lower=float("nan"), upper=float("nan"))
+        bars = _bars(ax, pd.concat([data, means, baselines], ignore_index=True), "language", [*languages, "mean"])
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
     else:
         _missing(ax, "no XQuAD rows in these results")
-    for (_, row), style in zip(
-        numbers[numbers["kind"] == "study: baseline"].iterrows(), ("--", ":", "-.", (0, (1, 3)))
-    ):
-        if row.get("xquad") is not None and row["xquad"] == row["xquad"]:
-            ax.axhline(
-                float(row["xquad"]), linestyle=style, color="grey", linewidth=1, label=f"{row['model']} (study, mean)"
-            )
-    ax.set_xlabel("language")
-    ax.set_ylabel("XQuAD F1")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left", title="system")
-    return _save(fig, path, "Figure 4: XQuAD by language against the baselines")
+    ax.set_xlabel("language (mean: over these languages; the study's baselines report only a mean)")
+    ax.set_ylabel("XQuAD F1 (MEGAVERSE's scoring)")
+    return {**_save(fig, path, "Figure 4: XQuAD by language against the baselines"), "errorbars": bars}

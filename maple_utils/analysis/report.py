@@ -86,9 +86,14 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
         raise ValueError(f"no evaluation rows under {out}: run the evaluation first")
     shown, paths = _write_tables(report, table, frame, out, paper)
     official = tables.protocol_view(gathered, "official")
-    shown["official"] = tables.table1(task_table(official, "official"), official, out, paper=False)[1]
+    official_table = task_table(official, "official")
+    off_numbers, shown["official"], off_found = tables.table1(official_table, official, out, paper=False)
+    shown["official_legend"] = tables.table1_legend(tables.tasks_of(official_table), "official", len(off_found))
+    paths["table1_official_csv"] = io.write_text(
+        report / "table1_official.csv", off_numbers.to_csv(index=False, na_rep="NA")
+    )
     paths["table1_official_md"] = io.write_text(
-        report / "table1_official.md", shown["official"].to_markdown(index=False) + "\n"
+        report / "table1_official.md", shown["official"].to_markdown(index=False) + f"\n\n{shown['official_legend']}\n"
     )
     shown["figure"] = paths["figure"] = figures_of(report, table, frame, shown)
     paths["figures_json"] = io.write_json(
@@ -117,15 +122,21 @@ def write_report(out_dir: str, frame, paper: bool = True) -> dict[str, Path]:
     return paths
 
 
+TABLE1_TITLE = "Table 1: task-wise performance at the best rank and quantisation"
+
+
 def _write_tables(report: Path, table, frame, out: Path, paper: bool) -> tuple[dict, dict[str, Path]]:
     """Every table of the report as files (md, tex, csv), and the frames the page shows."""
     from maple_utils.analysis import tables
 
     rounded = table.round(3)
     numbers, display, found = tables.table1(table, frame, out, paper=paper)
+    legend = tables.table1_legend(
+        tables.tasks_of(table), table.attrs.get("protocol", tables.DEFAULT_PROTOCOL), len(found)
+    )
     ranked = tables.best_configurations(table)
     shown = {
-        "table": table, "rounded": rounded, "numbers": numbers, "display": display, "found": found,
+        "table": table, "rounded": rounded, "numbers": numbers, "display": display, "found": found, "legend": legend,
         "ranked": ranked, "wins": win_rate_table(frame), "wins2": tables.table2(frame, paper=paper),
         "train": training_table(frame), "english": tables.english_degradation(frame, ranked),
         "capacity": tables.trainable_share_vs_score(table, frame), "versus_study": tables.paper_differences(numbers),
@@ -134,10 +145,12 @@ def _write_tables(report: Path, table, frame, out: Path, paper: bool) -> tuple[d
         "table_md": io.write_text(report / "task_table.md", rounded.to_markdown(index=False) + "\n"),
         "table_tex": io.write_text(report / "task_table.tex", rounded.to_latex(index=False, float_format="%.3f")),
         "table_csv": io.write_text(report / "task_table.csv", table.to_csv(index=False)),
-        "table1_csv": io.write_text(report / "table1.csv", numbers.to_csv(index=False)),
-        "table1_md": io.write_text(report / "table1.md", display.to_markdown(index=False) + "\n"),
+        "table1_csv": io.write_text(report / "table1.csv", numbers.to_csv(index=False, na_rep="NA")),
+        "table1_parquet": io.atomic_write(report / "table1.parquet", lambda tmp: numbers.to_parquet(tmp, index=False)),
+        "table1_md": io.write_text(report / "table1.md", display.to_markdown(index=False) + f"\n\n{legend}\n"),
         "table1_tex": io.write_text(
-            report / "table1.tex", numbers.round(3).to_latex(index=False, float_format="%.3f", na_rep="--")
+            report / "table1.tex",
+            display.to_latex(index=False, na_rep="NA", caption=f"{TABLE1_TITLE}. {legend}", label="tab:table1"),
         ),
         "comparisons_csv": io.write_text(report / "comparisons.csv", found.to_csv(index=False)),
         "table2_md": io.write_text(report / "table2.md", shown["wins2"].round(2).to_markdown(index=False) + "\n"),
@@ -159,31 +172,27 @@ def _write_tables(report: Path, table, frame, out: Path, paper: bool) -> tuple[d
 def figures_of(report: Path, table, frame, shown: dict) -> Path:
     """Draw every figure into the report folder; shown["drawn"] gets what each shows. Returns the overview's path."""
     from maple_utils.analysis import figures
+    from maple_utils.analysis.tables import scores_reader
 
     overview = figures.rank_quant_lines(table, report / "rank_quant.png")["path"]
     ranked, numbers = shown["ranked"], shown["numbers"]
+    scores_of = scores_reader(report.parent, frame)
     shown["drawn"] = [
         figures.rank_quant_heatmaps(table, report / "figure1_rank_quant.png"),
         figures.rank_quant_heatmaps_per_task(table, report / "figure1b_rank_quant_per_task.png"),
         figures.best_vs_off_the_shelf(numbers, report / "figure2_best_vs_off_the_shelf.png"),
-        figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png"),
-        figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png"),
+        figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png", scores_of),
+        figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png", scores_of),
     ]
     return overview
 
 
 def _body(out: Path, note: str, shown: dict, paper: bool) -> str:
     """The page's tables and figures, in the order a reader of the study expects them."""
-    from maple_utils.analysis import stats, tables
 
     found, english, capacity = shown["found"], shown["english"], shown["capacity"]
     versus_study, wins, train = shown["versus_study"], shown["wins"], shown["train"]
-    legend = (
-        f"Task cells of our rows: the score, then a 95% bootstrap interval from the per-item predictions "
-        f"(items resampled within each language). {tables.NOT_SIGNIFICANT}: the best configuration's lead over "
-        f"its runner-up on that task is not significant (paired permutation test, Holm-corrected over all "
-        f"{len(found)} comparisons, alpha {stats.ALPHA}). missing: the task was not evaluated; NA: the study reports none."
-    )
+    legend = shown["legend"]
     protocol_note = (
         "Scored as MEGAVERSE's code scores, the protocol of the study's baselines (the GPT-4, PaLM2, "
         "Llama-2-70b-chat and Mistral-7B-Instruct rows): XQuAD and MLQA with its normalisation, XL-Sum with its "
@@ -197,11 +206,11 @@ def _body(out: Path, note: str, shown: dict, paper: bool) -> str:
     overview = _embedded_image(shown["figure"], "Average score over tasks by LoRA rank and quantisation")
     body = (
         f"<h1>MAPLE report: {html.escape(out.name)}</h1><p>{html.escape(note)}</p>"
-        f"<h2>Table 1: task-wise performance at the best rank and quantisation</h2>"
+        f"<h2>{TABLE1_TITLE}</h2>"
         f"<p>{html.escape(protocol_note)}</p>"
-        f"<p>{html.escape(legend)}</p>{shown['display'].to_html(index=False, na_rep='')}"
+        f"{shown['display'].to_html(index=False, na_rep='NA')}<p class='legend'>{html.escape(legend)}</p>"
         f"<h2>Table 1 on the official scorers</h2><p>{html.escape(official_note)}</p>"
-        f"{shown['official'].to_html(index=False, na_rep='')}"
+        f"{shown['official'].to_html(index=False, na_rep='NA')}<p class='legend'>{html.escape(shown['official_legend'])}</p>"
         f"<h2>Every configuration</h2>{shown['rounded'].to_html(index=False)}"
         f"<h2>Average score by rank and quantisation</h2>{overview}"
         + "".join(f"<h2>{html.escape(f['title'])}</h2>{_embedded_image(f['path'], f['title'])}" for f in shown["drawn"])

@@ -148,7 +148,9 @@ def best_configurations(table):
 
 def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0):
     """Table 1 (numbers), its display form (cells with intervals and marks) and the comparisons behind the
-    marks."""
+    marks. The numbers carry, per task, the 95% bootstrap interval of our rows (`<task>_lower`, `<task>_upper`)
+    and, for a best configuration, the paired test against its runner-up (`<task>_p`, `<task>_p_holm`) as data;
+    base models have no rank (NA), missing values are NA everywhere."""
     import pandas as pd
 
     frame = protocol_view(frame, table.attrs.get("protocol", DEFAULT_PROTOCOL))
@@ -162,11 +164,17 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
     if paper:
         rows.append(pd.DataFrame(study["table1"]["finetuned"]).assign(kind="study: finetuned"))
     numbers = pd.concat(rows, ignore_index=True)[["kind", "model", "dataset", "rank", "quant", *tasks, "average"]]
-    numbers[["rank", "quant"]] = numbers[["rank", "quant"]].astype("Int64")  # blank, not NaN, for the study's rows
-    scores_of = _scores_reader(out_dir, frame)
-    found = comparisons(ranked, frame, out_dir, seed, scores_of)
-    display = numbers.copy().astype(object)
+    numbers[["rank", "quant"]] = numbers[["rank", "quant"]].astype("Int64")  # NA, not NaN, for the study's rows
     run_ids = _run_ids(frame)
+    run_of = [
+        run_ids.get((r["model"], r["dataset"], r["rank"], r["quant"])) if r["kind"].startswith("ours") else None
+        for _, r in numbers.iterrows()
+    ]
+    numbers.loc[numbers["kind"] == "ours: base model", "rank"] = pd.NA  # a base model has no rank
+    scores_of = scores_reader(out_dir, frame)
+    found = comparisons(ranked, frame, out_dir, seed, scores_of)
+    extra = {f"{task}_{part}": [float("nan")] * len(numbers) for task in tasks for part in TABLE1_COLUMNS}
+    display = numbers.copy().astype(object)
     for i, row in numbers.iterrows():
         for task in tasks:
             value = row[task]
@@ -174,12 +182,10 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
                 display.at[i, task] = "missing" if row["kind"].startswith("ours") else "NA"
                 continue
             text = f"{value:.3f}"
-            run_id = run_ids.get((row["model"], row["dataset"], row["rank"], row["quant"]))
-            if row["kind"].startswith("ours") and run_id:
-                scores = scores_of(run_id, task)
-                if scores:
-                    low, high = stats.bootstrap_ci(scores, seed=seed)
-                    text += f" [{low:.3f}, {high:.3f}]"
+            scores = scores_of(run_of[i], task) if run_of[i] else None
+            if scores:
+                extra[f"{task}_lower"][i], extra[f"{task}_upper"][i] = stats.bootstrap_ci(scores, seed=seed)
+                text += f" [{extra[f'{task}_lower'][i]:.3f}, {extra[f'{task}_upper'][i]:.3f}]"
             if row["kind"] == "ours: best rank x quantisation":
                 mine = found[
                     (found["kind"] == "best vs runner-up")
@@ -187,11 +193,35 @@ def table1(table, frame, out_dir: str | Path, paper: bool = False, seed: int = 0
                     & (found["dataset"] == row["dataset"])
                     & (found["task"] == task)
                 ]
-                if len(mine) and not mine["significant"].iloc[0]:
-                    text += f" {NOT_SIGNIFICANT}"
+                if len(mine):
+                    extra[f"{task}_p"][i], extra[f"{task}_p_holm"][i] = mine["p"].iloc[0], mine["p_holm"].iloc[0]
+                    if not mine["significant"].iloc[0]:
+                        text += f" {NOT_SIGNIFICANT}"
             display.at[i, task] = text
         display.at[i, "average"] = f"{row['average']:.3f}" if pd.notna(row["average"]) else "NA"
+    display["rank"] = display["rank"].map(lambda r: "NA" if pd.isna(r) else str(r))
+    display["quant"] = display["quant"].map(lambda q: "NA" if pd.isna(q) else str(q))
+    numbers = pd.concat([numbers, pd.DataFrame(extra, index=numbers.index)], axis=1)
     return numbers, display, found
+
+
+# the data columns Table 1 carries per task beside its score
+TABLE1_COLUMNS = ("lower", "upper", "p", "p_holm")
+
+
+def table1_legend(tasks: list[str], protocol: str, n_comparisons: int) -> str:
+    """What Table 1's columns and marks mean: each task's metric (under the protocol), the interval, the mark."""
+    primary = primary_metrics()
+    form = PROTOCOLS[protocol][0]
+    metrics = ", ".join(f"{t}: {form.format(m=primary[t])}" for t in tasks)
+    return (
+        f"Metrics ({protocol} scoring; {metrics}; average: their mean). Our rows: the score, then a 95% "
+        f"bootstrap interval from the per-item predictions (items resampled within each language). "
+        f"{NOT_SIGNIFICANT}: the best configuration's lead over its runner-up on that task is not significant "
+        f"(paired permutation test, Holm-corrected over all {n_comparisons} comparisons, alpha {stats.ALPHA}). "
+        "missing: the task was not evaluated for that row; NA: not applicable, or the study reports none "
+        "(base models have no rank)."
+    )
 
 
 def _metric(task: str) -> str:
@@ -212,7 +242,7 @@ DATASET_CONTRASTS = [("multilingual vs Alpaca", d, "alpaca") for d in ("multialp
 DATASET_CONTRASTS += [("translated vs generated", "bactrian-x-11", "multialpaca")]
 
 
-def _scores_reader(out_dir: str | Path, frame=None):
+def scores_reader(out_dir: str | Path, frame=None):
     """item_scores of (run id, task) on the metric its Table 1 cell shows (the protocol view's source metric,
     else the task's primary metric), each predictions file read once per report (the same run appears in
     Table 1 and in several comparisons)."""
@@ -234,7 +264,7 @@ def comparisons(ranked, frame, out_dir: str | Path, seed: int = 0, scores_of=Non
     (DATASET_CONTRASTS). One Holm correction over all of them."""
     import pandas as pd
 
-    scores_of = scores_of or _scores_reader(out_dir, frame)
+    scores_of = scores_of or scores_reader(out_dir, frame)
     run_ids = _run_ids(frame)
     pairs = []
     best = {}

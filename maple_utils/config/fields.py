@@ -207,8 +207,11 @@ class RunConfig(BaseModel):
     judge_model: str = declare(
         "tiny-llama", "judge", "the judge: a model name, hub id or folder (local), or the API's model name (api)"
     )
-    judge_annotator: Literal["chatgpt"] = declare(
-        "chatgpt", "judge", "alpaca_eval annotator config whose prompt and parsing rules are used"
+    judge_annotator: Literal["chatgpt", "alpaca_eval_gpt4"] = declare(
+        "chatgpt",
+        "judge",
+        "alpaca_eval annotator config whose prompt and parsing rules are used: chatgpt (Output (a)/(b)) or "
+        "alpaca_eval_gpt4 (AlpacaEval 1's leaderboard annotator: a ranking, the study's baselines)",
     )
     judge_both_orders: bool = declare(
         False, "judge", "judge each pair in both orders (twice the calls) instead of one content-seeded order"

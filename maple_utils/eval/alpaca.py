@@ -111,7 +111,9 @@ def win_rate_rows(identity: dict, scores: dict, cfg) -> list[dict]:
         n=scores["n"],
         split="eval",
         k_shot=0,
-        scoring=f"judge:{cfg.judge}",
+        # who judged: kind, model and annotator, e.g. judge:api:gpt-4:alpaca_eval_gpt4 (win rates of two judges
+        # or two annotators are not comparable)
+        scoring=f"judge:{cfg.judge}:{cfg.judge_model}:{cfg.judge_annotator}",
         limit=cfg.alpaca_eval_limit,
         task_version=spec()["version"],
         registry_hash=registry.entry_hash(spec()),

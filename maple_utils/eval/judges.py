@@ -1,8 +1,9 @@
 """AlpacaEval judging: the model's outputs against the reference outputs, by an API judge or a local one.
 
-The judging prompt and its parsing rules are alpaca_eval's `chatgpt` annotator config (a system and a user
-message; the answer is matched with the regexes `Output (a)` / `Output (b)`), read from the installed
-alpaca_eval package, so both stay exactly alpaca_eval's. Preferences follow alpaca_eval's convention:
+The judging prompt and its parsing rules are an alpaca_eval annotator config, read from the installed
+alpaca_eval package, so both stay exactly alpaca_eval's: `chatgpt` (a system and a user message; the answer is
+matched with the regexes `Output (a)` / `Output (b)`) or `alpaca_eval_gpt4`, AlpacaEval 1's leaderboard
+annotator, whose rows the study's GPT-4 and PaLM2 win rates are (a ranking prompt; `ranking_parser`). Preferences follow alpaca_eval's convention:
 output_1 is the reference, output_2 the model; 1 = reference better, 2 = model better, 1.5 = a tie
 (identical outputs, which are not sent to a judge).
 
@@ -14,6 +15,7 @@ URL from OPENAI_API_KEY and OPENAI_BASE_URL; the key is never written, logged or
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
@@ -37,21 +39,49 @@ class JudgeError(RuntimeError):
     """The judge cannot run (no key, no base URL, no annotator config); generations are untouched."""
 
 
+# The parsers of alpaca_eval's annotator configs that MAPLE reproduces (alpaca_eval/completion_parsers.py), and
+# for the local judge, the answer that prefers output 1 and the one that prefers output 2 under each
+RANKING_ANSWERS = (
+    "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]",
+    "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]",
+)
+
+
 @dataclass(frozen=True)
 class Annotator:
     name: str
     system: str
     user_template: str  # with {instruction}, {output_1}, {output_2}
-    outputs_to_match: dict  # 1 / 2 -> regex
+    parser: str  # "regex" (chatgpt: Output (a) / Output (b)) or "ranking" (alpaca_eval_gpt4: a ranked list)
+    outputs_to_match: dict  # regex: 1 / 2 -> pattern
+    model: str  # the model alpaca_eval's config asks (completions_kwargs.model_name)
 
     def messages(self, instruction: str, output_1: str, output_2: str) -> list[dict]:
-        user = self.user_template.format(instruction=instruction, output_1=output_1, output_2=output_2)
+        """The system and user messages, the template filled as alpaca_eval fills it: each placeholder's first
+        occurrence replaced in turn (utils.make_prompts; not str.format, as the ranking prompt holds braces)."""
+        user = self.user_template
+        for key, value in (("instruction", instruction), ("output_1", output_1), ("output_2", output_2)):
+            user = user.replace("{" + key + "}", value, 1)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def parse(self, answer: str) -> int | None:
-        """1 (Output (a)) or 2 (Output (b)) as alpaca_eval's regex parser reads them; None when neither or both."""
+        """1 (output_1 preferred) or 2 as alpaca_eval's parser reads the answer; None when it cannot. regex:
+        exactly one of the two patterns found; ranking (ranking_parser): the answer read as a Python literal,
+        model_1's rank, which must be 1 or 2."""
+        if self.parser == "ranking":
+            try:
+                ranked = ast.literal_eval(answer.strip())
+                rank = [entry for entry in ranked if entry["model"] == "model_1"][0]["rank"]
+            except (ValueError, SyntaxError, TypeError, KeyError, IndexError, MemoryError, RecursionError):
+                return None
+            return rank if rank in (1, 2) else None
         found = [k for k, pattern in self.outputs_to_match.items() if re.search(pattern, answer)]
         return found[0] if len(found) == 1 else None
+
+    @property
+    def answers(self) -> tuple[str, str]:
+        """The answer preferring output 1 and the one preferring output 2 (what the local judge compares)."""
+        return RANKING_ANSWERS if self.parser == "ranking" else ("Output (a)", "Output (b)")
 
 
 def _chatml(text: str) -> dict[str, str]:
@@ -59,16 +89,25 @@ def _chatml(text: str) -> dict[str, str]:
     return {role: content.strip("\n") for role, content in parts}
 
 
+ANNOTATORS = ("chatgpt", "alpaca_eval_gpt4")  # the alpaca_eval configs MAPLE reads (the judge_annotator field)
+
+
 def load_annotator(name: str = "chatgpt") -> Annotator:
-    """An annotator config from the installed alpaca_eval package (read as files; the package is not imported)."""
+    """An annotator config from the installed alpaca_eval package (read as files; the package is not imported):
+    `chatgpt` (AlpacaEval's Output (a)/(b) prompt) or `alpaca_eval_gpt4` (AlpacaEval 1's leaderboard annotator,
+    a ranking prompt read by ranking_parser)."""
     spec = importlib.util.find_spec("alpaca_eval")
     if spec is None or not spec.submodule_search_locations:
         raise JudgeError("the judge needs the `alpaca_eval` package for its annotator prompt: pip install alpaca_eval")
+    if name not in ANNOTATORS:
+        raise JudgeError(f"judge_annotator {name!r} is not one of: {', '.join(ANNOTATORS)}")
     folder = Path(spec.submodule_search_locations[0]) / "evaluators_configs"
     config = yaml.safe_load((folder / name / "configs.yaml").read_text(encoding="utf-8"))[name]
     messages = _chatml((folder / config["prompt_template"]).read_text(encoding="utf-8"))
-    matches = {int(k): v for k, v in config["completion_parser_kwargs"]["outputs_to_match"].items()}
-    return Annotator(name, messages["system"], messages["user"], matches)
+    parser = "ranking" if config.get("fn_completion_parser") == "ranking_parser" else "regex"
+    matches = {int(k): v for k, v in config.get("completion_parser_kwargs", {}).get("outputs_to_match", {}).items()}
+    model = config.get("completions_kwargs", {}).get("model_name", "")
+    return Annotator(name, messages["system"], messages["user"], parser, matches, model)
 
 
 # ---------------------------------------------------------------- items and the cache
@@ -265,11 +304,15 @@ class LocalJudge:
         contexts = [
             "\n\n".join(m["content"] for m in annotator.messages(i["instruction"], *shown(i))) + "\n" for i in todo
         ]
-        requests = [(c, label) for c in contexts for label in ("Output (a)", "Output (b)")]
+        first, second = annotator.answers
+        requests = [(c, label) for c in contexts for label in (first, second)]
         lls = scoring.loglikelihood(self.model, self.tokenizer, requests, batch_size=self.batch_size)
         for n, item in enumerate(todo):
             (la, _), (lb, _) = lls[2 * n], lls[2 * n + 1]
-            answer = f"Output ({'a' if la >= lb else 'b'}) [log p(a) {la:.4f}, log p(b) {lb:.4f}]"
+            if annotator.parser == "ranking":  # the answer must stay a Python literal for ranking_parser
+                answer = first if la >= lb else second
+            else:
+                answer = f"Output ({'a' if la >= lb else 'b'}) [log p(a) {la:.4f}, log p(b) {lb:.4f}]"
             record(item, lambda messages, answer=answer: answer)  # deterministic: asking again gives the same
 
 
