@@ -82,10 +82,14 @@ def test_every_release_file_loads_renders_and_scores_its_gold(shared_data):
                     "acc_strict": 1.0,
                 }, (task, code, split)
             else:
-                golds = spec.answers(doc)
-                assert metrics.score_generation(spec.metrics, golds[0], golds, code) == {
-                    m: 1.0 for m in spec.metrics
-                }, (task, code, split, doc.get("id"))
+                golds = spec.answers(doc)  # the official forms (MEGAVERSE's need not give a gold full marks)
+                official = [m for m in spec.metrics if not m.endswith("_megaverse")]
+                assert metrics.score_generation(official, golds[0], golds, code) == {m: 1.0 for m in official}, (
+                    task,
+                    code,
+                    split,
+                    doc.get("id"),
+                )
 
 
 def test_xnli_tsv_labels_map_to_hub_ids(shared_data):

@@ -134,6 +134,8 @@ def test_classification_answered_by_generation_reports_both_parsers(tiny, tmp_pa
         ("belebele", "acc_strict"),
         ("xquad", "squad_f1"),
         ("xquad", "squad_em"),
+        ("xquad", "squad_f1_megaverse"),
+        ("xquad", "squad_em_megaverse"),
     }
     assert metrics_of[("xnli", "acc_strict")]["scoring"] == "generate"
     items = [json.loads(x) for x in layout.predictions(tmp_path, "xnli", "en").read_text().splitlines()]
