@@ -22,6 +22,23 @@ def smoke(smoke_grid):
     return smoke_grid
 
 
+def test_the_demos_report_in_headless_chromium_shows_its_figures_and_the_legend_under_table_1(smoke):
+    import chromium_local
+
+    try:
+        chromium_local.executable()
+    except chromium_local.Unavailable as err:
+        pytest.skip(str(err))
+    out, _ = smoke
+    check = chromium_local.page_facts(out / "report" / "analysis.html")
+    assert check["images"] >= 6 and check["loaded"] == check["images"]  # the overview and Figures 1-4
+    assert (
+        check["legend"].startswith("Metrics (megaverse scoring; xnli: acc") and "bootstrap interval" in check["legend"]
+    )
+    drawn = {f["title"].split(":")[0]: f for f in json.loads((out / "report" / "figures.json").read_text())}
+    assert all(drawn[f"Figure {n}"]["errorbars"] > 0 for n in (2, 3, 4)), drawn  # drawn on the page's images
+
+
 def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
     out, proc = smoke
     plan = planner.plan_grid(SMOKE, out)

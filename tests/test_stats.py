@@ -18,10 +18,12 @@ def test_task_score_is_the_mean_of_language_means():
 def test_bootstrap_resamples_items_within_each_language():
     scores = {"zh": {"a": 1.0, "b": 0.0, "c": 1.0}, "en": {"a": 0.0, "b": 1.0}}
     low, high = stats.bootstrap_ci(scores, level=0.9, resamples=50, seed=3)
-    # by hand: the same generator, languages in sorted order (en, then zh), 50 resamples
+    # by hand: the same generator, languages in sorted order (en, then zh), each drawing its 50 resamples at once
     rng = np.random.default_rng(3)
     en, zh = np.array([0.0, 1.0]), np.array([1.0, 0.0, 1.0])
-    draws = [np.mean([en[rng.integers(0, 2, 2)].mean(), zh[rng.integers(0, 3, 3)].mean()]) for _ in range(50)]
+    en_means = en[rng.integers(0, 2, (50, 2), dtype=np.int32)].mean(axis=1)
+    zh_means = zh[rng.integers(0, 3, (50, 3), dtype=np.int32)].mean(axis=1)
+    draws = [(a + b) / 2 for a, b in zip(en_means, zh_means)]
     assert (low, high) == (np.quantile(draws, 0.05), np.quantile(draws, 0.95))
     assert low <= stats.task_score(scores) <= high
     assert stats.bootstrap_ci({"en": {"a": 0.7, "b": 0.7}}) == (pytest.approx(0.7), pytest.approx(0.7))

@@ -3,9 +3,9 @@ the training and win-rate tables, Table 1, Table 2, the paired comparisons and t
 
 Table 1 puts each model x dataset at its best rank and quantisation beside the base models and the study's
 baselines (registry/baselines.yaml). The best configuration is the one with the highest model average
-over tasks, as the study chooses it; a configuration that lacks a task the others of its model x dataset
-have cannot be best (its average would be over fewer tasks); ties go to the smaller rank, then the fewer
-bits (the cheaper adapter). Task cells carry a bootstrap interval from the per-item predictions, and a
+over tasks (baselines.yaml `best_configuration`: the study does not state its rule); a configuration that
+lacks a task the others of its model x dataset have cannot be best (its average would be over fewer tasks);
+ties go to the smaller rank, then the fewer bits (the cheaper adapter). Task cells carry a bootstrap interval from the per-item predictions, and a
 cell where the best configuration is not significantly better than the runner-up (paired permutation
 test, Holm-corrected over every comparison of the report) is marked.
 """
@@ -220,8 +220,17 @@ def table1_legend(tasks: list[str], protocol: str, n_comparisons: int) -> str:
         f"{NOT_SIGNIFICANT}: the best configuration's lead over its runner-up on that task is not significant "
         f"(paired permutation test, Holm-corrected over all {n_comparisons} comparisons, alpha {stats.ALPHA}). "
         "missing: the task was not evaluated for that row; NA: not applicable, or the study reports none "
-        "(base models have no rank)."
+        "(base models have no rank). Best configuration: the one with the best model average over tasks "
+        f"(registry/baselines.yaml best_configuration: {best_rule()})."
     )
+
+
+def best_rule() -> str:
+    """The declared rule for Table 1's best configuration; only `average` is implemented (best_configurations)."""
+    rule = registry.read("baselines").get("best_configuration", "average")
+    if rule != "average":
+        raise ValueError(f"registry/baselines.yaml best_configuration {rule!r}: the rule implemented is 'average'")
+    return rule
 
 
 def _metric(task: str) -> str:
