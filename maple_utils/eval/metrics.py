@@ -43,11 +43,11 @@ def mean_stderr(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    if not pred_tokens and not gold_tokens:
+def _f1(pred_tokens: list[str], gold_tokens: list[str], empty_is_match: bool = True) -> float:
+    if not pred_tokens and not gold_tokens and empty_is_match:
         # Declared deviation: the official v1.1 and MLQA scripts give F1 0 (with EM 1) when both sides
         # normalise to nothing, as MLQA's Spanish gold answer "una" (dev id 60184cb2...) does; SQuAD v2's
-        # script gives 1, which keeps F1 >= EM.
+        # script gives 1, which keeps F1 >= EM. MEGAVERSE's form keeps v1.1's 0 (empty_is_match=False).
         return 1.0
     common = Counter(pred_tokens) & Counter(gold_tokens)
     same = sum(common.values())
@@ -166,22 +166,12 @@ def rouge_scores(prediction: str, reference: str, lang: str) -> dict[str, float]
 # a metric named <metric>_megaverse is <metric> as that code computes it, each quirk named where it is kept.
 
 
-def _squad_v1_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    """SQuAD v1.1's f1_score as written: 0 when nothing is shared, also when both sides are empty."""
-    common = Counter(pred_tokens) & Counter(gold_tokens)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
 def squad_v1(prediction: str, golds: list[str]) -> tuple[float, float]:
     """(EM, F1) of one prediction as `evaluate.load("squad")` (the SQuAD v1.1 script) scores it, max over golds."""
     pred = squad_normalize(prediction)
     return (
         max(float(pred == squad_normalize(g)) for g in golds),
-        max(_squad_v1_f1(pred.split(), squad_normalize(g).split()) for g in golds),
+        max(_f1(pred.split(), squad_normalize(g).split(), empty_is_match=False) for g in golds),
     )
 
 
