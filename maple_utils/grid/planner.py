@@ -60,10 +60,14 @@ class Job:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
+    def fingerprint_matches(self, upstream: dict[str, str]) -> bool:
+        """Its completion marker holds this fingerprint (its outputs unchecked: damaged_output)."""
+        done = self.completion()
+        return bool(done) and done.get("fingerprint") == self.fingerprint(upstream)
+
     def is_done(self, upstream: dict[str, str]) -> bool:
         """Completed with this fingerprint, and its outputs are still what it left."""
-        done = self.completion()
-        return bool(done) and done.get("fingerprint") == self.fingerprint(upstream) and not self.damaged_output()
+        return self.fingerprint_matches(upstream) and not self.damaged_output()
 
     def output_files(self) -> list[Path]:
         """The files of its stage's declared outputs that are there now."""

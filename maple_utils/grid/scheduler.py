@@ -234,7 +234,7 @@ class Scheduler:
         damaged = job.damaged_output() if job.completion() else None
         if damaged:
             self.echo(f"      {job.stage.name:15s} {job.key}  not complete any more: {damaged}; run again")
-        elif job.is_done(self.tokens):
+        elif job.fingerprint_matches(self.tokens):  # outputs just checked: not hashed a second time
             self.status[job.id] = Status.SKIPPED
             self.tokens[job.id] = job.completion()["token"]
             return self._say(job, "already complete", Status.SKIPPED)
