@@ -51,6 +51,14 @@ CHECKPOINTS = "checkpoints"
 PREPARED_DATA = "train.jsonl"
 DATA_STATS = "stats.json"
 DATA_PROBLEMS = "problems.jsonl"
+HELD_OUT_DATA = "held_out.jsonl"  # records kept out of training for the held-out loss (eval_fraction)
+TRAINING_CURVES = "training_curves.png"  # in a run folder (02) and in report/ (every run's)
+TRACKING_DIR = "tracking"  # in a run folder: what report_to's loggers write (maple_utils/tracking.py)
+TRACKING_CSV = "metrics.csv"
+TRACKING_TENSORBOARD = "tensorboard"
+TRACKING_WANDB = "wandb"
+TRACKING_IDS = "ids.json"
+TRACKING_MLFLOW = "mlruns"  # in the output folder: the grid's MLflow file store
 COMPLETED_DIR = ".completed"
 REPORT_PAGE = "analysis.html"
 # in adapter/: PEFT's two files (its names), then MAPLE's

@@ -171,15 +171,17 @@ def _keep_config(stage: stages.Stage, cfg: RunConfig, folder: Path, where: str) 
 # ---------------------------------------------------------------- the prepared instruction set
 
 
-def training_set(run: StageRun) -> list[dict]:
-    """The prepared instruction set of the run's dataset (01_data's), made here once per grid when absent and
-    reused by every run trained on it."""
+def training_set(run: StageRun) -> tuple[list[dict], list[dict]]:
+    """The prepared instruction set of the run's dataset (01_data's) and the records it holds out for the
+    held-out loss (eval_fraction), made here once per grid when absent and reused by every run trained on it."""
     from maple_utils.data import instruct
 
     data = units.DATASET  # 01_data's unit: its key and folder, as the planner makes them
-    path = data.folder(run.out_dir, data.key(run.cfg, run.out_dir.name)) / layout.PREPARED_DATA
-    if path.exists():
-        return io.read_jsonl(path)
-    records, _, _ = instruct.prepare(run.cfg)
-    io.write_jsonl(path, records)
-    return records
+    folder = data.folder(run.out_dir, data.key(run.cfg, run.out_dir.name))
+    train, held_out = folder / layout.PREPARED_DATA, folder / layout.HELD_OUT_DATA
+    if train.exists() and (held_out.exists() or not run.cfg.eval_fraction):
+        return io.read_jsonl(train), io.read_jsonl(held_out) if held_out.exists() else []
+    records, _, _, kept_out = instruct.prepare(run.cfg)
+    io.write_jsonl(train, records)
+    io.write_jsonl(held_out, kept_out)
+    return records, kept_out

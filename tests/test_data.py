@@ -362,6 +362,7 @@ def test_the_data_stage_counts_and_lists_dropped_records(tmp_path):
         "train_languages": ["es"],
         "max_train_examples": None,
         "data_seed": 1,
+        "eval_fraction": 0.0,
         "prompt_template": "alpaca",
         "data_source": "local",
         "data_root": str(tmp_path),

@@ -336,3 +336,27 @@ def xquad_by_language(frame, ranked, numbers, path: Path, scores_of) -> dict:
     ax.set_xlabel("language (mean: over these languages; the study's baselines report only a mean)")
     ax.set_ylabel("XQuAD F1 (MEGAVERSE's scoring)")
     return {**_save(fig, path, "Figure 4: XQuAD by language against the baselines"), "errorbars": bars}
+
+
+def training_curves(records: dict[str, dict], path: Path) -> dict:
+    """The training loss (left) and the held-out loss (right, where a run held records out: eval_fraction)
+    against the optimiser step, one line per run; runs are named in the legend up to a dozen."""
+    plt, sns = _pyplot()
+    held = {run: r["eval_curve"] for run, r in records.items() if r.get("eval_curve")}
+    fig, axes = plt.subplots(1, 2 if held else 1, figsize=(11 if held else 6, 3.8), squeeze=False)
+    panels = [(axes[0][0], {run: r.get("curve") or [] for run, r in records.items()}, "training loss")]
+    if held:
+        panels.append((axes[0][1], held, "held-out loss"))
+    from matplotlib.ticker import MaxNLocator
+
+    for i, (ax, curves, title) in enumerate(panels):
+        for run, curve in sorted(curves.items()):
+            steps, losses = [p["step"] for p in curve], [p["loss"] for p in curve]
+            ax.plot(steps, losses, label=run, marker="." if len(curve) < 30 else None)
+        ax.set(title=title, xlabel="optimiser step", ylabel="" if i else "loss (nats per response token)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    if 1 < len(records) <= 12:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize="small")
+    return _save(fig, path, "Training and held-out loss per run" if held else "Training loss per run")

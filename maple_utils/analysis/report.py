@@ -184,7 +184,17 @@ def figures_of(report: Path, table, frame, shown: dict) -> Path:
         figures.belebele_by_group(frame, ranked, report / "figure3_belebele_groups.png", scores_of),
         figures.xquad_by_language(frame, ranked, numbers, report / "figure4_xquad_languages.png", scores_of),
     ]
+    records = training_records(report.parent, frame)
+    if records:
+        shown["drawn"].append(figures.training_curves(records, report / layout.TRAINING_CURVES))
     return overview
+
+
+def training_records(out: Path, frame) -> dict[str, dict]:
+    """Each trained run's train_record.json (its loss curves), for the runs whose rows the report shows."""
+    runs = sorted(frame.loc[frame["task"] == "train", "run_id"].unique()) if "task" in frame else []
+    paths = {run: layout.run_folder(out, run) / layout.TRAIN_RECORD for run in runs}
+    return {run: io.read_json(p) for run, p in paths.items() if p.is_file()}
 
 
 def _body(out: Path, note: str, shown: dict, paper: bool) -> str:

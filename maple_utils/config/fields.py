@@ -26,11 +26,14 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 MAX_K_SHOT = 32  # the study's largest k is 8 (MEGAVERSE); 32 XQuAD exemplars already exceed a 4k context
 
 
-def declare(default: Any, group: str, doc: str, outcome: bool = True, **constraints) -> Any:
+def declare(default: Any, group: str, doc: str, outcome: bool = True, added_later: bool = False, **constraints) -> Any:
     """A field of `group` with its one-line description (shown as the notebook parameter's comment).
     outcome=False marks a field that changes how a job runs but not what it produces (how often to
-    checkpoint): it stays out of run ids and fingerprints, so changing it never renames or reruns a job."""
-    extra = {"description": doc, "json_schema_extra": {"group": group, "outcome": outcome}, **constraints}
+    checkpoint): it stays out of run ids and fingerprints, so changing it never renames or reruns a job.
+    added_later=True marks an outcome field added after run ids were published: ids and fingerprints hash it
+    only when it differs from its default, so every folder made before it keeps its ids."""
+    meta = {"group": group, "outcome": outcome, "added_later": added_later}
+    extra = {"description": doc, "json_schema_extra": meta, **constraints}
     if callable(default):  # read from a registry when a config is made, so a swapped registry is seen
         return Field(default_factory=default, **extra)
     return Field(default, **extra)
@@ -77,6 +80,16 @@ class RunConfig(BaseModel):
         None, "data", "size matching: at most this many examples, spread evenly over languages", ge=1
     )
     data_seed: int = declare(42, "data", "seed of the size-matching sample")
+    # The study trains on every record; a held-out slice is for the training curves only. Drawn per language
+    # from the whole dataset before size matching, so size-matched runs hold out the same records.
+    eval_fraction: float = declare(
+        0.0,
+        "data",
+        "share of each language's records held out of training for the held-out loss (0: none, as the study)",
+        added_later=True,
+        ge=0.0,
+        le=0.5,
+    )
     prompt_template: Literal["alpaca", "bactrian", "chat"] = declare(
         "alpaca",
         "data",
@@ -141,6 +154,21 @@ class RunConfig(BaseModel):
         2,
         "training",
         "newest checkpoints kept while training (all are removed once the adapter is saved)",
+        outcome=False,
+        ge=1,
+    )
+    # --- tracking: where training curves and final scores are logged (02_train, 03_evaluate)
+    report_to: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = declare(
+        ["csv"],
+        "tracking",
+        "loggers of the per-step loss, learning rate, gradient norm, tokens/s, memory, held-out loss and final "
+        "scores: csv, tensorboard, wandb (offline), mlflow (local store); [] for none",
+        outcome=False,
+    )
+    eval_every: Optional[int] = declare(
+        None,
+        "tracking",
+        "optimiser steps between held-out losses (with eval_fraction above 0); None: ten per run",
         outcome=False,
         ge=1,
     )
@@ -374,6 +402,15 @@ class RunConfig(BaseModel):
 
     def subset(self, fields) -> dict:
         return {f: getattr(self, f) for f in fields}
+
+    def hashed(self, fields) -> dict:
+        """The fields as run ids and fingerprints hash them: one `added_later` only when it is not its default."""
+        out = self.subset(fields)
+        for f in fields:
+            info = RunConfig.model_fields[f]
+            if info.json_schema_extra.get("added_later") and out[f] == info.get_default(call_default_factory=True):
+                del out[f]
+        return out
 
 
 def group_of(name: str) -> str:

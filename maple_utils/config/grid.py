@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from maple_utils.config.errors import ConfigError, message, suggest
 from maple_utils.config.fields import RunConfig
@@ -26,6 +27,7 @@ class GridConfig(BaseModel):
     evaluate_base_models: bool = True
     base_model_quant: Literal[4, 8, 16] = 16
     slurm: dict[str, Any] = {}  # for --executor slurm: maple_utils.grid.slurm.SlurmSettings
+    _overridden: dict[str, str] = PrivateAttr(default_factory=dict)  # config field -> "-p key" (named in errors)
 
 
 class GridYamlError(yaml.YAMLError):
@@ -113,22 +115,82 @@ def resolve_includes(path: str | Path, chain: tuple[Path, ...] = ()) -> tuple[di
     return _inherit(included, data), [*files, path]
 
 
-def effective_yaml(path: str | Path) -> str:
-    """The grid a file means once its includes are resolved, as YAML that runs alone (what --dry-run prints
-    and the output folder keeps)."""
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`-p key=value` pairs as {key: value}, the value read as the grid file reads it (8 is a number, [8, 16] a
+    list, null None); a key is a config field (a fixed value), `axes.<field>`, `slurm.<key>`, or a top-level
+    grid key (name, evaluate_base_models, base_model_quant)."""
+    fields = list(RunConfig.model_fields)
+    top = [k for k in GridConfig.model_fields if k not in MERGED_SECTIONS + ("exclude",)]
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"-p {pair!r}: give key=value, e.g. -p rank=8 or -p axes.rank=[8,16]")
+        section, dot, name = key.partition(".")
+        if dot and section in ("fixed", "axes") and name not in fields:
+            raise ConfigError(f"-p {key}: {name!r} is not a config field{suggest(name, fields)}")
+        if not dot and key not in fields + top or dot and section not in MERGED_SECTIONS:
+            raise ConfigError(
+                f"-p {key}: not a config field{suggest(key, fields + top)} (a field, axes.<field>, slurm.<key>, "
+                f"or one of {', '.join(top)})"
+            )
+        out[key] = parse_value(text, f"-p {key}")
+    return out
+
+
+def parse_value(text: str, where: str) -> Any:
+    """A value given on the command line, read as the grid file reads it (8 a number, [8, 16] a list)."""
+    try:
+        return yaml.load(text, Loader=_GridLoader) if text.strip() else ""  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: {text!r} is not a YAML value: {err}") from None
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any]) -> dict:
+    """A resolved grid mapping with `-p` overrides on top, as an including grid would state them: a field
+    fixed by `-p` replaces its axis, and the exclude rules are read at that value (a rule naming another value
+    of the axis can match nothing and goes; one naming this value keeps its other keys)."""
+    data = {**data, **{s: dict(data.get(s) or {}) for s in MERGED_SECTIONS}}
+    exclude = [dict(r) for r in data.get("exclude") or []]
+    for key, value in overrides.items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            section, name = ("fixed", key) if key in RunConfig.model_fields else (None, key)
+        if section is None:
+            data[name] = value
+            continue
+        data[section][name] = value
+        other = "axes" if section == "fixed" else "fixed"
+        if data[other].pop(name, None) is not None and section == "fixed":
+            exclude = [{k: v for k, v in r.items() if k != name} for r in exclude if r.get(name, value) == value]
+    data["exclude"] = exclude
+    return {k: v for k, v in data.items() if v or k not in (*MERGED_SECTIONS, "exclude")}
+
+
+def effective_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> str:
+    """The grid a file means once its includes and `-p` overrides are resolved, as YAML that runs alone (what
+    --dry-run prints and the output folder keeps)."""
     data, files = resolve_includes(path)
     head = f"# the effective grid of {files[-1]}"
     if len(files) > 1:
         head += ", which includes " + " <- ".join(str(f) for f in reversed(files[:-1]))
+    if overrides:
+        data = apply_overrides(data, overrides)
+        head += ", with " + " ".join(f"-p {k}={json.dumps(v)}" for k, v in overrides.items())
     return head + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
 
 
-def load_grid(path: str | Path) -> GridConfig:
+def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> GridConfig:
     data, _ = resolve_includes(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
     try:
         grid = GridConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(message(err, str(path), {}, GridConfig)) from None
+        where = f"{path} with {' '.join(f'-p {k}' for k in overrides)}" if overrides else str(path)
+        raise ConfigError(message(err, where, {}, GridConfig)) from None
+    grid._overridden = {k.rpartition(".")[2]: f"-p {k}" for k in overrides or {}}
     fields = list(RunConfig.model_fields)
     for section in ("fixed", "axes"):
         for key in getattr(grid, section):
@@ -160,7 +222,7 @@ def _excluded(point: dict, rule: dict) -> bool:
 def expand(grid: GridConfig, where: str) -> tuple[list[RunConfig], list[RunConfig]]:
     """Adapter configs (the axes' cartesian product minus exclusions) and base-model configs."""
     names = list(grid.axes)
-    origin = {k: f"fixed.{k}" for k in grid.fixed} | {k: f"axes.{k}" for k in names}
+    origin = {k: f"fixed.{k}" for k in grid.fixed} | {k: f"axes.{k}" for k in names} | grid._overridden
     points = [dict(zip(names, combo)) for combo in itertools.product(*(grid.axes[n] for n in names))]
     kept = [p for p in points if not any(_excluded(p, rule) for rule in grid.exclude)]
     configs = [validate_run({**grid.fixed, **point}, where, origin) for point in kept]  # field errors first

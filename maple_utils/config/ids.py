@@ -40,7 +40,7 @@ def model_short(model: str) -> str:
 
 
 def data_id(cfg: RunConfig) -> str:
-    return f"{cfg.dataset}-{registry.stable_hash(cfg.subset(data_fields()))}"
+    return f"{cfg.dataset}-{registry.stable_hash(cfg.hashed(data_fields()))}"
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -48,4 +48,4 @@ def run_id(cfg: RunConfig) -> str:
     if cfg.dataset is None:
         return f"{model_short(cfg.model)}_base_q{cfg.quant}-{registry.stable_hash(cfg.subset(BASE_FIELDS))}"
     slug = f"{model_short(cfg.model)}_{cfg.dataset}_r{cfg.rank}_q{cfg.quant}"
-    return f"{slug}-{registry.stable_hash(cfg.subset(train_fields()))}"
+    return f"{slug}-{registry.stable_hash(cfg.hashed(train_fields()))}"

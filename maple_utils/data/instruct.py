@@ -178,12 +178,26 @@ def size_match(records: list[dict], max_examples: int | None, seed: int) -> list
     return chosen
 
 
-def prepare(cfg) -> tuple[list[dict], list[dict], list[Problem]]:
-    """Records with their rendered prompt and response, ready for tokenisation; where they came from; and
-    the records dropped as bad."""
-    records, origins, problems = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
-    records = size_match(records, cfg.max_train_examples, cfg.data_seed)
-    prepared = [
+def hold_out(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(held out, the rest): `fraction` of each language's records, at least one where a language has two or
+    more, drawn with a seed of its own from the whole dataset, so runs that differ in size matching (or in
+    anything else but the data and the seed) hold out the same records."""
+    if fraction <= 0:
+        return [], records
+    by_lang: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_lang.setdefault(r["language"], []).append(i)
+    rng = random.Random(f"held-out:{seed}")
+    kept_out: set[int] = set()
+    for code in sorted(by_lang):
+        rows = by_lang[code]
+        n = min(len(rows) - 1, max(1, round(fraction * len(rows)))) if len(rows) > 1 else 0
+        kept_out |= set(rng.sample(rows, n))
+    return [r for i, r in enumerate(records) if i in kept_out], [r for i, r in enumerate(records) if i not in kept_out]
+
+
+def _rendered(cfg, records: list[dict]) -> list[dict]:
+    return [
         {
             "language": r["language"],
             "prompt": format_prompt(cfg.prompt_template, r["instruction"], r["input"]),
@@ -191,7 +205,15 @@ def prepare(cfg) -> tuple[list[dict], list[dict], list[Problem]]:
         }
         for r in records
     ]
-    return prepared, origins, problems
+
+
+def prepare(cfg) -> tuple[list[dict], list[dict], list[Problem], list[dict]]:
+    """Records with their rendered prompt and response, ready for tokenisation; where they came from; the
+    records dropped as bad; and the records held out of training (eval_fraction), rendered the same way."""
+    records, origins, problems = load_records(cfg.dataset, cfg.train_languages, cfg.data_source, cfg.data_root)
+    held_out, records = hold_out(records, cfg.eval_fraction, cfg.data_seed)
+    records = size_match(records, cfg.max_train_examples, cfg.data_seed)
+    return _rendered(cfg, records), origins, problems, _rendered(cfg, held_out)
 
 
 def lengths(records: list[dict]) -> list[dict]:
@@ -225,10 +247,11 @@ def prepare_set(run) -> tuple[list[dict], list[dict], dict]:
     result rows (examples and dropped records per language) and the run record's facts."""
     from maple_utils import config, io, layout, results
 
-    records, origins, problems = prepare(run.cfg)
+    records, origins, problems, held_out = prepare(run.cfg)
     stats = language_stats(records)
     dropped = problem_counts(problems, {o["location"]: o["language"] for o in origins})
     io.write_jsonl(run.folder / layout.PREPARED_DATA, records)
+    io.write_jsonl(run.folder / layout.HELD_OUT_DATA, held_out)
     io.write_json(run.folder / layout.DATA_STATS, stats)
     io.write_jsonl(run.folder / layout.DATA_PROBLEMS, [vars(p) for p in problems])
     identity = {"run_id": run.run_id, "stage": run.stage.name, "dataset": run.cfg.dataset}
@@ -236,6 +259,7 @@ def prepare_set(run) -> tuple[list[dict], list[dict], dict]:
     common["registry_hash"] = registry.entry_hash(config.known_datasets()[run.cfg.dataset])
     counts = [(s["language"], "examples", s["examples"]) for s in stats]
     counts += [(d["language"], f"dropped_{d['kind']}", d["dropped"]) for d in dropped]
+    counts += [(s["language"], "held_out", s["examples"]) for s in language_stats(held_out)]
     rows = [
         results.make_row(identity, language=code, metric=metric, value=float(n), n=n, **common)
         for code, metric, n in counts

@@ -35,6 +35,11 @@ from maple_utils.eval import metrics
 ENV_KEY, ENV_URL = "OPENAI_API_KEY", "OPENAI_BASE_URL"
 
 
+def missing_api_environment() -> list[str]:
+    """The environment variables the API judge needs that are not set (names only: values are secrets)."""
+    return [v for v in (ENV_KEY, ENV_URL) if not os.environ.get(v)]
+
+
 class JudgeError(RuntimeError):
     """The judge cannot run (no key, no base URL, no annotator config); generations are untouched."""
 
@@ -201,7 +206,7 @@ class ApiJudge:
         timeout_s: float = 60.0,
         max_failures: int = 12,
     ):
-        missing = [v for v in (ENV_KEY, ENV_URL) if not os.environ.get(v)]
+        missing = missing_api_environment()
         if missing:
             raise JudgeError(
                 f"the API judge needs {' and '.join(missing)} in the environment "

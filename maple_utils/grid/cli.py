@@ -1,10 +1,13 @@
-"""The grid's command line.
+"""The grid's command line: `maple` (the console script), or `python -m maple_utils.grid`.
 
-python -m maple_utils.grid run GRID --out DIR [--executor local|slurm] [--workers N] [--timeout S] [--dry-run]
-python -m maple_utils.grid status GRID --out DIR
-python -m maple_utils.grid retry GRID --out DIR [--executor local|slurm] [--workers N]
-python -m maple_utils.grid report GRID --out DIR
-Each takes --grid-changed: GRID differs from the grid that made DIR, and that is meant.
+maple run GRID --out DIR [--executor local|slurm] [--workers N] [--timeout S] [--dry-run]
+maple status GRID --out DIR
+maple retry GRID --out DIR [--executor local|slurm] [--workers N]
+maple report GRID --out DIR
+maple --version
+Each takes `-p key=value` (repeatable: a value on top of the grid file, validated like it and kept in DIR's
+grid.yaml) and --grid-changed (GRID differs from the grid that made DIR, and that is meant); run and retry
+take `--stage NAME` and `--only field=value,...|RUN_ID`, which run that subset and the inputs it lacks.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from maple_utils import config, layout
 from maple_utils.config import ConfigError
 from maple_utils.grid import manifest
 from maple_utils.grid.manifest import COMPLETE, RETRYABLE, Entry, Status
-from maple_utils.grid.planner import Plan, plan_grid
+from maple_utils.grid.planner import Plan, plan_grid, select
 from maple_utils.grid.runner import EXECUTORS
 from maple_utils.grid.scheduler import Interrupted
 
@@ -33,8 +37,8 @@ def describe(plan: Plan) -> list[str]:
         keys = [j.key for j in plan.jobs_of(stage.name)]
         lines += ["", f"{stage.name}: {len(keys)} job(s), one per {stage.unit.title}"]
         lines += [f"  {key}" for key in keys]
-    if len(plan.grid_files) > 1:
-        lines += ["", *config.effective_yaml(plan.grid_path).rstrip().splitlines()]
+    if plan.effective:
+        lines += ["", *config.effective_yaml(plan.grid_path, plan.overrides).rstrip().splitlines()]
     if plan.not_evaluated:
         lines += ["", "not evaluated (the task has no data in that language):"]
         pairs = sorted({p for ps in plan.not_evaluated.values() for p in ps})
@@ -84,6 +88,11 @@ def status_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def prog() -> str:
+    """How the user called this command (`maple` or `python -m maple_utils.grid`), for the lines it prints."""
+    return "maple" if Path(sys.argv[0]).name == "maple" else "python -m maple_utils.grid"
+
+
 def run(
     grid_path: str,
     out: str,
@@ -95,11 +104,18 @@ def run(
     executor: str = "local",
     report_only: bool = False,
     grid_changed: bool = False,
+    overrides: dict | None = None,
+    stages_wanted: list[str] | None = None,
+    only_matching: list[str] | None = None,
 ) -> int:
-    """Run (or list) every job of a grid, with retry only the jobs that did not complete, or with
-    report_only only the analysis (results.parquet and the report, from the rows there are); returns the
-    number of jobs that did not complete."""
-    plan = plan_grid(grid_path, out)
+    """Run (or list) every job of a grid (with `-p` overrides), with retry only the jobs that did not complete,
+    with report_only only the analysis (results.parquet and the report, from the rows there are), with
+    stages_wanted / only_matching (`--stage`, `--only`) only those jobs and what they need; returns the number
+    of jobs that did not complete."""
+    plan = plan_grid(grid_path, out, overrides)
+    wanted = select(plan, stages_wanted, only_matching)
+    if wanted is not None:  # a subset: the other jobs are not part of this run at all
+        plan.jobs = [j for j in plan.jobs if j.id in wanted]
     if dry_run:
         for line in describe(plan):
             echo(line)
@@ -118,15 +134,19 @@ def run(
     failed = [j for j, s in status.items() if s not in (*COMPLETE, Status.NOT_RETRIED)]
     echo(f"\nresults: {plan.out / layout.RESULTS_TABLE}\nreport:  {layout.report_page(plan.out)}")
     if failed:
+        same = "".join(f" -p {k}={v}" for k, v in (overrides or {}).items())
         echo(f"{len(failed)} job(s) did not complete: {', '.join(failed)}")
-        echo(f"see: python -m maple_utils.grid status {grid_path} --out {out}")
-        echo(f"then: python -m maple_utils.grid retry {grid_path} --out {out}")
+        echo(f"see: {prog()} status {grid_path} --out {out}{same}")
+        echo(f"then: {prog()} retry {grid_path} --out {out}{same}")
     return len(failed)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maple_utils.grid", description="Plan and run a MAPLE grid.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def parser() -> argparse.ArgumentParser:
+    import maple_utils
+
+    top = argparse.ArgumentParser(prog=prog(), description="Plan and run a MAPLE grid.")
+    top.add_argument("--version", action="version", version=f"MAPLE {maple_utils.__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "expand a grid and execute every job that is not complete"),
         ("retry", "execute again only the jobs that failed, crashed, timed out or were blocked"),
@@ -136,7 +156,29 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("grid", help="grid YAML, e.g. params/smoke.yaml")
         cmd.add_argument("--out", required=True, help="output folder, e.g. runs/smoke")
+        cmd.add_argument(
+            "-p",
+            "--param",
+            action="append",
+            metavar="KEY=VALUE",
+            help="a value on top of the grid file, read as YAML: a config field (fixed; it replaces the axis of "
+            "that name), axes.<field>=[...], slurm.<key>, name, evaluate_base_models, base_model_quant; "
+            f"validated like the file and kept in the folder's {layout.GRID_FILE}",
+        )
         if name in ("run", "retry"):
+            cmd.add_argument(
+                "--stage",
+                action="append",
+                metavar="NAME",
+                help="only the jobs of this stage (repeatable; comma-separated), with the inputs they lack",
+            )
+            cmd.add_argument(
+                "--only",
+                action="append",
+                metavar="FIELD=VALUE,...|RUN_ID",
+                help="only the jobs whose config has these values (model=tiny-llama,rank=8), or of this run or "
+                "data id (repeatable: any of them), with the inputs they lack",
+            )
             cmd.add_argument(
                 "--timeout",
                 type=int,
@@ -165,19 +207,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         if name == "run":
             cmd.add_argument("--dry-run", action="store_true", help="list the jobs and their ids; load nothing")
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... --dry-run | head` ends quietly
     try:
+        overrides = config.parse_overrides(args.param)
         if args.command == "status":
             from maple_utils.grid.preflight import check_folder_grid
 
-            plan = plan_grid(args.grid, args.out)
+            plan = plan_grid(args.grid, args.out, overrides)
             check_folder_grid(plan, args.grid_changed)
             for line in status_lines(plan):
                 print(line)
             return 0
         if args.command == "report":
-            failed = run(args.grid, args.out, report_only=True, grid_changed=args.grid_changed)
+            failed = run(args.grid, args.out, report_only=True, grid_changed=args.grid_changed, overrides=overrides)
         else:
             if args.workers is not None and args.workers < 1:
                 raise ConfigError(f"--workers must be at least 1, got {args.workers}")
@@ -192,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 retry=args.command == "retry",
                 executor=args.executor,
                 grid_changed=args.grid_changed,
+                overrides=overrides,
+                stages_wanted=[s.strip() for v in args.stage or [] for s in v.split(",") if s.strip()],
+                only_matching=args.only,
             )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -206,7 +256,7 @@ def stopped(stop: Interrupted, args) -> None:
     that waited on the killed kernels are not waited for)."""
     import os
 
-    how = f"python -m maple_utils.grid {args.command} {args.grid} --out {args.out}"
+    how = f"{prog()} {args.command} {args.grid} --out {args.out}" + "".join(f" -p {p}" for p in args.param or [])
     ended = (
         f"{len(stop.ended)} running job(s) stopped and recorded interrupted" if stop.ended else "jobs in SLURM go on"
     )

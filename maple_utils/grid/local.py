@@ -83,16 +83,24 @@ class DevicePool:
                 self.free.append(device)
 
 
-def _kernel_manager(env: dict):
-    """A kernel manager whose kernels start with `env` added to the runner's environment."""
+def _kernel_manager(env: dict | None = None):
+    """The kernel manager of the runner's kernels: `env` added to the runner's environment, and shut down
+    without the interrupt jupyter_client sends first. A finished notebook's kernel is often still inside the
+    handler of its last request when that SIGINT lands, and logs `[IPKernelApp] ERROR | KeyboardInterrupt
+    caught in kernel` after a job that succeeded; the shutdown request alone ends it (a hung one is killed)."""
     from jupyter_client.manager import AsyncKernelManager
 
-    class EnvKernelManager(AsyncKernelManager):
+    class RunnerKernelManager(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw):
-            kw["env"] = {**kw.get("env", os.environ), **env}
+            if env:
+                kw["env"] = {**kw.get("env", os.environ), **env}
             return await super()._async_pre_start_kernel(**kw)
 
-    return EnvKernelManager
+        async def _async_interrupt_kernel(self):
+            if not self.shutting_down:  # an interrupt asked for (a cell past its timeout) still goes
+                await super()._async_interrupt_kernel()
+
+    return RunnerKernelManager
 
 
 def kernel_environment() -> None:
@@ -117,7 +125,7 @@ def execute(job: Job, out: Path, attempt: int = 1, timeout: int | None = None, d
     running = layout.running_notebook(job.folder, job.stage.name)  # papermill rewrites it after every cell
     started = time.time()
     entry = Entry.of(job, Status.RUNNING, attempt=attempt, notebook=str(output), started=started, device=device)
-    extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device})} if device is not None else {}
+    extra = {"kernel_manager_class": _kernel_manager({"CUDA_VISIBLE_DEVICES": device} if device is not None else None)}
     # the kernel ends with its runner (maple_utils/grid/kernel_guard.py)
     extra["extra_arguments"] = ["--IPKernelApp.exec_lines=import maple_utils.grid.kernel_guard"]
     # Kernels talk over local IPC sockets in a private folder: no TCP ports to race for when runs start

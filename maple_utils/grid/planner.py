@@ -40,7 +40,7 @@ class Job:
         return layout.completion_marker(self.folder, self.stage.name)
 
     def fingerprint(self, upstream: dict[str, str]) -> str:
-        used = self.cfg.subset(self.stage.outcome_fields) if self.cfg is not None else {}
+        used = self.cfg.hashed(self.stage.outcome_fields) if self.cfg is not None else {}
         what = {
             "config": used,
             "registry": self.registry_hashes,
@@ -110,16 +110,24 @@ class Plan:
     jobs: list[Job]
     not_evaluated: dict[str, list[tuple[str, str]]]  # run id -> (task, language) pairs the tasks lack
     grid_files: list[Path] = field(default_factory=list)  # the files the grid was read from, included first
+    overrides: dict = field(default_factory=dict)  # `-p key=value` on top of the grid file
+
+    @property
+    def effective(self) -> bool:
+        """The grid is more than its file as written (an include, a `-p`): the folder keeps it resolved."""
+        return len(self.grid_files) > 1 or bool(self.overrides)
 
     def jobs_of(self, stage_name: str) -> list[Job]:
         return [j for j in self.jobs if j.stage.name == stage_name]
 
 
-def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
-    """Every job of a grid, in stage order, with what each needs; a bad grid fails here, naming the field."""
+def plan_grid(grid_path: str | Path, out: str | Path, overrides: dict | None = None) -> Plan:
+    """Every job of a grid (with `-p` overrides on top), in stage order, with what each needs; a bad grid
+    fails here, naming the field."""
     from maple_utils.eval.evaluate import task_languages
 
-    grid = config.load_grid(grid_path)
+    overrides = overrides or {}
+    grid = config.load_grid(grid_path, overrides)
     adapters, bases = config.expand(grid, str(grid_path))
     out = resolve(out).resolve()
     jobs: list[Job] = []
@@ -153,7 +161,66 @@ def plan_grid(grid_path: str | Path, out: str | Path) -> Plan:
             )
     lacking = {config.run_id(c): task_languages(c)[1] for c in adapters + bases}
     not_evaluated = {k: v for k, v in lacking.items() if v}
-    return Plan(grid, Path(grid_path), out, adapters, bases, jobs, not_evaluated, config.resolve_includes(grid_path)[1])
+    files = config.resolve_includes(grid_path)[1]
+    return Plan(grid, Path(grid_path), out, adapters, bases, jobs, not_evaluated, files, overrides)
+
+
+def select(plan: Plan, stages_wanted: list[str] | None, only: list[str] | None) -> set[str] | None:
+    """The ids of the jobs `--stage` and `--only` ask for, with every job they need, transitively (those
+    already complete are skipped when they come up); None when neither is given (the whole grid).
+
+    `--only` takes comma-separated field=value pairs (`model=tiny-llama,rank=8`: the jobs whose config has
+    those values) or a run id or data id; several `--only` are alternatives. A grid-wide job (06_analysis)
+    is asked for only by `--stage`."""
+    if not stages_wanted and not only:
+        return None
+    known = [s.name for s in stages.all_stages()]
+    for name in stages_wanted or []:
+        if name not in known:
+            raise config.ConfigError(f"--stage {name!r} is not a stage; stages: {', '.join(known)}")
+    matchers = [_selector(text) for text in only or []]
+    chosen = [
+        j
+        for j in plan.jobs
+        if (not stages_wanted or j.stage.name in stages_wanted)
+        and (not matchers or (j.cfg is not None and any(m(j) for m in matchers)))
+    ]
+    if not chosen:
+        asked = " ".join([*(f"--stage {s}" for s in stages_wanted or []), *(f"--only {o}" for o in only or [])])
+        raise config.ConfigError(f"{asked}: no job of grid {plan.grid.name} matches")
+    by_id = {j.id: j for j in plan.jobs}
+    wanted: set[str] = set()
+    todo = [j.id for j in chosen]
+    while todo:
+        job_id = todo.pop()
+        if job_id not in wanted:
+            wanted.add(job_id)
+            todo += by_id[job_id].needs
+    return wanted
+
+
+def _selector(text: str):
+    """One `--only` value as a test of a job: field=value pairs, or a run or data id."""
+    from maple_utils.config.errors import suggest
+    from maple_utils.config.grid import parse_value
+
+    if "=" not in text:
+        return lambda job: job.key == text.strip()
+    pairs = {}
+    for pair in (p for p in text.split(",") if p.strip()):
+        key, _, value = (part.strip() for part in pair.partition("="))
+        if key not in RunConfig.model_fields:
+            fields = list(RunConfig.model_fields)
+            raise config.ConfigError(f"--only {text}: {key!r} is not a config field{suggest(key, fields)}")
+        pairs[key] = parse_value(value, f"--only {key}")
+
+    def matches(job: Job) -> bool:
+        return all(
+            getattr(job.cfg, k) == v or (k == "model" and config.model_short(job.cfg.model) == v)
+            for k, v in pairs.items()
+        )
+
+    return matches
 
 
 def import_papermill():

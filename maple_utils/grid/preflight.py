@@ -161,6 +161,23 @@ def check_model_folders(configs: list[RunConfig]) -> int:
     return len(folders)
 
 
+def check_judges(judged: list[RunConfig]) -> int:
+    """An API judge (`judge: api`) has its key and base URL in the environment, or a ConfigError naming the
+    variables, before any kernel starts (else every 05 kernel fails on its own, after the generations). A
+    local judge's model is checked with the other models (check_packaged_models, check_model_folders).
+    Returns the number of configs judged through the API."""
+    from maple_utils.eval.judges import missing_api_environment
+
+    api = [c for c in judged if c.judge == "api"]
+    missing = missing_api_environment() if api else []
+    if missing:
+        raise ConfigError(
+            f"preflight: judge: api ({api[0].judge_model}) needs {' and '.join(missing)} in the environment; "
+            "set them (the key is read from there only, never from a grid file), or use judge: local"
+        )
+    return len(api)
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 

@@ -36,8 +36,8 @@ def prepare_out(plan: Plan) -> None:
         for name in (layout.GRID_FILE, layout.EXPANDED_GRID):
             if (plan.out / name).is_file():
                 os.replace(plan.out / name, history / name)
-    if len(plan.grid_files) > 1:  # a grid that includes another: kept whole
-        io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path))
+    if plan.effective:  # a grid that includes another, or with -p overrides: kept resolved
+        io.write_text(plan.out / layout.GRID_FILE, config.effective_yaml(plan.grid_path, plan.overrides))
     else:  # as given, with its comments
         shutil.copyfile(plan.grid_path, plan.out / layout.GRID_FILE)
     io.write_json(plan.out / layout.EXPANDED_GRID, preflight.expanded(plan))
@@ -79,6 +79,10 @@ def preflight_checks(plan: Plan, only: set[str] | None) -> None:
         preflight.check_offline(plan.adapters, plan.adapters + plan.bases)
         preflight.check_packaged_models(plan.adapters + plan.bases)
         preflight.check_model_folders(plan.adapters + plan.bases)
+        # the jobs of the stage that reads `judge` (05_judge), those this run may start
+        preflight.check_judges(
+            [j.cfg for j in plan.jobs if "judge" in j.stage.fields and (only is None or j.id in only)]
+        )
     preflight.check_writable(plan.out)
     preflight.check_disk(plan.out, max((_disk_gb(j) for j in plan.jobs), default=0), "the largest job")
 

@@ -156,11 +156,21 @@ def _resume_point(root: Path | None, expected: dict):
 
 
 def train(
-    model, tokenizer, data: batches.Tokenized, cfg, checkpoints: str | Path | None = None, progress: bool = True
+    model,
+    tokenizer,
+    data: batches.Tokenized,
+    cfg,
+    checkpoints: str | Path | None = None,
+    progress: bool = True,
+    held_out: batches.Tokenized | None = None,
+    track=None,
 ) -> dict:
     """Train the model's trainable (LoRA) parameters with cfg's hyperparameters, checkpointing every
     `cfg.checkpoint_every` steps under `checkpoints` and resuming from the newest complete checkpoint there.
-    Returns the training record: loss curve, throughput and memory facts."""
+    With `held_out` examples, the held-out loss every `cfg.eval_every` steps (ten times a run by default) and
+    at the end. `track(resumed_after)` opens the run's tracker (maple_utils.tracking), which gets every
+    step's loss, learning rate, gradient norm, tokens/s and memory and each held-out loss.
+    Returns the training record: loss curves, throughput and memory facts."""
     import torch
     from tqdm import tqdm
 
@@ -181,47 +191,89 @@ def train(
         "lr_scheduler": cfg.lr_scheduler,
         "optimizer": optimizer_name,
     }
-    state = {"curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0, "resumed_from": None}
-    start_step = 0
-    resume = _resume_point(root, resume_key)
-    if resume is not None:
-        folder, saved = resume
-        checkpoint.restore(folder, saved, model, optimizer, schedule)
-        state = {k: saved[k] for k in state}
-        start_step = state["resumed_from"] = saved["step"]
-        print(f"resumed from {folder} after step {start_step} of {steps}")
+    state, start_step = _start_state(root, resume_key, model, optimizer, schedule)
+    every = cfg.eval_every or max(1, steps // 10)
+    tracker = track(start_step) if track is not None else None
     device = next(model.parameters()).device
     model.train()
     model.config.use_cache = False  # no KV cache while training
     attention = varlen.padding_free(model) if cfg.packing == "padding_free" else contextlib.nullcontext()
     session_tokens, start = 0, time.perf_counter()
     bar = tqdm(total=steps, initial=start_step, desc="train", disable=not progress, file=sys.stdout, mininterval=1.0)
-    with attention:
+    with attention, contextlib.ExitStack() as closing:
+        if tracker is not None:
+            closing.callback(tracker.close)
         for step in range(start_step, steps):
+            began = time.perf_counter()
             micro = [_micro_batch(examples, idx, cfg.packing, tokenizer.pad_token_id) for idx in order.step(step)]
             step_loss = _accumulate(model, micro, device, step, state)
-            session_tokens += sum(m["tokens"] for m in micro)
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            step_tokens = sum(m["tokens"] for m in micro)
+            session_tokens += step_tokens
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))  # before clipping
+            lr = schedule.get_last_lr()[0]  # the rate this step used
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            state["curve"].append({"step": step + 1, "loss": step_loss, "lr": schedule.get_last_lr()[0]})
+            point = {"step": step + 1, "loss": step_loss, "lr": lr, "grad_norm": round(grad_norm, 6)}
+            point["tokens_per_s"] = round(step_tokens / max(time.perf_counter() - began, 1e-9), 1)
+            point["memory_mb"] = round(_peak_memory_mb(), 1)
+            state["curve"].append(point)
+            evaluate = held_out is not None and ((step + 1) % every == 0 or step + 1 == steps)
+            _log(
+                point, state, tracker, held_out_loss(model, held_out, cfg, tokenizer.pad_token_id) if evaluate else None
+            )
             bar.set_postfix(loss=f"{step_loss:.3f}")
             bar.update()
             if root is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
                 elapsed = state["wall_s"] + time.perf_counter() - start
-                checkpoint.save(
-                    root,
-                    step + 1,
-                    model,
-                    optimizer,
-                    schedule,
-                    {**resume_key, **state, "wall_s": elapsed},
-                    keep=cfg.keep_checkpoints,
-                )
+                saved = {**resume_key, **state, "wall_s": elapsed}
+                checkpoint.save(root, step + 1, model, optimizer, schedule, saved, keep=cfg.keep_checkpoints)
     bar.close()
     model.eval()
     return _record(data, cfg, steps, state, session_tokens, time.perf_counter() - start, optimizer_name)
+
+
+def _start_state(root: Path | None, resume_key: dict, model, optimizer, schedule) -> tuple[dict, int]:
+    """The loop's counters and curves, fresh or restored with the weights from the newest matching
+    checkpoint; and the step it starts after."""
+    fresh = {"curve": [], "eval_curve": [], "tokens": 0, "slots": 0, "supervised": 0, "wall_s": 0.0}
+    fresh["resumed_from"] = None
+    resume = _resume_point(root, resume_key)
+    if resume is None:
+        return fresh, 0
+    folder, saved = resume
+    checkpoint.restore(folder, saved, model, optimizer, schedule)
+    state = {k: saved.get(k, v) for k, v in fresh.items()}
+    state["resumed_from"] = saved["step"]
+    print(f"resumed from {folder} after step {saved['step']} of {resume_key['steps']}")
+    return state, saved["step"]
+
+
+def _log(point: dict, state: dict, tracker, eval_loss: float | None) -> None:
+    """A step's point (and its held-out loss) into the tracker, under the names of maple_utils.tracking."""
+    logged = {f"train/{'learning_rate' if k == 'lr' else k}": v for k, v in point.items() if k != "step"}
+    if eval_loss is not None:
+        state["eval_curve"].append({"step": point["step"], "loss": eval_loss})
+        logged["eval/loss"] = eval_loss
+    if tracker is not None:
+        tracker.log(point["step"], logged)
+
+
+def held_out_loss(model, held_out: batches.Tokenized, cfg, pad_id: int) -> float:
+    """The mean loss per response token over the held-out examples, in training's micro-batches, no gradient."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    total, targets = 0.0, 0
+    with torch.no_grad():
+        for first in range(0, len(held_out.examples), cfg.batch_size):
+            indices = list(range(first, min(first + cfg.batch_size, len(held_out.examples))))
+            micro = _micro_batch(held_out.examples, indices, cfg.packing, pad_id)
+            total += float(_loss_sum(model, micro, device))
+            targets += int((micro["targets"] != batches.IGNORE).sum())
+    model.train()
+    return total / max(1, targets)
 
 
 def _accumulate(model, micro: list[dict], device, step: int, state: dict) -> float:
@@ -266,7 +318,9 @@ def _record(data, cfg, steps: int, state: dict, session_tokens: int, session_wal
         "packing": cfg.packing,
         "optimizer": optimizer_name,
         "lr_scheduler": cfg.lr_scheduler,
+        "final_eval_loss": state["eval_curve"][-1]["loss"] if state["eval_curve"] else None,
         "curve": state["curve"],
+        "eval_curve": state["eval_curve"],
     }
 
 
@@ -342,6 +396,7 @@ SUMMARY_METRICS = (
     "peak_memory_mb",
     "wall_s",
     "steps",
+    "final_eval_loss",  # with a held-out set only
 )
 
 
@@ -374,6 +429,7 @@ def outcome(run, record: dict, trainable: int, total: int, base) -> tuple[list[d
             seed=run.cfg.seed,
         )
         for m in SUMMARY_METRICS
+        if summary.get(m) is not None
     ]
     return rows, {"model": loading.revision(run.cfg.model, base), "train_record": layout.TRAIN_RECORD}
 
@@ -383,7 +439,7 @@ def keep_adapter(run, model, tokenizer) -> dict:
     (the adapter supersedes them; a kill before this point resumes from them). Returns the summary."""
     from maple_utils import io
 
-    summary = {k: v for k, v in io.read_json(run.folder / layout.TRAIN_RECORD).items() if k != "curve"}
+    summary = {k: v for k, v in io.read_json(run.folder / layout.TRAIN_RECORD).items() if not k.endswith("curve")}
     save_adapter(model, tokenizer, run.adapter_dir, run.cfg, summary)
     shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     return summary
