@@ -38,9 +38,14 @@ def _dry(*args: str, capsys) -> list[str]:
 
 def test_one_stage_of_one_model_at_one_rank_is_those_jobs_and_the_inputs_they_lack(capsys):
     lines = _dry("-p", "rank=8", "--stage", "02_train", "--only", "model=tiny-llama", capsys=capsys)
-    jobs = [line.strip() for line in lines[: lines.index("06_analysis: 0 job(s), one per grid")] if line.startswith("  ")]
+    jobs = [
+        line.strip() for line in lines[: lines.index("06_analysis: 0 job(s), one per grid")] if line.startswith("  ")
+    ]
     assert jobs == ["multialpaca-a0c9099d", "tiny-llama_multialpaca_r8_q16-e79dcf6c"]
-    assert "02_train: 1 job(s), one per adapter" in lines and "03_evaluate: 0 job(s), one per evaluated model (adapter or base)" in lines
+    assert (
+        "02_train: 1 job(s), one per adapter" in lines
+        and "03_evaluate: 0 job(s), one per evaluated model (adapter or base)" in lines
+    )
     # the effective grid: rank fixed, its axis gone, the exclude rules read at rank 8
     assert "# the effective grid of params/smoke.yaml, with -p rank=8" in lines
     assert "exclude:" in lines and "- quant: 4" in lines and "- quant: 8" in lines
@@ -88,7 +93,9 @@ def test_overrides_are_validated_like_the_file_and_name_the_flag(tmp_path):
     assert "field '-p rank': Input should be a valid integer" in proc.stderr
     overrides = config.parse_overrides(["axes.rank=[16, 32]", "learning_rate=2e-4", "evaluate_base_models=false"])
     assert overrides == {"axes.rank": [16, 32], "learning_rate": 0.0002, "evaluate_base_models": False}
-    with pytest.raises(ConfigError, match=r"exclude\[0\]\.rank is 8, which is not a value of axes\.rank \(\[16, 32\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"exclude\[0\]\.rank is 8, which is not a value of axes\.rank \(\[16, 32\]\)"
+    ):
         plan_grid(REPO / "params" / "smoke.yaml", tmp_path, overrides)  # the smoke grid's rules name rank 8
     overrides["axes.rank"] = [8, 16]
     plan = plan_grid(REPO / "params" / "smoke.yaml", tmp_path, overrides)
@@ -103,5 +110,7 @@ def test_an_api_judge_without_its_key_stops_in_preflight_before_any_kernel(tmp_p
     out = tmp_path / "out"
     proc = maple("run", str(grid), "--out", str(out), env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "preflight: judge: api (gpt-4o-mini) needs OPENAI_API_KEY and OPENAI_BASE_URL in the environment" in proc.stderr
+    assert (
+        "preflight: judge: api (gpt-4o-mini) needs OPENAI_API_KEY and OPENAI_BASE_URL in the environment" in proc.stderr
+    )
     assert not out.exists()  # nothing written, so no kernel started
