@@ -23,6 +23,7 @@ from maple_utils.paths import PACKAGE_DIR, project_root
 ROW_FIELDS = (
     "run_id",
     "stage",
+    "kind",
     "model",
     "dataset",
     "rank",
@@ -31,6 +32,7 @@ ROW_FIELDS = (
     "language",
     "metric",
     "value",
+    "unit",
     "n",
     "stderr",
     "split",
@@ -44,6 +46,44 @@ ROW_FIELDS = (
     "truncated",
 )
 ROW_KEY = ["run_id", "stage", "task", "language", "metric"]
+# the integer columns, nullable (a base model has no rank, a data set no quantisation): pandas' Int64
+INTEGER_COLUMNS = ("rank", "quant", "n", "k_shot", "limit", "seed", "task_version", "exemplars_dropped", "truncated")
+KINDS = ("adapter", "base", "data")  # what a row's run is: a trained adapter, a base model alone, a prepared set
+
+# The unit of every metric a stage writes (docs/results.md): scores are fractions in [0, 1]; win rates are in
+# percent, as alpaca_eval and the study's Table 2 print them.
+UNITS = {
+    "fraction": (
+        "acc", "acc_megaverse", "acc_strict", "squad_f1", "squad_em", "squad_f1_megaverse", "squad_em_megaverse",
+        "mlqa_f1", "mlqa_em", "mlqa_f1_megaverse", "mlqa_em_megaverse", "rouge1", "rouge2", "rougeL",
+        "rouge1_megaverse", "rouge2_megaverse", "rougeL_megaverse", "empty_output_rate", "padding_fraction",
+        "unparsed_rate",
+    ),
+    "percent": ("win_rate", "discrete_win_rate", "trainable_pct"),
+    "count": ("examples", "held_out", "steps", "unparsed_judgements"),
+    "characters": ("output_chars", "avg_output_chars"),
+    "nats per token": ("final_loss", "final_eval_loss"),
+    "tokens/s": ("tokens_per_s",),
+    "MB": ("peak_memory_mb",),
+    "s": ("wall_s",),
+}  # fmt: skip
+UNIT_OF = {metric: unit for unit, metrics in UNITS.items() for metric in metrics}
+
+
+def unit_of(metric: str) -> str:
+    """A metric's unit; a count for the data stage's dropped_<kind> counts."""
+    if metric.startswith("dropped_"):
+        return "count"
+    if metric not in UNIT_OF:
+        raise KeyError(f"metric {metric!r} has no unit: declare it in maple_utils.results.UNITS")
+    return UNIT_OF[metric]
+
+
+def kind_of(row: dict) -> str:
+    """adapter (a rank), base (a model without a dataset) or data (a prepared set: a dataset, no rank)."""
+    if row.get("rank") is not None and row.get("rank") == row.get("rank"):
+        return "adapter"
+    return "base" if row.get("dataset") is None or row.get("dataset") != row.get("dataset") else "data"
 
 
 def make_row(identity: dict, **values) -> dict:
@@ -55,7 +95,68 @@ def make_row(identity: dict, **values) -> dict:
         row[key] = value
     if isinstance(row["value"], float) and math.isnan(row["value"]):
         raise ValueError(f"NaN value for {row['task']}/{row['language']}/{row['metric']} of run {row['run_id']}")
+    row["kind"] = row["kind"] or kind_of(row)
+    row["unit"] = row["unit"] or unit_of(row["metric"])
     return row
+
+
+def typed(frame):
+    """Rows as typed data: nullable integers for rank, quant, seed and the counts, `kind` and `unit` on every
+    row (filled for rows written before they were columns)."""
+    import pandas as pd
+
+    frame = frame.reindex(columns=list(ROW_FIELDS))  # a table written before kind and unit were columns
+    for column in ("kind", "unit"):
+        frame[column] = frame[column].astype(object)
+    for column in INTEGER_COLUMNS:
+        frame[column] = pd.array(frame[column].astype("Float64").round(), dtype="Int64")
+    if len(frame):
+        missing = frame["kind"].isna()
+        frame.loc[missing, "kind"] = [kind_of(r) for r in frame.loc[missing, ["rank", "dataset"]].to_dict("records")]
+        missing = frame["unit"].isna()
+        frame.loc[missing, "unit"] = frame.loc[missing, "metric"].map(unit_of)
+    frame[["kind", "unit"]] = frame[["kind", "unit"]].astype("str")
+    frame["value"] = frame["value"].astype(float)
+    frame["stderr"] = frame["stderr"].astype(float)
+    return frame
+
+
+def load(out_dir: str | Path):
+    """The result rows of a grid folder as typed data (its results.parquet; docs/results.md lists the columns):
+    one row per run x stage x task x language x metric."""
+    import pandas as pd
+
+    path = Path(out_dir) / layout.RESULTS_TABLE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results yet (run the grid, or `maple report` to gather the rows)")
+    return typed(pd.read_parquet(path))
+
+
+def load_predictions(out_dir: str | Path, task: str, lang: str):
+    """Every evaluated model's per-item predictions for one task and language, one row per model x item,
+    joinable across models on `id` (a string for every task): run_id, kind, model, dataset, rank, quant, id,
+    prediction, reference, one column per item score, and what the task's file records beside them."""
+    import pandas as pd
+
+    rows = []
+    for folder in sorted(layout.runs_dir(out_dir).glob("*")):
+        path = layout.predictions(folder, task, lang)
+        config_path = folder / layout.CONFIG
+        if not path.is_file() or not config_path.is_file():
+            continue
+        cfg = io.read_json(config_path)
+        run = {"run_id": folder.name, "model": cfg["model"], "dataset": cfg["dataset"]}
+        run.update(rank=cfg["rank"] if cfg["dataset"] else None, quant=cfg["quant"])
+        run["kind"] = kind_of(run)
+        for item in io.read_jsonl(path):
+            scores = item.pop("scores", {}) or {}
+            rows.append({**run, **item, "id": str(item["id"]), **scores})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise FileNotFoundError(f"no predictions for {task}-{lang} under {layout.runs_dir(out_dir)}")
+    for column in ("rank", "quant"):
+        frame[column] = pd.array(frame[column].astype("Float64"), dtype="Int64")
+    return frame
 
 
 def write_rows(run_dir: str | Path, stage: str, rows: list[dict]) -> Path:
@@ -81,7 +182,7 @@ def collect(out_dir: str | Path, leave_out=()):
                 left.add((r.get("stage"), path.parent.name))
             else:
                 rows.append(r)
-    frame = pd.DataFrame(rows, columns=list(ROW_FIELDS))
+    frame = typed(pd.DataFrame(rows, columns=list(ROW_FIELDS)))
     duplicated = frame[frame.duplicated(ROW_KEY, keep=False)]
     if len(duplicated):
         raise ValueError(f"duplicate result rows for keys {ROW_KEY}:\n{duplicated.head()}")

@@ -115,6 +115,40 @@ def test_report_has_a_table_and_a_figure(smoke):
     )
 
 
+def test_the_results_data_dictionary_example_runs_on_the_smoke_grid(smoke, capsys):
+    """docs/results.md's example query, as written, on this grid's rows; and the typed columns it promises."""
+    import re
+
+    from maple_utils import results
+
+    out, _ = smoke
+    doc = (REPO / "docs" / "results.md").read_text()
+    example = re.search(r"## Example: XCOPA.*?```python\n(.*?)```", doc, re.S).group(1)
+    namespace: dict = {}
+    exec(example.replace('"runs/smoke"', repr(str(out))), namespace)  # noqa: S102 (the doc's own code)
+    table = namespace["table"]
+    assert len(table) == 8 and sorted(table["value"].columns) == ["en", "zh"]
+    assert ((table["lower"] <= table["value"]) & (table["value"] <= table["upper"])).all().all()
+    rows = results.load(out)
+    assert (
+        str(rows["rank"].dtype) == "Int64"
+        and str(rows["quant"].dtype) == "Int64"
+        and str(rows["seed"].dtype) == "Int64"
+    )
+    assert set(rows["kind"]) == {"adapter", "base", "data"} and rows.loc[rows["kind"] == "base", "rank"].isna().all()
+    assert set(rows.loc[rows["metric"] == "win_rate", "unit"]) == {"percent"}
+    assert set(rows.loc[rows["metric"] == "acc", "unit"]) == {"fraction"} and rows["unit"].notna().all()
+    documented = set(re.findall(r"^\| `(\w+)` \|", doc, re.M))
+    assert set(rows.columns) <= documented, set(rows.columns) - documented
+    xcopa = results.load_predictions(out, task="xcopa", lang="en")
+    xquad = results.load_predictions(out, task="xquad", lang="en")
+    assert xcopa["id"].map(type).eq(str).all() and xquad["id"].map(type).eq(str).all()
+    assert xcopa.groupby("run_id").size().eq(4).all() and xcopa["run_id"].nunique() == 10
+    first, second = sorted(xcopa["run_id"].unique())[:2]
+    paired = xcopa[xcopa["run_id"] == first].merge(xcopa[xcopa["run_id"] == second], on="id")
+    assert len(paired) == 4
+
+
 def test_every_table_and_figure_of_the_study_is_drawn(smoke):
     out, _ = smoke
     report = out / "report"
@@ -128,14 +162,16 @@ def test_every_table_and_figure_of_the_study_is_drawn(smoke):
         "study: finetuned",
     }
     drawn = json.loads((report / "figures.json").read_text())
-    assert [f["title"].split(":")[0] for f in drawn] == ["Figure 1", "Figure 1b", "Figure 2", "Figure 3", "Figure 4"]
+    assert [f["title"].split(":")[0] for f in drawn] == [
+        "Figure 1", "Figure 1b", "Figure 2", "Figure 3", "Figure 4", "Training loss per run"
+    ]  # fmt: skip
     for figure in drawn:
         assert figure["xlabels"] and figure["ylabels"], figure
         assert figure["legend"] or figure["colorbar"], figure  # a heatmap's legend is its colour bar
         png = report / figure["path"].split("/")[-1]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".pdf").exists()
     page = (report / "analysis.html").read_text()
-    assert page.count("data:image/png;base64,") == 6 and "src='rank_quant.png'" not in page
+    assert page.count("data:image/png;base64,") == 7 and "src='rank_quant.png'" not in page
     assert "Provenance" in page and "What is missing" in page
 
 
