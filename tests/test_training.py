@@ -4,6 +4,7 @@ killed with SIGKILL and resumed, the adapter round trip."""
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,53 @@ def test_nan_loss_stops_training(tok):
 def test_unknown_target_modules_are_named():
     with pytest.raises(ValueError, match="target_modules \\['c_attn'\\].*q_proj.*presets: q_v"):
         modeling.attach_lora(loading.load_base("tiny-llama", 16), 4, 16, 0.0, ["c_attn"], 16)
+
+
+def test_an_adapter_folder_travels_its_card_loads_it_as_trained_and_names_what_it_came_from(tmp_path, tok):
+    """The card's own loading snippet, run as written, gives the model MAPLE trained (4-bit: with the
+    BitsAndBytesConfig it names); adapter_config.json names the base by its model name, not a cache path."""
+    import re
+
+    import torch
+
+    from maple_utils import layout
+    from maple_utils.train import card
+
+    cfg = config.validate_run({"model": "tiny-llama", "quant": 4, "rank": 4, "max_steps": 3, "learning_rate": 5e-3})
+    loop.seed_everything(0)
+    model = modeling.attach_lora(loading.load_base("tiny-llama", 4), 4, 16, 0.0, ["attention"], 4)
+    record = loop.train(model, tok, batches.tokenize(_records(), tok, 64), cfg, progress=False)
+    (tmp_path / layout.TRAIN_RECORD).write_text(json.dumps(record))
+    adapter = loop.save_adapter(
+        model, tok, tmp_path / "adapter", cfg, {"steps": 3}, record=tmp_path / layout.TRAIN_RECORD
+    )
+    assert json.loads((adapter / layout.ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "tiny-llama"
+    assert json.loads((adapter / layout.TRAIN_RECORD).read_text())["curve"] == record["curve"]
+    text = (adapter / layout.MODEL_CARD).read_text()
+    head = text.split("---")[1]
+    assert "base_model: tiny-llama" in head and "license: apache-2.0" in head and "library_name: peft" in head
+    assert "datasets: [DAMO-NLP-MT/multialpaca]" in head and "qlora" in head
+    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert 'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"' in snippet
+    namespace: dict = {}
+    cwd = os.getcwd()
+    os.chdir(adapter)  # the snippet loads "." : the folder it ships in
+    try:
+        exec(snippet.replace("torch.bfloat16", "torch.float32"), namespace)  # noqa: S102 (CPU compute is fp32)
+    finally:
+        os.chdir(cwd)
+    x = torch.tensor([tok("### Instruction:\nSay 4")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.allclose(namespace["model"](input_ids=x).logits, model(input_ids=x).logits, atol=1e-5)
+    assert namespace["tokenizer"]("Say 4")["input_ids"] == tok("Say 4")["input_ids"]
+    # 03's scores go into the card between its markers; a rerun replaces them
+    run = type("Run", (), {"adapter_dir": adapter})()
+    rows = [
+        {"task": "xcopa", "metric": "acc", "language": lang, "value": v, "limit": 4}
+        for lang, v in (("en", 0.5), ("zh", 0.25))
+    ]
+    card.add_scores(run, rows)
+    card.add_scores(run, [{**r, "value": 0.75} for r in rows])
+    text = (adapter / layout.MODEL_CARD).read_text()
+    assert text.count("## Evaluation (03_evaluate)") == 1 and "| xcopa | acc | 0.750 | 0.750 |" in text
+    assert "not comparable" in text and text.count("## Load it") == 1

@@ -9,6 +9,7 @@ edit reruns exactly the jobs it affects, and a retrained adapter reruns its eval
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -77,7 +78,10 @@ class Job:
         """Why its outputs are not what its completion marker recorded: the first one missing, cut (another
         size) or changed (another hash, checked when its mtime moved); None when they are, or never recorded."""
         done = self.completion() or {}
+        declared = self.stage.outputs  # a file a marker recorded that its stage no longer declares is not checked
         for name, (size, mtime_ns, sha) in sorted((done.get("outputs") or {}).items()):
+            if not any(fnmatch.fnmatch(name, pattern) for pattern in declared):
+                continue
             path = self.folder / name
             if not path.is_file():
                 return f"{path} is missing"

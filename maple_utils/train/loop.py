@@ -324,66 +324,24 @@ def _record(data, cfg, steps: int, state: dict, session_tokens: int, session_wal
     }
 
 
-def model_card(cfg, summary: dict) -> str:
-    """The adapter's README.md: Hub metadata, then what it was trained on and how."""
-    from maple_utils.data import instruct
-
-    languages = cfg.train_languages or instruct.dataset_spec(cfg.dataset)["languages"]
-    meta = [
-        "---",
-        f"base_model: {cfg.model}",
-        "library_name: peft",
-        "tags: [lora, maple]",
-        "language: [" + ", ".join(languages) + "]",
-        "---",
-    ]
-    lines = [
-        f"# {cfg.model} + LoRA r{cfg.rank} on {cfg.dataset} ({cfg.quant}-bit base)",
-        "",
-        "Trained with MAPLE (notebooks/02_train.ipynb). Load it with "
-        "`PeftModel.from_pretrained(base, this_folder)` on the base model quantised as below.",
-        "",
-        "| setting | value |",
-        "|---|---|",
-    ]
-    for key in (
-        "model",
-        "quant",
-        "dataset",
-        "rank",
-        "lora_alpha",
-        "lora_dropout",
-        "target_modules",
-        "learning_rate",
-        "lr_scheduler",
-        "batch_size",
-        "grad_accum",
-        "max_length",
-        "prompt_template",
-        "seed",
-    ):
-        lines.append(f"| {key} | {getattr(cfg, key)} |")
-    for key in ("steps", "examples", "final_loss", "trainable_params", "trainable_pct"):
-        lines.append(f"| {key} | {summary.get(key)} |")
-    lines += [
-        "",
-        f"The effective configuration is `{layout.ADAPTER_RUN_CONFIG}`; the training record is the run's "
-        f"`{layout.TRAIN_RECORD}`.",
-    ]
-    return "\n".join(meta + lines) + "\n"
-
-
-def save_adapter(model, tokenizer, adapter_dir: str | Path, cfg=None, summary: dict | None = None) -> Path:
-    """save_pretrained with the tokenizer, the effective config and a model card, into a temporary folder
-    renamed into place: the adapter folder is whole or absent."""
+def save_adapter(
+    model, tokenizer, adapter_dir: str | Path, cfg=None, summary: dict | None = None, record: Path | None = None
+) -> Path:
+    """save_pretrained with the tokenizer, the effective config, the training record and a model card (with the
+    base named as others load it: train/card.py), into a temporary folder renamed into place: the adapter
+    folder is whole or absent."""
     from maple_utils import io
+    from maple_utils.train import card
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if cfg is not None:
+            card.point_config_at_base(tmp, cfg.model)
             (tmp / layout.ADAPTER_RUN_CONFIG).write_text(json.dumps(cfg.model_dump(), indent=2, default=str) + "\n")
-            (tmp / layout.MODEL_CARD).write_text(model_card(cfg, summary or {}), encoding="utf-8")
+            (tmp / layout.MODEL_CARD).write_text(card.model_card(cfg, summary or {}), encoding="utf-8")
+        if record is not None:
+            shutil.copyfile(record, tmp / layout.TRAIN_RECORD)
 
     return io.atomic_dir(Path(adapter_dir), write)
 
@@ -440,6 +398,6 @@ def keep_adapter(run, model, tokenizer) -> dict:
     from maple_utils import io
 
     summary = {k: v for k, v in io.read_json(run.folder / layout.TRAIN_RECORD).items() if not k.endswith("curve")}
-    save_adapter(model, tokenizer, run.adapter_dir, run.cfg, summary)
+    save_adapter(model, tokenizer, run.adapter_dir, run.cfg, summary, record=run.folder / layout.TRAIN_RECORD)
     shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
     return summary
