@@ -8,7 +8,7 @@ OUT ?= runs/smoke
 # notebooks at once: the smoke grid is bound by kernel starts and imports, one core each
 WORKERS ?= 2
 
-.PHONY: setup demo mini lint test test-full-grid test-real test-fast lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
+.PHONY: setup demo mini lint test test-full-grid test-real test-fast test-min lab notebooks dry-run-paper bench-setup bench-eval bench-train clean
 
 setup:
 	$(PYTHON) scripts/bootstrap.py $(VENV)
@@ -48,8 +48,18 @@ test-real: setup
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q
 
+# the fast tier on the declared minimum versions of torch, transformers, peft, bitsandbytes, accelerate and datasets
+# (.ci/minimum.txt), in a venv of its own (.venv-min); CI runs it after `test`
+MIN_VENV ?= .venv-min
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $$(grep '^torch==' .ci/minimum.txt)
+	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,tracking]" -c .ci/minimum.txt
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(MIN_VENV)/bin/python -m pytest tests -m "not slow" -q -n 2 -p no:cacheprovider
+
+# --allow-root only where Jupyter runs as root (containers, Colab-like VMs), where it refuses to start without it
 lab: setup
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 notebooks: setup  # rewrite the notebooks' parameters cells from the field declarations
 	$(PY) scripts/write_notebook_parameters.py
