@@ -49,13 +49,15 @@ test-fast: setup
 	$(PY) -m pytest tests -m "not slow" -q
 
 # the fast tier on the declared minimum versions of torch, transformers, peft, bitsandbytes, accelerate and datasets
-# (.ci/minimum.txt), in a venv of its own (.venv-min); CI runs it after `test`
+# (.ci/minimum.txt), in a venv of its own (.venv-min), then the install tier (the README's CPU install resolved in
+# fresh venvs: no nvidia package); CI runs it after `test`
 MIN_VENV ?= .venv-min
 test-min:
 	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $$(grep '^torch==' .ci/minimum.txt)
 	$(MIN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,tracking]" -c .ci/minimum.txt
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(MIN_VENV)/bin/python -m pytest tests -m "not slow" -q -n 2 -p no:cacheprovider
+	$(MIN_VENV)/bin/python -m pytest tests/test_install.py --install -q -rA -p no:cacheprovider
 
 # --allow-root only where Jupyter runs as root (containers, Colab-like VMs), where it refuses to start without it
 lab: setup

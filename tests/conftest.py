@@ -98,7 +98,7 @@ def run_cli(*args: str, timeout: int = 900, env: dict | None = None) -> subproce
 # the notebooks (nbval runs them in order on one scratch folder), and the modules that use the session's
 # smoke grid (so that it runs once). Every other module is a scope of its own (its module fixtures are
 # built once). The smoke scope, the longest, is collected first so that it starts first.
-SMOKE_MODULES = ("test_grid.py", "test_slurm.py", "test_kills.py")
+SMOKE_MODULES = ("test_grid.py", "test_kills.py")
 FULL_GRID_MODULE = "test_full_grid.py"  # its tests share no fixture but the reference run: each is a scope
 
 
@@ -112,7 +112,7 @@ def scope_of(nodeid: str) -> str:
 
 
 # The slower tiers, each selected only by its option and never in the suite: marker -> option
-TIERS = {"full_grid": "--full-grid", "real": "--real"}
+TIERS = {"full_grid": "--full-grid", "real": "--real", "install": "--install"}
 
 
 def pytest_addoption(parser):
@@ -121,6 +121,12 @@ def pytest_addoption(parser):
         action="store_true",
         help="run only the full-grid tier (tests marked full_grid: the whole smoke grid killed, on one "
         "and two workers, and through SLURM); `make test-full-grid`, which CI runs after the suite",
+    )
+    parser.addoption(
+        "--install",
+        action="store_true",
+        help="run only the install tier (tests marked install: pip resolving the README's install in fresh venvs); "
+        "`make test-min` runs it beside the fast tier on the minimum versions, and CI runs that",
     )
     parser.addoption(
         "--real",

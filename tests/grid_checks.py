@@ -1,5 +1,5 @@
-"""What the kill and SLURM tests do to a grid, for a part of the smoke grid in the suite (test_kills.py,
-test_slurm.py) and for the whole of it in the full-grid tier (test_full_grid.py): kill the runner at random
+"""What the kill and SLURM tests do to a grid, for a part of the smoke grid in the suite (test_kills.py) and
+for the whole of it in the full-grid tier (test_full_grid.py): kill the runner at random
 points and start it again; run through SLURM while a job is cancelled and the runner is killed once; then
 check that the rows equal a reference run's and that no completed job ran twice."""
 

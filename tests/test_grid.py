@@ -54,6 +54,14 @@ def test_smoke_grid_writes_rows_for_every_run_and_stage(smoke):
     assert "results: " in proc.stdout and "report: " in proc.stdout
 
 
+def test_the_demo_prints_no_error_line(smoke):
+    """`make demo`'s output is the runner's lines only: no kernel logs `[IPKernelApp] ERROR | KeyboardInterrupt
+    caught in kernel` when its finished notebook is shut down (jupyter_client's interrupt before shutdown)."""
+    _, proc = smoke
+    shown = (proc.stdout + proc.stderr).splitlines()
+    assert not [line for line in shown if "ERROR" in line or "Traceback" in line], shown[-40:]
+
+
 def test_an_api_key_in_the_environment_reaches_no_file_and_no_output(smoke):
     """OPENAI_API_KEY was set for the whole run: no executed notebook, log, row, record or manifest line
     holds it, nor does anything the run printed."""

@@ -74,6 +74,7 @@ def _install_plan(python: Path, *args: str) -> list[str]:
     return sorted(item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"])
 
 
+@pytest.mark.install
 def test_following_the_readme_a_cpu_machine_resolves_no_cuda_package(tmp_path):
     """README's install on a machine without CUDA: torch's CPU build first, then the project with every extra,
     dependencies resolved for real in a fresh venv: no nvidia-* package (and no second torch) is planned.

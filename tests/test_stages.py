@@ -1,6 +1,7 @@
 """The stage registry is the one place that knows the stages: a new stage is one entry plus one notebook."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,8 +59,13 @@ def test_a_new_stage_is_one_registry_entry_and_one_notebook(tmp_path):
     )
     (copy / "notebooks" / "07_extra.ipynb").write_text(json.dumps(notebook))
 
+    # the copy's own root and code: a runner run in this process earlier set MAPLE_ROOT and PYTHONPATH to the checkout
+    env = {k: v for k, v in os.environ.items() if k not in ("MAPLE_ROOT", "PYTHONPATH")}
+
     def python(code: str) -> str:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, timeout=300, env=env
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
