@@ -81,9 +81,11 @@ def unit_of(metric: str) -> str:
 
 def kind_of(row: dict) -> str:
     """adapter (a rank), base (a model without a dataset) or data (a prepared set: a dataset, no rank)."""
-    if row.get("rank") is not None and row.get("rank") == row.get("rank"):
+    import pandas as pd  # isna: None, NaN and pandas' NA alike
+
+    if not pd.isna(row.get("rank")):
         return "adapter"
-    return "base" if row.get("dataset") is None or row.get("dataset") != row.get("dataset") else "data"
+    return "base" if pd.isna(row.get("dataset")) else "data"
 
 
 def make_row(identity: dict, **values) -> dict:

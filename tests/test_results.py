@@ -132,3 +132,27 @@ def test_rows_of_a_job_whose_latest_attempt_failed_are_left_out_of_the_report_an
     report.write_report(str(tmp_path), rows)
     page = layout.report_page(tmp_path).read_text(encoding="utf-8")
     assert "Left out: the rows of 05_judge in r8q4, whose latest attempt did not complete" in page
+
+
+def test_every_metric_a_stage_can_write_has_a_unit():
+    """The units table (results.UNITS) covers every metric the tasks registry declares and every training
+    fact, so a row never fails for want of a unit after its evaluation has run."""
+    from maple_utils import registry
+    from maple_utils.train import loop
+
+    def metrics_in(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "metrics" and isinstance(value, list):
+                    yield from value
+                else:
+                    yield from metrics_in(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from metrics_in(value)
+
+    declared = set(metrics_in(registry.read("tasks"))) | set(loop.SUMMARY_METRICS)
+    assert {"acc", "squad_f1_megaverse", "rougeL", "acc_strict", "final_eval_loss"} <= declared
+    assert {m: results.unit_of(m) for m in declared}  # raises KeyError naming a metric without a unit
+    assert results.kind_of({"rank": float("nan"), "dataset": None}) == "base"
+    assert results.kind_of({"rank": None, "dataset": "multialpaca"}) == "data"
